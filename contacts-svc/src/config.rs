@@ -1,0 +1,64 @@
+//! Command-line flags and their environment variables, parsed once in `main`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::contact::Region;
+
+/// contacts-svc: owns every contact update; deduplicates events with Redis SET NX.
+#[derive(Debug, Parser)]
+#[command(name = "contacts-svc", version, about)]
+pub struct Config {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "CONTACTS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Redis to store contacts in. Unreachable is not fatal: health reports
+    /// NOT_SERVING until it answers.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
+    pub redis_url: String,
+
+    /// Region (ISO 3166 alpha-2) for phone numbers written without a country code.
+    #[arg(long, env = "CONTACTS_DEFAULT_REGION", default_value = "US", value_parser = parse_region)]
+    pub default_region: Region,
+
+    /// How long an applied event id is remembered, in seconds (default 30 days).
+    #[arg(long, env = "CONTACTS_DEDUP_TTL_SECS", default_value_t = 30 * 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(60..))]
+    pub dedup_ttl_secs: u64,
+
+    /// Log filter (tracing-subscriber EnvFilter syntax).
+    #[arg(long, env = "CONTACTS_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Seconds in-flight calls get to finish after SIGINT/SIGTERM.
+    #[arg(long, env = "CONTACTS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    pub fn dedup_ttl(&self) -> Duration {
+        Duration::from_secs(self.dedup_ttl_secs)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+fn parse_region(s: &str) -> Result<Region, String> {
+    Region::parse("default-region", s).map_err(|e| e.to_string())
+}
+
+/// `url` without its password, for logs.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://[redacted]@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}

@@ -1,0 +1,47 @@
+//! The one error type of contacts-svc and its mapping to gRPC status codes. A status
+//! for a caller's mistake says what was wrong; a status for our own failure says
+//! nothing about its cause, which is logged instead.
+
+/// Everything that can go wrong while serving a call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller sent a malformed value.
+    #[error("{field} {reason}")]
+    InvalidArgument { field: String, reason: String },
+    /// Nothing matches what the caller asked for.
+    #[error("{0}")]
+    NotFound(String),
+    /// Another caller is applying the same event right now; retrying later is safe.
+    #[error("event {0} is being applied by another call")]
+    InProgress(String),
+    /// Redis could not be reached or answered with an error.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Concurrent writers kept changing the same contacts; retrying later is safe.
+    #[error("gave up after {0} attempts against concurrent updates")]
+    Contention(u32),
+    /// Stored data could not be read back (a bug or outside interference).
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Short label for logs and metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument { .. } => "invalid_argument",
+            Self::NotFound(_) => "not_found",
+            Self::InProgress(_) => "in_progress",
+            Self::Redis(_) => "redis",
+            Self::Contention(_) => "contention",
+            Self::Corrupt { .. } => "corrupt",
+        }
+    }
+}

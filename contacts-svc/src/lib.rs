@@ -1,0 +1,141 @@
+//! contacts-svc owns every contact update. It serves `contacts.v1.ContactsService` over
+//! gRPC, deduplicates webhook events with Redis SET NX and applies them to contacts with
+//! merge rules that make the result independent of delivery order.
+//!
+//! [`run`] owns the server; `main.rs` only parses flags and wires.
+
+pub mod config;
+pub mod contact;
+pub mod error;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::time::Duration;
+
+use hookline_proto::v1::contacts_service_server::ContactsServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+pub use crate::contact::Region;
+pub use crate::store::{Store, StoreOptions};
+
+/// How often Redis is pinged to keep the health status current.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the webhook log is trimmed to the dedup TTL.
+const TRIM_INTERVAL: Duration = Duration::from_secs(60);
+/// Largest gRPC message accepted (an ignored event carries its raw body).
+const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// What the server needs from the outside.
+#[derive(Debug)]
+pub struct Deps {
+    pub store: Store,
+    pub default_region: Region,
+    /// Time in-flight calls get after `shutdown` resolves.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves gRPC on `listener` until `shutdown` resolves, then lets in-flight calls finish
+/// within the grace period.
+pub async fn run(
+    listener: TcpListener,
+    deps: Deps,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(hookline_proto::SERVICE_NAME, ServingStatus::NotServing)
+        .await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hookline_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hookline_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+
+    let monitor = tokio::spawn(monitor(deps.store.clone(), health));
+    let service = service::Service::new(deps.store, deps.default_region);
+    let contacts = ContactsServiceServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(contacts)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+
+    let grace = deps.shutdown_grace;
+    let result = tokio::select! {
+        r = &mut server => r,
+        () = shutdown => {
+            tracing::info!("shutting down, letting in-flight calls finish");
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(grace_secs = grace.as_secs(), "grace period over, closing open calls");
+                    Ok(())
+                }
+            }
+        }
+    };
+    monitor.abort();
+    result
+}
+
+/// Keeps the health status in step with Redis and trims the webhook log.
+async fn monitor(store: Store, health: tonic_health::server::HealthReporter) {
+    let mut serving = None;
+    let mut last_trim = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let up = match store.ping().await {
+            Ok(()) => true,
+            Err(e) => {
+                if serving != Some(false) {
+                    tracing::warn!(error = %e, "redis unreachable, reporting NOT_SERVING");
+                }
+                false
+            }
+        };
+        if serving != Some(up) {
+            let status = if up {
+                tracing::info!("redis reachable, reporting SERVING");
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health
+                .set_service_status(hookline_proto::SERVICE_NAME, status)
+                .await;
+            health.set_service_status("", status).await;
+            serving = Some(up);
+        }
+        if up && last_trim.elapsed() >= TRIM_INTERVAL {
+            last_trim = tokio::time::Instant::now();
+            match store.trim_log().await {
+                Ok(n) if n > 0 => tracing::info!(removed = n, "webhook log trimmed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "webhook log not trimmed"),
+            }
+        }
+    }
+}

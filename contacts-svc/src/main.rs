@@ -1,0 +1,76 @@
+//! Parses flags and wires contacts-svc together; everything else lives in the library.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use contacts_svc::config::{Config, redact_url};
+use contacts_svc::{Deps, Store, StoreOptions};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    match start(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("contacts-svc: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(config: Config) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log)
+                .with_context(|| format!("--log {:?} is not a valid filter", config.log))?,
+        )
+        .init();
+    let store = Store::open(
+        &config.redis_url,
+        StoreOptions {
+            dedup_ttl: config.dedup_ttl(),
+            ..StoreOptions::default()
+        },
+    )
+    .with_context(|| format!("--redis-url {}", redact_url(&config.redis_url)))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        redis = %redact_url(&config.redis_url),
+        "contacts-svc started"
+    );
+    contacts_svc::run(
+        listener,
+        Deps {
+            store,
+            default_region: config.default_region,
+            shutdown_grace: config.shutdown_grace(),
+        },
+        shutdown_signal(),
+    )
+    .await
+    .context("server failed")?;
+    tracing::info!("contacts-svc stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,921 @@
+//! All Redis access and the key layout; nothing else in contacts-svc sees Redis.
+//!
+//! ```text
+//! hl:ev:{<event id>}          string  "L<token>" while one caller applies the event (lease,
+//!                                     PX), then "D" + EventRecord protobuf (EX dedup TTL)
+//! hl:c:{<contact id>}         hash    v: version, d: record (JSON), r: survivor id once merged
+//! hl:c:{<contact id>}:log     zset    ids of the events applied to the contact, by receipt
+//! hl:idx:<kind>:<value>       string  contact id holding an identifier (created with SET NX)
+//! hl:contacts                 zset    live contact ids by creation time
+//! hl:events                   zset    every event id by receipt time: the webhook log
+//! ```
+//!
+//! The layout is ready for Redis Cluster: every key of one contact shares the hash tag
+//! `{<contact id>}`, and each script touches the keys of one slot only. A contact's
+//! update and its log entry are one script, so a crash leaves nothing half applied.
+//! Everything else (index claims, merges, the global log) is idempotent and ordered so
+//! that a retry after a crash completes the work.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use hookline_proto::prost::Message as _;
+use hookline_proto::v1;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands as _, Script, Value};
+
+use crate::contact::{
+    self, ContactId, EventEffect, EventId, Identifier, Ignored, ParsedEvent, Record,
+};
+use crate::error::Error;
+
+/// Tuning of deduplication and leases.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How long an applied event id is remembered; must outlive every sender's retries.
+    pub dedup_ttl: Duration,
+    /// How long one caller may hold an event before another may take it over.
+    pub lease: Duration,
+    /// How long a second delivery of an event in progress waits for the first.
+    pub lease_wait: Duration,
+    /// Timeout of every Redis command.
+    pub command_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            dedup_ttl: Duration::from_secs(30 * 24 * 3600),
+            lease: Duration::from_secs(10),
+            lease_wait: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What became of an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub outcome: v1::EventOutcome,
+    pub contact_id: Option<ContactId>,
+    pub reason: String,
+}
+
+/// A contact as stored: its live id (after following merges), version and record.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub id: ContactId,
+    pub version: u64,
+    pub record: Record,
+}
+
+/// Position in a listing, newest first: the score and member of the last item seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub score: i64,
+    pub member: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.score, self.member)
+    }
+
+    pub fn decode(s: &str) -> Result<Option<Self>, Error> {
+        if s.is_empty() {
+            return Ok(None);
+        }
+        let bad = || Error::invalid("page_token", "is not a token this service issued");
+        let (score, member) = s.split_once(':').ok_or_else(bad)?;
+        Ok(Some(Self {
+            score: score.parse().map_err(|_| bad())?,
+            member: member.to_owned(),
+        }))
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
+}
+
+/// Filter for the webhook log.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    pub contact: Option<ContactId>,
+    pub source: Option<String>,
+    pub outcome: Option<v1::EventOutcome>,
+}
+
+/// Attempts at resolving and writing before giving up against concurrent writers.
+const MAX_ATTEMPTS: u32 = 32;
+/// Redirects followed from a merged contact to its survivor.
+const MAX_REDIRECTS: usize = 16;
+/// Items examined per listing call, whatever the filter, to bound its cost.
+const SCAN_BUDGET: usize = 2000;
+
+const CONTACTS: &str = "hl:contacts";
+const EVENTS: &str = "hl:events";
+
+fn event_key(id: &EventId) -> String {
+    format!("hl:ev:{{{id}}}")
+}
+
+fn contact_key(id: &ContactId) -> String {
+    format!("hl:c:{{{id}}}")
+}
+
+fn contact_log_key(id: &ContactId) -> String {
+    format!("hl:c:{{{id}}}:log")
+}
+
+fn index_key(ident: &Identifier) -> String {
+    match ident {
+        Identifier::External { system, id } => format!("hl:idx:ext:{system}:{id}"),
+        Identifier::PaymentRef(r) => format!("hl:idx:pay:{r}"),
+        Identifier::Email(e) => format!("hl:idx:email:{e}"),
+        Identifier::Phone(p) => format!("hl:idx:phone:{p}"),
+    }
+}
+
+/// Writes a contact if its version is still the one read: either new data, or a
+/// redirect to the contact that absorbed it. Also logs the event and trims old entries.
+static CAS_CONTACT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return 0 end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'v', v + 1, 'r', ARGV[3])
+  redis.call('HDEL', KEYS[1], 'd')
+else
+  redis.call('HSET', KEYS[1], 'v', v + 1, 'd', ARGV[2])
+end
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6])
+end
+return 1
+",
+    )
+});
+
+/// Marks an event done unless another caller holds its lease now.
+static FINISH_EVENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] or not cur then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// Deletes a key if it still holds the given value (releases a lease).
+static DELETE_IF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
+/// Points an index entry at another contact if it still names the old one.
+static REPOINT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end
+return 0
+",
+    )
+});
+
+/// Handle on the Redis database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    opts: StoreOptions,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("opts", &self.opts).finish()
+    }
+}
+
+impl Store {
+    /// Prepares a connection to `url` without connecting: the connection is made on
+    /// first use and re-made in the background whenever it breaks.
+    pub fn open(url: &str, opts: StoreOptions) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(opts.command_timeout))
+            .set_response_timeout(Some(opts.command_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self { conn, opts })
+    }
+
+    pub async fn ping(&self) -> Result<(), Error> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Applies `ev` exactly once. `explicit` is a contact the caller named.
+    pub async fn apply(
+        &self,
+        ev: &ParsedEvent,
+        explicit: Option<&ContactId>,
+    ) -> Result<Applied, Error> {
+        let key = event_key(&ev.id);
+        let token = format!("L{}", uuid::Uuid::now_v7().simple());
+        if let Some(done) = self.acquire(&key, &token).await? {
+            return Ok(Applied {
+                outcome: v1::EventOutcome::Duplicate,
+                contact_id: ContactId::parse(&done.contact_id).ok(),
+                reason: done.reason,
+            });
+        }
+        let result = match &ev.action {
+            Ok(effect) => self.apply_effect(ev, effect, explicit).await,
+            Err(Ignored { reason, .. }) => Ok(Applied {
+                outcome: v1::EventOutcome::Ignored,
+                contact_id: None,
+                reason: reason.clone(),
+            }),
+        };
+        match result {
+            Ok(applied) => {
+                self.finish(&key, &token, ev, &applied).await?;
+                Ok(applied)
+            }
+            Err(e) => {
+                // Let a retry apply the event right away instead of after the lease.
+                let mut c = self.conn.clone();
+                let released: Result<i64, _> =
+                    DELETE_IF.key(&key).arg(&token).invoke_async(&mut c).await;
+                if let Err(re) = released {
+                    tracing::debug!(error = %re, "lease not released, it will expire");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the lease on an event. `Some(record)` when the event was already done.
+    async fn acquire(&self, key: &str, token: &str) -> Result<Option<v1::EventRecord>, Error> {
+        let mut c = self.conn.clone();
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let set: Value = redis::cmd("SET")
+                .arg(key)
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis_u64(self.opts.lease))
+                .query_async(&mut c)
+                .await?;
+            if !matches!(set, Value::Nil) {
+                return Ok(None);
+            }
+            let current: Option<Vec<u8>> = c.get(key).await?;
+            match current.as_deref() {
+                Some([b'D', rest @ ..]) => return Ok(Some(decode_record(key, rest)?)),
+                // Expired between SET and GET: try again at once.
+                None => continue,
+                Some(_) => {
+                    if started.elapsed() >= self.opts.lease_wait {
+                        return Err(Error::InProgress(key.to_owned()));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Logs the event and marks it done.
+    async fn finish(
+        &self,
+        key: &str,
+        token: &str,
+        ev: &ParsedEvent,
+        applied: &Applied,
+    ) -> Result<(), Error> {
+        let record = v1::EventRecord {
+            event_id: ev.id.to_string(),
+            source: ev.source.clone(),
+            r#type: ev.event_type.clone(),
+            outcome: applied.outcome.into(),
+            contact_id: applied
+                .contact_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            reason: applied.reason.clone(),
+            occurred_at: Some(contact::timestamp(ev.occurred_at)),
+            received_at: Some(contact::timestamp(ev.received_at)),
+            applied_at: Some(contact::timestamp(now_millis())),
+            body: match &ev.action {
+                Err(ignored) => ignored.body.clone(),
+                Ok(_) => Vec::new(),
+            },
+        };
+        let mut value = Vec::with_capacity(1 + record.encoded_len());
+        value.push(b'D');
+        record.encode(&mut value).map_err(|e| Error::Corrupt {
+            key: key.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut c = self.conn.clone();
+        // The log entry first: if we crash before the done marker, the retry re-adds it.
+        let _: () = c.zadd(EVENTS, ev.id.as_str(), ev.received_at).await?;
+        let finished: i64 = FINISH_EVENT
+            .key(key)
+            .arg(token)
+            .arg(value)
+            .arg(self.opts.dedup_ttl.as_secs().max(1))
+            .invoke_async(&mut c)
+            .await?;
+        if finished == 0 {
+            tracing::warn!(event_id = %ev.id, "lease was taken over before the event was marked done");
+        }
+        Ok(())
+    }
+
+    /// Resolves the event's contact (creating or merging as needed) and applies it.
+    async fn apply_effect(
+        &self,
+        ev: &ParsedEvent,
+        effect: &EventEffect,
+        explicit: Option<&ContactId>,
+    ) -> Result<Applied, Error> {
+        let idents = effect.data.identifiers();
+        let delta = Record::from_event(effect);
+        let log_floor = ev.received_at - millis_i64(self.opts.dedup_ttl);
+        for _ in 0..MAX_ATTEMPTS {
+            // Where each identifier points now, and the contacts it names.
+            let raw = self.index_lookup(&idents).await?;
+            let mut contacts: BTreeMap<ContactId, Loaded> = BTreeMap::new();
+            let mut hits = Vec::with_capacity(idents.len());
+            for (ident, pointer) in idents.iter().zip(&raw) {
+                let live = match pointer {
+                    Some(id) => Some(self.load_into(id, &mut contacts).await?),
+                    None => None,
+                };
+                hits.push((ident.clone(), live));
+            }
+            let explicit_live = match explicit {
+                Some(id) => {
+                    let live = self.load_into(id, &mut contacts).await?;
+                    if contacts.get(&live).is_some_and(|l| l.version == 0) {
+                        return Err(Error::NotFound(format!("no contact {id}")));
+                    }
+                    Some(live)
+                }
+                None => None,
+            };
+            let records: BTreeMap<ContactId, Record> = contacts
+                .iter()
+                .map(|(k, v)| (k.clone(), v.record.clone()))
+                .collect();
+            let plan = contact::plan(
+                &effect.data.external_ids,
+                explicit_live.as_ref(),
+                &hits,
+                &records,
+            );
+
+            let survivor = match plan.targets.first() {
+                Some(id) => id.clone(),
+                None => ContactId::generate(),
+            };
+            if !self.claim(&plan.claims, &survivor).await? {
+                continue; // another caller claimed one first: resolve again
+            }
+            let mut base = contacts.remove(&survivor).unwrap_or(Loaded {
+                id: survivor.clone(),
+                version: 0,
+                record: Record::default(),
+            });
+            let absorbed: Vec<Loaded> = plan
+                .targets
+                .iter()
+                .skip(1)
+                .filter_map(|id| contacts.remove(id))
+                .collect();
+            for other in &absorbed {
+                base.record.join(other.record.clone());
+                base.record.merged.insert(other.id.clone());
+            }
+            base.record.join(delta.clone());
+            if !self.write(&base, ev, log_floor).await? {
+                continue;
+            }
+            if !self.absorb(&survivor, &absorbed).await? {
+                continue; // an absorbed contact changed meanwhile: merge it again
+            }
+            // Identifiers that still name a contact the survivor absorbed, or a merged id.
+            let mut repoints: Vec<(Identifier, ContactId)> = Vec::new();
+            for (ident, pointer) in idents.iter().zip(&raw) {
+                if let Some(p) = pointer
+                    && *p != survivor
+                    && !plan.conflicts.iter().any(|(i, _)| i == ident)
+                {
+                    repoints.push((ident.clone(), p.clone()));
+                }
+            }
+            for other in &absorbed {
+                for ident in other.record.identifiers() {
+                    repoints.push((ident, other.id.clone()));
+                }
+            }
+            self.repoint(&repoints, &survivor).await?;
+            let mut c = self.conn.clone();
+            let mut pipe = redis::pipe();
+            pipe.zadd(CONTACTS, survivor.as_str(), created_millis(&survivor))
+                .ignore();
+            for other in &absorbed {
+                pipe.zrem(CONTACTS, other.id.as_str()).ignore();
+            }
+            let _: () = pipe.query_async(&mut c).await?;
+
+            let reason = plan
+                .conflicts
+                .iter()
+                .map(|(ident, other)| {
+                    format!(
+                        "conflict: {} belongs to {other}, which has another id of the same provider",
+                        ident.kind()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Ok(Applied {
+                outcome: v1::EventOutcome::Applied,
+                contact_id: Some(survivor),
+                reason,
+            });
+        }
+        Err(Error::Contention(MAX_ATTEMPTS))
+    }
+
+    async fn index_lookup(&self, idents: &[Identifier]) -> Result<Vec<Option<ContactId>>, Error> {
+        if idents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for ident in idents {
+            pipe.get(index_key(ident));
+        }
+        let raw: Vec<Option<String>> = pipe.query_async(&mut c).await?;
+        raw.into_iter()
+            .zip(idents)
+            .map(|(v, ident)| {
+                v.map(|s| {
+                    ContactId::parse(&s).map_err(|_| Error::Corrupt {
+                        key: index_key(ident),
+                        reason: "not a contact id".to_owned(),
+                    })
+                })
+                .transpose()
+            })
+            .collect()
+    }
+
+    /// Loads `id`, following merges, into `into`; returns the live id. A contact that
+    /// does not exist yet loads as empty with version 0.
+    async fn load_into(
+        &self,
+        id: &ContactId,
+        into: &mut BTreeMap<ContactId, Loaded>,
+    ) -> Result<ContactId, Error> {
+        if into.contains_key(id) {
+            return Ok(id.clone());
+        }
+        let loaded = self.load(id).await?;
+        let live = loaded.id.clone();
+        into.entry(live.clone()).or_insert(loaded);
+        Ok(live)
+    }
+
+    /// Reads a contact, following redirects to the survivor of merges.
+    pub async fn load(&self, id: &ContactId) -> Result<Loaded, Error> {
+        let mut c = self.conn.clone();
+        let mut id = id.clone();
+        for _ in 0..MAX_REDIRECTS {
+            let key = contact_key(&id);
+            let (v, d, r): (Option<u64>, Option<Vec<u8>>, Option<String>) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg("v")
+                .arg("d")
+                .arg("r")
+                .query_async(&mut c)
+                .await?;
+            if let Some(r) = r {
+                id = ContactId::parse(&r).map_err(|_| Error::Corrupt {
+                    key,
+                    reason: "redirect is not a contact id".to_owned(),
+                })?;
+                continue;
+            }
+            let record = match d {
+                Some(d) => serde_json::from_slice(&d).map_err(|e| Error::Corrupt {
+                    key,
+                    reason: e.to_string(),
+                })?,
+                None => Record::default(),
+            };
+            return Ok(Loaded {
+                id,
+                version: v.unwrap_or(0),
+                record,
+            });
+        }
+        Err(Error::Corrupt {
+            key: contact_key(&id),
+            reason: "redirect chain too long".to_owned(),
+        })
+    }
+
+    /// Claims identifiers for `owner` with SET NX. False if another contact got one.
+    async fn claim(&self, idents: &[Identifier], owner: &ContactId) -> Result<bool, Error> {
+        if idents.is_empty() {
+            return Ok(true);
+        }
+        let mut c = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for ident in idents {
+            pipe.cmd("SET")
+                .arg(index_key(ident))
+                .arg(owner.as_str())
+                .arg("NX");
+        }
+        let results: Vec<Value> = pipe.query_async(&mut c).await?;
+        Ok(results.iter().all(|v| !matches!(v, Value::Nil)))
+    }
+
+    /// Writes a contact if unchanged since read, with the event's log entry.
+    async fn write(&self, l: &Loaded, ev: &ParsedEvent, log_floor: i64) -> Result<bool, Error> {
+        let data = serde_json::to_vec(&l.record).map_err(|e| Error::Corrupt {
+            key: contact_key(&l.id),
+            reason: e.to_string(),
+        })?;
+        let mut c = self.conn.clone();
+        let ok: i64 = CAS_CONTACT
+            .key(contact_key(&l.id))
+            .key(contact_log_key(&l.id))
+            .arg(l.version)
+            .arg(data)
+            .arg("")
+            .arg(ev.id.as_str())
+            .arg(ev.received_at)
+            .arg(log_floor)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(ok == 1)
+    }
+
+    /// Turns absorbed contacts into redirects to the survivor.
+    async fn absorb(&self, survivor: &ContactId, absorbed: &[Loaded]) -> Result<bool, Error> {
+        let mut c = self.conn.clone();
+        for other in absorbed {
+            let ok: i64 = CAS_CONTACT
+                .key(contact_key(&other.id))
+                .key(contact_log_key(&other.id))
+                .arg(other.version)
+                .arg("")
+                .arg(survivor.as_str())
+                .arg("")
+                .arg(0)
+                .arg(0)
+                .invoke_async(&mut c)
+                .await?;
+            if ok != 1 {
+                return Ok(false);
+            }
+            tracing::info!(contact_id = %survivor, absorbed = %other.id, "contacts merged");
+        }
+        Ok(true)
+    }
+
+    async fn repoint(
+        &self,
+        entries: &[(Identifier, ContactId)],
+        to: &ContactId,
+    ) -> Result<(), Error> {
+        let mut c = self.conn.clone();
+        for (ident, from) in entries {
+            let _: i64 = REPOINT
+                .key(index_key(ident))
+                .arg(from.as_str())
+                .arg(to.as_str())
+                .invoke_async(&mut c)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The contact holding `ident`, if any.
+    pub async fn lookup(&self, ident: &Identifier) -> Result<Option<Loaded>, Error> {
+        let ids = self.index_lookup(std::slice::from_ref(ident)).await?;
+        match ids.into_iter().next().flatten() {
+            Some(id) => Ok(Some(self.load(&id).await?).filter(|l| l.version > 0)),
+            None => Ok(None),
+        }
+    }
+
+    /// The contact with `id` (or the survivor it was merged into), if it exists.
+    pub async fn get(&self, id: &ContactId) -> Result<Option<Loaded>, Error> {
+        Ok(Some(self.load(id).await?).filter(|l| l.version > 0))
+    }
+
+    /// One page of contacts, newest first, keeping those `keep` accepts.
+    pub async fn list_contacts(
+        &self,
+        after: Option<Cursor>,
+        limit: usize,
+        keep: impl Fn(&Record) -> bool,
+    ) -> Result<Page<Loaded>, Error> {
+        let mut out = Vec::new();
+        let mut scan = ZScan::new(CONTACTS, after);
+        while out.len() < limit && scan.examined < SCAN_BUDGET {
+            let batch = scan.next_batch(self, limit.max(16)).await?;
+            if batch.is_empty() {
+                return Ok(Page {
+                    items: out,
+                    next: None,
+                });
+            }
+            for (i, (member, _)) in batch.iter().enumerate() {
+                let Ok(id) = ContactId::parse(member) else {
+                    continue;
+                };
+                let loaded = self.load(&id).await?;
+                // Skip merged contacts (their survivor is listed itself) and strays.
+                if loaded.id == id && loaded.version > 0 && keep(&loaded.record) {
+                    out.push(loaded);
+                    if out.len() == limit {
+                        scan.rewind_to(&batch, i);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(Page {
+            items: out,
+            next: scan.position(),
+        })
+    }
+
+    /// One page of the webhook log, newest first.
+    pub async fn list_events(
+        &self,
+        after: Option<Cursor>,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<Page<v1::EventRecord>, Error> {
+        let keep = |r: &v1::EventRecord| {
+            filter.source.as_ref().is_none_or(|s| *s == r.source)
+                && filter.outcome.is_none_or(|o| r.outcome == i32::from(o))
+        };
+        if let Some(contact) = &filter.contact {
+            return self.list_contact_events(contact, after, limit, keep).await;
+        }
+        let mut out = Vec::new();
+        let mut scan = ZScan::new(EVENTS, after);
+        while out.len() < limit && scan.examined < SCAN_BUDGET {
+            let batch = scan.next_batch(self, limit.max(16)).await?;
+            if batch.is_empty() {
+                return Ok(Page {
+                    items: out,
+                    next: None,
+                });
+            }
+            let records = self
+                .load_records(batch.iter().map(|(m, _)| m.as_str()))
+                .await?;
+            for (i, rec) in records.into_iter().enumerate() {
+                if let Some(rec) = rec.filter(|r| keep(r)) {
+                    out.push(rec);
+                    if out.len() == limit {
+                        scan.rewind_to(&batch, i);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(Page {
+            items: out,
+            next: scan.position(),
+        })
+    }
+
+    async fn list_contact_events(
+        &self,
+        contact: &ContactId,
+        after: Option<Cursor>,
+        limit: usize,
+        keep: impl Fn(&v1::EventRecord) -> bool,
+    ) -> Result<Page<v1::EventRecord>, Error> {
+        let live = self.load(contact).await?;
+        if live.version == 0 {
+            return Err(Error::NotFound(format!("no contact {contact}")));
+        }
+        let mut c = self.conn.clone();
+        let mut entries: Vec<(String, i64)> = Vec::new();
+        let ids = std::iter::once(&live.id).chain(live.record.merged.iter());
+        for id in ids {
+            let part: Vec<(String, i64)> = c.zrange_withscores(contact_log_key(id), 0, -1).await?;
+            entries.extend(part);
+        }
+        entries.sort_by(|a, b| (b.1, &b.0).cmp(&(a.1, &a.0)));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        let start = match &after {
+            Some(cur) => entries
+                .iter()
+                .position(|(m, s)| (*s, m.as_str()) < (cur.score, cur.member.as_str()))
+                .unwrap_or(entries.len()),
+            None => 0,
+        };
+        let mut out = Vec::new();
+        for chunk in entries[start..].chunks(limit.max(16)) {
+            let records = self
+                .load_records(chunk.iter().map(|(m, _)| m.as_str()))
+                .await?;
+            for ((member, score), rec) in chunk.iter().zip(records) {
+                if let Some(rec) = rec.filter(|r| keep(r)) {
+                    out.push(rec);
+                    if out.len() == limit {
+                        let next = Cursor {
+                            score: *score,
+                            member: member.clone(),
+                        };
+                        return Ok(Page {
+                            items: out,
+                            next: Some(next),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(Page {
+            items: out,
+            next: None,
+        })
+    }
+
+    /// Event records by id, `None` where the event is unknown, expired or in progress.
+    async fn load_records<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Result<Vec<Option<v1::EventRecord>>, Error> {
+        let keys: Vec<String> = ids.map(|id| format!("hl:ev:{{{id}}}")).collect();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.get(k);
+        }
+        let values: Vec<Option<Vec<u8>>> = pipe.query_async(&mut c).await?;
+        values
+            .into_iter()
+            .zip(&keys)
+            .map(|(v, key)| match v.as_deref() {
+                Some([b'D', rest @ ..]) => decode_record(key, rest).map(Some),
+                _ => Ok(None),
+            })
+            .collect()
+    }
+
+    /// Drops webhook log entries older than the dedup TTL (their records are gone).
+    pub async fn trim_log(&self) -> Result<u64, Error> {
+        let floor = now_millis() - millis_i64(self.opts.dedup_ttl);
+        let mut c = self.conn.clone();
+        let removed: u64 = c.zrembyscore(EVENTS, "-inf", format!("({floor}")).await?;
+        Ok(removed)
+    }
+}
+
+/// Walks a sorted set from the highest score down, resuming after a cursor.
+struct ZScan {
+    key: &'static str,
+    after: Option<Cursor>,
+    /// Highest score of the first batch, so entries added while paging do not shift
+    /// the offsets of a walk that started at the top.
+    ceiling: Option<i64>,
+    last: Option<Cursor>,
+    offset: usize,
+    examined: usize,
+}
+
+impl ZScan {
+    fn new(key: &'static str, after: Option<Cursor>) -> Self {
+        Self {
+            key,
+            last: after.clone(),
+            after,
+            ceiling: None,
+            offset: 0,
+            examined: 0,
+        }
+    }
+
+    /// The next members after the cursor, newest first; empty at the end.
+    async fn next_batch(&mut self, store: &Store, n: usize) -> Result<Vec<(String, i64)>, Error> {
+        let mut c = store.conn.clone();
+        let max = match (&self.after, self.ceiling) {
+            (Some(a), _) => a.score.to_string(),
+            (None, Some(c)) => c.to_string(),
+            (None, None) => "+inf".to_owned(),
+        };
+        let batch: Vec<(String, i64)> = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(self.key)
+            .arg(max)
+            .arg("-inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(self.offset)
+            .arg(n)
+            .query_async(&mut c)
+            .await?;
+        self.offset += batch.len();
+        if self.ceiling.is_none() {
+            self.ceiling = batch.first().map(|(_, s)| *s);
+        }
+        // Members tied with the cursor's score come in descending order; skip those at
+        // or above the cursor, which earlier pages returned.
+        let batch: Vec<(String, i64)> = batch
+            .into_iter()
+            .filter(|(m, s)| {
+                self.after
+                    .as_ref()
+                    .is_none_or(|a| *s < a.score || (*s == a.score && *m < a.member))
+            })
+            .collect();
+        self.examined += batch.len();
+        if let Some((m, s)) = batch.last() {
+            self.last = Some(Cursor {
+                score: *s,
+                member: m.clone(),
+            });
+        }
+        Ok(batch)
+    }
+
+    /// Resume after item `i` of `batch` rather than after the whole batch.
+    fn rewind_to(&mut self, batch: &[(String, i64)], i: usize) {
+        if let Some((m, s)) = batch.get(i) {
+            self.last = Some(Cursor {
+                score: *s,
+                member: m.clone(),
+            });
+        }
+    }
+
+    fn position(&self) -> Option<Cursor> {
+        self.last.clone()
+    }
+}
+
+fn decode_record(key: &str, bytes: &[u8]) -> Result<v1::EventRecord, Error> {
+    v1::EventRecord::decode(bytes).map_err(|e| Error::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Creation time of a contact, from its UUID v7.
+fn created_millis(id: &ContactId) -> i64 {
+    id.as_str()
+        .get(3..15)
+        .and_then(|hex| i64::from_str_radix(hex, 16).ok())
+        .unwrap_or(0)
+}
+
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| millis_i64(d))
+}
+
+fn millis_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn millis_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

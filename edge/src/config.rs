@@ -1,0 +1,274 @@
+//! The edge's configuration: flags (with their environment variables) and the TOML
+//! file, parsed and checked once at start-up. Nothing else reads the environment.
+//! Errors name the source and key at fault.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::sources::{Source, stripe};
+
+/// edge: receives webhooks, verifies them over the raw bytes and hands normalized events
+/// to contacts-svc.
+#[derive(Debug, Parser)]
+#[command(name = "edge", version, about)]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long, env = "EDGE_CONFIG")]
+    pub config: PathBuf,
+
+    /// Address to serve HTTP on (overrides `listen` in the file).
+    #[arg(long, env = "EDGE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// contacts-svc address(es), comma-separated (overrides `contacts_url`).
+    #[arg(long, env = "CONTACTS_URL")]
+    pub contacts_url: Option<String>,
+
+    /// Log filter (tracing-subscriber EnvFilter syntax).
+    #[arg(long, env = "EDGE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The checked configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub contacts_urls: Vec<http::Uri>,
+    pub max_body_bytes: usize,
+    pub spool_dir: PathBuf,
+    /// Deadline of every call to contacts-svc.
+    pub contacts_timeout: Duration,
+    /// Time in-flight requests get after a shutdown signal.
+    pub shutdown_grace: Duration,
+    pub sources: BTreeMap<String, Source>,
+}
+
+/// A secret value. Its `Debug` output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    contacts_url: Option<String>,
+    max_body_bytes: Option<usize>,
+    spool_dir: Option<PathBuf>,
+    contacts_timeout_ms: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+    #[serde(default)]
+    sources: BTreeMap<String, toml::Table>,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_CONTACTS_URL: &str = "http://127.0.0.1:50051";
+const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+impl Config {
+    /// Reads and checks the file named by `args`, with flags overriding it.
+    pub fn load(args: &Args) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(&args.config).map_err(|e| {
+            ConfigError::new(
+                "--config",
+                format!("cannot read {}: {e}", args.config.display()),
+            )
+        })?;
+        let base = args.config.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base, args, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses configuration text. `base` resolves relative `file:` paths; `env` reads
+    /// environment variables for `env:` secrets.
+    pub fn parse(
+        text: &str,
+        base: &Path,
+        args: &Args,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file: FileConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::new(args.config.display().to_string(), e.to_string()))?;
+        let listen = match args.listen {
+            Some(a) => a,
+            None => {
+                let s = file.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+                s.parse()
+                    .map_err(|_| ConfigError::new("listen", format!("{s:?} is not host:port")))?
+            }
+        };
+        let (urls_key, urls) = match &args.contacts_url {
+            Some(u) => ("--contacts-url", u.as_str()),
+            None => (
+                "contacts_url",
+                file.contacts_url.as_deref().unwrap_or(DEFAULT_CONTACTS_URL),
+            ),
+        };
+        let contacts_urls = parse_urls(urls_key, urls)?;
+        let max_body_bytes = file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+        if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
+            return Err(ConfigError::new(
+                "max_body_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        let contacts_timeout = Duration::from_millis(file.contacts_timeout_ms.unwrap_or(5000));
+        if contacts_timeout < Duration::from_millis(10) {
+            return Err(ConfigError::new(
+                "contacts_timeout_ms",
+                "must be at least 10",
+            ));
+        }
+        if file.sources.is_empty() {
+            return Err(ConfigError::new("sources", "no source is configured"));
+        }
+        let resolver = Resolver { base, env };
+        let mut sources = BTreeMap::new();
+        for (name, table) in file.sources {
+            check_source_name(&name)?;
+            let source = parse_source(&name, table, &resolver)?;
+            sources.insert(name, source);
+        }
+        Ok(Self {
+            listen,
+            contacts_urls,
+            max_body_bytes,
+            spool_dir: file
+                .spool_dir
+                .map_or_else(|| base.join(".data/edge-spool"), |p| base.join(p)),
+            contacts_timeout,
+            shutdown_grace: Duration::from_secs(file.shutdown_grace_secs.unwrap_or(10)),
+            sources,
+        })
+    }
+}
+
+fn parse_urls(key: &str, s: &str) -> Result<Vec<http::Uri>, ConfigError> {
+    let mut urls = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let uri: http::Uri = part
+            .parse()
+            .map_err(|_| ConfigError::new(key, format!("{part:?} is not a URL")))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(ConfigError::new(
+                key,
+                format!("{part:?} must be http://host:port"),
+            ));
+        }
+        urls.push(uri);
+    }
+    if urls.is_empty() {
+        return Err(ConfigError::new(key, "no address given"));
+    }
+    Ok(urls)
+}
+
+fn check_source_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            format!("sources.{name}"),
+            "source names are 1 to 64 of a-z, 0-9, '-' and '_' (they appear in URLs)",
+        ))
+    }
+}
+
+/// Resolves `env:NAME` and `file:PATH` values.
+#[allow(missing_debug_implementations)]
+pub struct Resolver<'a> {
+    base: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Resolver<'_> {
+    /// The secret `value` refers to, with surrounding whitespace removed (a trailing
+    /// newline in a file or variable would otherwise fail every verification).
+    pub fn secret(&self, key: &str, value: &str) -> Result<Secret, ConfigError> {
+        let resolved = self.text(key, value)?;
+        let trimmed = resolved.trim();
+        if trimmed.is_empty() {
+            return Err(ConfigError::new(key, "is empty"));
+        }
+        Ok(Secret::new(trimmed))
+    }
+
+    /// The text `value` refers to: inline, `env:NAME` or `file:PATH`.
+    pub fn text(&self, key: &str, value: &str) -> Result<String, ConfigError> {
+        if let Some(name) = value.strip_prefix("env:") {
+            (self.env)(name).ok_or_else(|| {
+                ConfigError::new(key, format!("environment variable {name} is not set"))
+            })
+        } else if let Some(path) = value.strip_prefix("file:") {
+            let path = self.base.join(path);
+            std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))
+        } else {
+            Ok(value.to_owned())
+        }
+    }
+}
+
+fn parse_source(name: &str, table: toml::Table, r: &Resolver<'_>) -> Result<Source, ConfigError> {
+    let key = |k: &str| format!("sources.{name}.{k}");
+    let kind = match table.get("kind") {
+        Some(toml::Value::String(k)) => k.clone(),
+        Some(_) => return Err(ConfigError::new(key("kind"), "must be a string")),
+        None => return Err(ConfigError::new(key("kind"), "is required")),
+    };
+    let value = toml::Value::Table(table);
+    match kind.as_str() {
+        "stripe" => {
+            let raw: stripe::RawConfig = value.try_into().map_err(|e: toml::de::Error| {
+                ConfigError::new(format!("sources.{name}"), e.message())
+            })?;
+            Ok(Source::Stripe(stripe::Stripe::from_config(name, raw, r)?))
+        }
+        other => Err(ConfigError::new(
+            key("kind"),
+            format!("unknown kind {other:?} (known: stripe)"),
+        )),
+    }
+}

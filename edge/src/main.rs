@@ -1,0 +1,57 @@
+//! Parses flags and configuration and wires the edge together; everything else lives in
+//! the library.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use edge::config::{Args, Config};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match start(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edge: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(args: Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .with_context(|| format!("--log {:?} is not a valid filter", args.log))?;
+    let config = Config::load(&args)?;
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        sources = ?config.sources.keys().collect::<Vec<_>>(),
+        contacts = ?config.contacts_urls.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "edge started"
+    );
+    edge::run(listener, config, shutdown_signal()).await;
+    tracing::info!("edge stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        () = term => {},
+    }
+}

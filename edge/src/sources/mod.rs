@@ -1,0 +1,146 @@
+//! Webhook sources: one file per provider kind, each with a pure verifier (raw bytes,
+//! headers, secrets and `now` in; a verdict out) and a pure normalizer (raw bytes in; a
+//! `contacts.v1.WebhookEvent` out). Dispatch is a plain `match` on the kind.
+
+pub mod stripe;
+
+use hookline_proto::prost_types::Timestamp;
+use hookline_proto::v1;
+use http::{HeaderMap, StatusCode};
+
+/// A configured source.
+#[derive(Debug)]
+pub enum Source {
+    Stripe(stripe::Stripe),
+}
+
+/// The parts of a delivery a verifier may look at.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'a> {
+    pub headers: &'a HeaderMap,
+    /// The raw query string, without `?`.
+    pub query: &'a str,
+    /// The exact bytes received.
+    pub body: &'a [u8],
+}
+
+/// Why a delivery is not authentic. Every variant answers 401 and stores nothing.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("more than one {0} header")]
+    DuplicateHeader(&'static str),
+    #[error("malformed signature header: {0}")]
+    Malformed(&'static str),
+    #[error("timestamp outside the tolerance window")]
+    StaleTimestamp,
+    #[error("no signature matches")]
+    Mismatch,
+}
+
+impl VerifyError {
+    /// Stable label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingHeader(_) => "missing_header",
+            Self::DuplicateHeader(_) => "duplicate_header",
+            Self::Malformed(_) => "malformed_header",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::Mismatch => "mismatch",
+        }
+    }
+}
+
+impl Source {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Stripe(_) => stripe::KIND,
+        }
+    }
+
+    /// Checks that the delivery is authentic. `now` is Unix seconds at receipt.
+    pub fn verify(&self, delivery: Delivery<'_>, now: i64) -> Result<(), VerifyError> {
+        match self {
+            Self::Stripe(s) => s.verify(delivery, now),
+        }
+    }
+
+    /// Turns an authentic body into an event for contacts-svc.
+    pub fn normalize(&self, source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookEvent {
+        match self {
+            Self::Stripe(_) => stripe::normalize(source, body, received_at_ms),
+        }
+    }
+
+    /// What tells this sender to retry later.
+    pub fn retry_status(&self) -> StatusCode {
+        match self {
+            Self::Stripe(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// A protobuf timestamp from milliseconds since the Unix epoch.
+pub fn timestamp(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+/// The common envelope of every normalized event.
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    pub source: &'a str,
+    pub kind: &'static str,
+    /// Provider event id, unscoped.
+    pub id: &'a str,
+    pub event_type: &'a str,
+    pub occurred_at_ms: i64,
+    pub received_at_ms: i64,
+}
+
+impl Envelope<'_> {
+    /// An event with `payload` about the contact `contact` describes.
+    pub fn event(
+        &self,
+        contact: v1::ContactData,
+        payload: v1::webhook_event::Payload,
+    ) -> v1::WebhookEvent {
+        v1::WebhookEvent {
+            id: format!("{}:{}", self.source, self.id),
+            source: self.source.to_owned(),
+            kind: self.kind.to_owned(),
+            r#type: self.event_type.to_owned(),
+            occurred_at: Some(timestamp(self.occurred_at_ms)),
+            received_at: Some(timestamp(self.received_at_ms)),
+            contact: Some(contact),
+            payload: Some(payload),
+        }
+    }
+
+    /// An authentic event that changes no contact, kept with its body for replay.
+    pub fn ignored(&self, reason: impl Into<String>, body: &[u8]) -> v1::WebhookEvent {
+        self.event(
+            v1::ContactData::default(),
+            v1::webhook_event::Payload::Ignored(v1::EventIgnored {
+                reason: reason.into(),
+                body: body.to_vec(),
+            }),
+        )
+    }
+}
+
+/// Id for a body that carries none: its SHA-256, so redeliveries deduplicate.
+pub fn body_digest_id(body: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
+}
+
+/// `Some(s)` for a non-blank string.
+pub fn non_blank(s: Option<&str>) -> Option<String> {
+    s.map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+}

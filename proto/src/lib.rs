@@ -1,0 +1,22 @@
+//! The `contacts.v1` contract between the edge, contacts-svc and internal callers: the
+//! generated message types, the tonic client and server, and the encoded descriptor set
+//! that server reflection serves so `grpcurl` works without proto files.
+
+/// Package `contacts.v1`.
+pub mod contacts {
+    pub mod v1 {
+        #![allow(missing_debug_implementations, clippy::all)]
+        tonic::include_proto!("contacts.v1");
+    }
+}
+
+pub use contacts::v1;
+pub use prost;
+pub use prost_types;
+
+/// Encoded `FileDescriptorSet` of `contacts.v1` and the files it imports.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/contacts_v1_descriptor.bin"));
+
+/// Fully qualified name of the service, as health checks and reflection report it.
+pub const SERVICE_NAME: &str = "contacts.v1.ContactsService";
