@@ -141,6 +141,22 @@ fn check_id(field: &str, s: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Checks an external id system name: 1 to 64 of a-z, 0-9, '_' and '-'.
+fn check_system(field: &str, s: &str) -> Result<(), Error> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            "must be 1 to 64 of a-z, 0-9, '_' and '-'",
+        ))
+    }
+}
+
 fn check_text(field: &str, s: &str) -> Result<String, Error> {
     let s = s.trim();
     if s.len() > MAX_TEXT_LEN {
@@ -227,12 +243,48 @@ impl Phone {
         Ok(phone)
     }
 
+    /// E.164 form of `raw`, or `None` when it cannot be read with confidence.
+    ///
+    /// The `phonenumber` crate (0.3) strips national prefixes from numbers written
+    /// with an explicit country code (`+20 12 2220 3198` becomes `+20 2222 03198`), so
+    /// such numbers keep their literal digits and the crate only confirms the country
+    /// code. Numbers without one must be valid for the region, except that the
+    /// fictional NANP ranges (555-01xx) count as readable. A leading `00`, the
+    /// international prefix of most of the world, is read as `+`.
     fn e164(raw: &str, region: Region) -> Option<String> {
+        let trimmed = raw.trim_start();
+        if trimmed.starts_with('+') {
+            return Self::international(trimmed, region);
+        }
         if !phonenumber::is_viable(raw) {
             return None;
         }
-        let number = phonenumber::parse(Some(region.0), raw).ok()?;
-        Some(number.format().mode(phonenumber::Mode::E164).to_string())
+        let number = phonenumber::parse(Some(region.0), raw).ok();
+        let national = number.as_ref().and_then(|n| {
+            let formatted = n.format().mode(phonenumber::Mode::E164).to_string();
+            let nanp = n.country().code() == 1 && formatted.len() == 12;
+            (n.is_valid() || nanp).then_some(formatted)
+        });
+        national.or_else(|| {
+            let rest = trimmed.strip_prefix("00")?;
+            Self::international(&format!("+{rest}"), region)
+        })
+    }
+
+    /// `+<digits>` of a number written with its country code, extension cut off.
+    fn international(s: &str, region: Region) -> Option<String> {
+        let main = s
+            .split(|c: char| c.is_alphabetic() || matches!(c, '#' | ';' | ','))
+            .next()
+            .unwrap_or("");
+        let digits: String = main.chars().filter(char::is_ascii_digit).collect();
+        if !(8..=15).contains(&digits.len()) {
+            return None;
+        }
+        let number = phonenumber::parse(Some(region.0), s).ok()?;
+        digits
+            .starts_with(&number.country().code().to_string())
+            .then(|| format!("+{digits}"))
     }
 }
 
@@ -270,7 +322,7 @@ pub enum Identifier {
 
 impl Identifier {
     pub fn external(system: &str, id: &str) -> Result<Self, Error> {
-        check_id("external_id.system", system)?;
+        check_system("external_id.system", system)?;
         check_id("external_id.id", id)?;
         Ok(Self::External {
             system: system.to_owned(),
@@ -358,19 +410,65 @@ fn prefer(hi: String, lo: String) -> String {
     if hi.is_empty() { lo } else { hi }
 }
 
+/// The payment references of a purchase, by kind. Several events of one payment each
+/// know some of them; sets (never single values) keep every link, so which events
+/// describe one payment does not depend on the order they arrive in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRefs {
+    #[serde(default, rename = "pi", skip_serializing_if = "BTreeSet::is_empty")]
+    pub payment_intent: BTreeSet<String>,
+    #[serde(default, rename = "in", skip_serializing_if = "BTreeSet::is_empty")]
+    pub invoice: BTreeSet<String>,
+    #[serde(default, rename = "cs", skip_serializing_if = "BTreeSet::is_empty")]
+    pub session: BTreeSet<String>,
+    #[serde(default, rename = "ch", skip_serializing_if = "BTreeSet::is_empty")]
+    pub charge: BTreeSet<String>,
+    /// The caller's purchase id when it is none of the above.
+    #[serde(default, rename = "id", skip_serializing_if = "BTreeSet::is_empty")]
+    pub other: BTreeSet<String>,
+}
+
+impl PaymentRefs {
+    fn kinds(&self) -> [&BTreeSet<String>; 5] {
+        [
+            &self.payment_intent,
+            &self.invoice,
+            &self.session,
+            &self.charge,
+            &self.other,
+        ]
+    }
+
+    /// The key the purchase is recorded under: its strongest reference.
+    pub fn key(&self) -> Option<&str> {
+        self.kinds()
+            .into_iter()
+            .find_map(|set| set.first())
+            .map(String::as_str)
+    }
+
+    fn shares_any(&self, other: &Self) -> bool {
+        self.kinds()
+            .into_iter()
+            .zip(other.kinds())
+            .any(|(a, b)| !a.is_disjoint(b))
+    }
+
+    fn union(&mut self, other: Self) {
+        self.payment_intent.extend(other.payment_intent);
+        self.invoice.extend(other.invoice);
+        self.session.extend(other.session);
+        self.charge.extend(other.charge);
+        self.other.extend(other.other);
+    }
+}
+
 /// One recorded purchase.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PurchaseRec {
     pub amount: i64,
     pub currency: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub session: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub payment_intent: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub charge: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub invoice: String,
+    pub refs: PaymentRefs,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub subscription: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -390,13 +488,12 @@ impl PurchaseRec {
         } else {
             (self, other)
         };
+        let mut refs = hi.refs;
+        refs.union(lo.refs);
         Self {
             amount: hi.amount,
             currency: hi.currency,
-            session: prefer(hi.session, lo.session),
-            payment_intent: prefer(hi.payment_intent, lo.payment_intent),
-            charge: prefer(hi.charge, lo.charge),
-            invoice: prefer(hi.invoice, lo.invoice),
+            refs,
             subscription: prefer(hi.subscription, lo.subscription),
             description: prefer(hi.description, lo.description),
             first_at: hi.first_at.min(lo.first_at),
@@ -637,12 +734,8 @@ impl Record {
             }
         }
         self.payment_refs.extend(other.payment_refs);
-        for (k, p) in other.purchases {
-            let joined = match self.purchases.remove(&k) {
-                Some(mine) => mine.join(p),
-                None => p,
-            };
-            self.purchases.insert(k, joined);
+        for p in other.purchases.into_values() {
+            self.add_purchase(p);
         }
         join_lww_map(&mut self.refunds, other.refunds);
         for (k, c) in other.charge_refunds {
@@ -660,6 +753,30 @@ impl Record {
         join_min(&mut self.first_seen, other.first_seen);
         join_max(&mut self.last_seen, other.last_seen);
         self.merged.extend(other.merged);
+    }
+
+    /// Records a purchase, joined with every recorded purchase of the same payment
+    /// (sharing any reference), under the key of its strongest reference. Joining grows
+    /// the references, so it repeats until nothing more is shared.
+    fn add_purchase(&mut self, mut p: PurchaseRec) {
+        loop {
+            let same: Vec<String> = self
+                .purchases
+                .iter()
+                .filter(|(k, q)| q.refs.shares_any(&p.refs) || Some(k.as_str()) == p.refs.key())
+                .map(|(k, _)| k.clone())
+                .collect();
+            if same.is_empty() {
+                break;
+            }
+            for k in same {
+                if let Some(q) = self.purchases.remove(&k) {
+                    p = q.join(p);
+                }
+            }
+        }
+        let key = p.refs.key().unwrap_or_default().to_owned();
+        self.purchases.insert(key, p);
     }
 
     /// The identifiers this contact holds in the index.
@@ -777,9 +894,7 @@ impl Record {
         match &ev.effect {
             Effect::Profile => r.deleted = Some(Lww::at(&stamp, false)),
             Effect::Deleted => r.deleted = Some(Lww::at(&stamp, true)),
-            Effect::Purchase { id, purchase } => {
-                r.purchases.insert(id.clone(), purchase.clone());
-            }
+            Effect::Purchase(purchase) => r.add_purchase(purchase.clone()),
             Effect::Refund {
                 refund_id,
                 refund,
@@ -843,10 +958,10 @@ impl Record {
                 purchase_id: k.clone(),
                 amount: p.amount,
                 currency: p.currency.clone(),
-                checkout_session_id: p.session.clone(),
-                payment_intent_id: p.payment_intent.clone(),
-                charge_id: p.charge.clone(),
-                invoice_id: p.invoice.clone(),
+                checkout_session_id: first(&p.refs.session),
+                payment_intent_id: first(&p.refs.payment_intent),
+                charge_id: first(&p.refs.charge),
+                invoice_id: first(&p.refs.invoice),
                 subscription_id: p.subscription.clone(),
                 description: p.description.clone(),
                 occurred_at: Some(timestamp(p.first_at)),
@@ -974,6 +1089,10 @@ impl Record {
     }
 }
 
+fn first(set: &BTreeSet<String>) -> String {
+    set.first().cloned().unwrap_or_default()
+}
+
 /// Whether two sets of external ids may belong to one person: no system may carry two
 /// different ids.
 pub fn compatible(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
@@ -998,32 +1117,43 @@ pub struct Plan {
 /// strongest first, with the live contact its index names; `contacts` holds those
 /// contacts' records; `explicit` is a contact the caller named.
 ///
-/// Identifiers join the targets in order of strength while their contact's external
-/// ids stay compatible with those gathered so far (starting with the event's own), so a
-/// weaker identifier never pulls in a contact that a stronger one rules out.
+/// Identifiers join the targets in order of strength while the contact they name stays
+/// compatible with what was gathered so far (starting with the event's own): no
+/// provider may end up with two ids on one contact, and a contact reached through a
+/// phone number alone must not hold another email (a family or office line is shared
+/// by different people). A weaker identifier therefore never pulls in a contact that a
+/// stronger one rules out.
 pub fn plan(
-    own_external: &BTreeMap<String, String>,
+    own: &ContactFields,
     explicit: Option<&ContactId>,
     hits: &[(Identifier, Option<ContactId>)],
     contacts: &BTreeMap<ContactId, Record>,
 ) -> Plan {
     let mut plan = Plan::default();
-    let mut gathered = own_external.clone();
-    let take = |id: &ContactId, gathered: &mut BTreeMap<String, String>| -> bool {
-        let ext = contacts.get(id).map(|r| &r.external_ids);
-        match ext {
-            Some(ext) if !compatible(gathered, ext) => false,
-            Some(ext) => {
-                for (k, v) in ext {
-                    gathered.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-                true
-            }
-            None => true,
+    let mut external = own.external_ids.clone();
+    let mut email = own.email.as_ref().map(|e| e.normalized.clone());
+    let mut take = |id: &ContactId, through_phone: bool| -> bool {
+        let Some(r) = contacts.get(id) else {
+            return true;
+        };
+        let their_email = r.email.as_ref().map(|e| &e.v.normalized);
+        if !compatible(&external, &r.external_ids)
+            || (through_phone
+                && email.is_some()
+                && their_email.is_some_and(|e| Some(e) != email.as_ref()))
+        {
+            return false;
         }
+        for (k, v) in &r.external_ids {
+            external.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        if email.is_none() {
+            email = their_email.cloned();
+        }
+        true
     };
     if let Some(id) = explicit {
-        take(id, &mut gathered);
+        take(id, false);
         plan.targets.push(id.clone());
     }
     for (ident, hit) in hits {
@@ -1031,7 +1161,7 @@ pub fn plan(
             None => plan.claims.push(ident.clone()),
             Some(id) if plan.targets.contains(id) => {}
             Some(id) => {
-                if take(id, &mut gathered) {
+                if take(id, matches!(ident, Identifier::Phone(_))) {
                     plan.targets.push(id.clone());
                 } else {
                     plan.conflicts.push((ident.clone(), id.clone()));
@@ -1060,77 +1190,102 @@ pub struct ContactFields {
 
 impl ContactFields {
     /// Validates `data`. `prefix` names the message in errors ("event.contact").
+    ///
+    /// With `notes`, a malformed field is dropped and described there instead of
+    /// failing the whole call: an authentic webhook event should still record the
+    /// purchase even if the provider holds a malformed email. Callers of the API get
+    /// `InvalidArgument` instead.
     pub fn parse(
         prefix: &str,
         data: &v1::ContactData,
         default_region: Region,
+        mut notes: Option<&mut Vec<String>>,
     ) -> Result<Self, Error> {
         let field = |name: &str| format!("{prefix}.{name}");
-        let region = Region::parse_or(&field("phone_region"), &data.phone_region, default_region)?;
-        let email = match data.email.as_deref() {
-            Some(s) if !s.trim().is_empty() => Some(Email::parse(&field("email"), s)?),
-            _ => None,
-        };
-        let phone = match data.phone.as_deref() {
-            Some(s) if !s.trim().is_empty() => Some(Phone::parse(&field("phone"), s, region)?),
-            _ => None,
-        };
-        let name_field = |f: &str, v: &Option<String>| -> Result<Option<String>, Error> {
-            match v.as_deref() {
-                Some(s) => {
-                    let s = check_text(&field(f), s)?;
-                    Ok((!s.is_empty()).then_some(s))
+        let mut keep = |r: Result<(), Error>| -> Result<bool, Error> {
+            match (r, notes.as_deref_mut()) {
+                (Ok(()), _) => Ok(true),
+                (Err(e), Some(notes)) => {
+                    notes.push(format!("{e}; dropped"));
+                    Ok(false)
                 }
-                None => Ok(None),
+                (Err(e), None) => Err(e),
             }
         };
-        let tags = match &data.tags {
-            Some(list) => {
-                if list.tags.len() > MAX_TAGS {
-                    return Err(Error::invalid(field("tags"), "has more than 256 tags"));
+        let region =
+            match Region::parse_or(&field("phone_region"), &data.phone_region, default_region) {
+                Ok(r) => r,
+                Err(e) => {
+                    keep(Err(e))?;
+                    default_region
                 }
-                let mut tags = Vec::with_capacity(list.tags.len());
-                for t in &list.tags {
-                    let t = check_text(&field("tags"), t)?;
-                    if !t.is_empty() {
-                        tags.push(t);
-                    }
-                }
-                tags.sort();
-                tags.dedup();
-                Some(tags)
+            };
+        let mut parsed = Self::default();
+        if let Some(s) = data.email.as_deref().filter(|s| !s.trim().is_empty()) {
+            match Email::parse(&field("email"), s) {
+                Ok(e) => parsed.email = Some(e),
+                Err(e) => _ = keep(Err(e))?,
             }
-            None => None,
-        };
-        let mut external_ids = BTreeMap::new();
+        }
+        if let Some(s) = data.phone.as_deref().filter(|s| !s.trim().is_empty()) {
+            match Phone::parse(&field("phone"), s, region) {
+                Ok(p) => parsed.phone = Some(p),
+                Err(e) => _ = keep(Err(e))?,
+            }
+        }
+        for (name, value, slot) in [
+            ("first_name", &data.first_name, &mut parsed.first_name),
+            ("last_name", &data.last_name, &mut parsed.last_name),
+            ("name", &data.name, &mut parsed.name),
+        ] {
+            if let Some(v) = value {
+                match check_text(&field(name), v) {
+                    Ok(v) => *slot = Some(v).filter(|v| !v.is_empty()),
+                    Err(e) => _ = keep(Err(e))?,
+                }
+            }
+        }
+        if let Some(list) = &data.tags {
+            let mut tags = Vec::with_capacity(list.tags.len());
+            let mut ok = keep(if list.tags.len() > MAX_TAGS {
+                Err(Error::invalid(field("tags"), "has more than 256 tags"))
+            } else {
+                Ok(())
+            })?;
+            for t in list.tags.iter().take(MAX_TAGS) {
+                match check_text(&field("tags"), t) {
+                    Ok(t) if !t.is_empty() => tags.push(t),
+                    Ok(_) => {}
+                    Err(e) => ok &= keep(Err(e))?,
+                }
+            }
+            tags.sort();
+            tags.dedup();
+            if ok {
+                parsed.tags = Some(tags);
+            }
+        }
         for x in &data.external_ids {
-            check_id(&field("external_ids.system"), &x.system)?;
-            check_id(&field("external_ids.id"), &x.id)?;
-            if let Some(prev) = external_ids.insert(x.system.clone(), x.id.clone())
-                && prev != x.id
-            {
-                return Err(Error::invalid(
-                    field("external_ids"),
-                    "holds two ids of one system",
-                ));
+            let valid = check_system(&field("external_ids.system"), &x.system)
+                .and_then(|()| check_id(&field("external_ids.id"), &x.id))
+                .and_then(|()| match parsed.external_ids.get(&x.system) {
+                    Some(prev) if *prev != x.id => Err(Error::invalid(
+                        field("external_ids"),
+                        "holds two ids of one system",
+                    )),
+                    _ => Ok(()),
+                });
+            if keep(valid)? {
+                parsed.external_ids.insert(x.system.clone(), x.id.clone());
             }
         }
-        let mut payment_refs = BTreeSet::new();
         for r in &data.payment_refs {
-            check_id(&field("payment_refs"), r)?;
-            payment_refs.insert(r.clone());
+            if keep(check_id(&field("payment_refs"), r))? {
+                parsed.payment_refs.insert(r.clone());
+            }
         }
-        Ok(Self {
-            email,
-            phone,
-            first_name: name_field("first_name", &data.first_name)?,
-            last_name: name_field("last_name", &data.last_name)?,
-            name: name_field("name", &data.name)?,
-            tags,
-            dnd: data.dnd,
-            external_ids,
-            payment_refs,
-        })
+        parsed.dnd = data.dnd;
+        Ok(parsed)
     }
 
     /// Identifiers for resolution, strongest first.
@@ -1210,10 +1365,7 @@ pub enum Effect {
     /// The profile fields alone (customer or contact created or updated).
     Profile,
     Deleted,
-    Purchase {
-        id: String,
-        purchase: PurchaseRec,
-    },
+    Purchase(PurchaseRec),
     Refund {
         refund_id: Option<String>,
         refund: RefundRec,
@@ -1247,8 +1399,10 @@ pub struct ParsedEvent {
     pub event_type: String,
     pub occurred_at: i64,
     pub received_at: i64,
-    /// What it does; `Err(reason)` for an authentic event that changes no contact.
+    /// What it does; `Err` for an authentic event that changes no contact.
     pub action: Result<EventEffect, Ignored>,
+    /// Fields dropped because they were malformed, for the event log.
+    pub notes: Vec<String>,
 }
 
 /// Why an event changes no contact, with the raw body for inspection and replay.
@@ -1258,169 +1412,184 @@ pub struct Ignored {
     pub body: Vec<u8>,
 }
 
+impl Ignored {
+    fn because(reason: &str) -> Self {
+        Self {
+            reason: reason.to_owned(),
+            body: Vec::new(),
+        }
+    }
+}
+
 impl ParsedEvent {
-    /// Validates an event from the edge. Errors name the offending field.
+    /// Validates an event from the edge. Errors name the offending field; malformed
+    /// contact fields are dropped and noted rather than refusing an authentic event.
     pub fn parse(ev: &v1::WebhookEvent, default_region: Region) -> Result<Self, Error> {
         let id = EventId::parse("event.id", &ev.id)?;
         check_id("event.source", &ev.source)?;
-        let kind = ev.kind.clone();
-        let event_type = check_text("event.type", &ev.r#type)?;
         let occurred_at = millis("event.occurred_at", ev.occurred_at.as_ref())?;
-        let received_at = millis("event.received_at", ev.received_at.as_ref())?;
+        let mut notes = Vec::new();
         let data = ContactFields::parse(
             "event.contact",
-            &ev.contact.clone().unwrap_or_default(),
+            ev.contact.as_ref().unwrap_or(&v1::ContactData::default()),
             default_region,
+            Some(&mut notes),
         )?;
-        use v1::webhook_event::Payload;
-        let text = |f: &str, s: &str| check_text(f, s);
-        let effect = match &ev.payload {
-            None => return Err(Error::invalid("event.payload", "is required")),
-            Some(Payload::Ignored(i)) => {
-                return Ok(Self {
-                    id,
-                    source: ev.source.clone(),
-                    kind,
-                    event_type,
-                    occurred_at,
-                    received_at,
-                    action: Err(Ignored {
-                        reason: check_text("event.ignored.reason", &i.reason)?,
-                        body: i.body.clone(),
-                    }),
-                });
+        let action = match effect(&id, occurred_at, ev.payload.as_ref())? {
+            Ok(_) if data.identifiers().is_empty() => {
+                Err(Ignored::because("no contact identifiers"))
             }
-            Some(Payload::ContactUpserted(_)) => Effect::Profile,
-            Some(Payload::ContactDeleted(_)) => Effect::Deleted,
-            Some(Payload::PurchaseCompleted(p)) => {
-                check_id("event.purchase_completed.purchase_id", &p.purchase_id)?;
-                Effect::Purchase {
-                    id: p.purchase_id.clone(),
-                    purchase: PurchaseRec {
-                        amount: p.amount,
-                        currency: text("event.purchase_completed.currency", &p.currency)?
-                            .to_ascii_lowercase(),
-                        session: p.checkout_session_id.clone(),
-                        payment_intent: p.payment_intent_id.clone(),
-                        charge: p.charge_id.clone(),
-                        invoice: p.invoice_id.clone(),
-                        subscription: p.subscription_id.clone(),
-                        description: text("event.purchase_completed.description", &p.description)?,
-                        first_at: occurred_at,
-                        stamp: Stamp {
-                            at: occurred_at,
-                            ev: id.as_str().to_owned(),
-                        },
-                    },
-                }
-            }
-            Some(Payload::RefundUpdated(r)) => {
-                let refund_id = (!r.refund_id.is_empty()).then(|| r.refund_id.clone());
-                if let Some(rid) = &refund_id {
-                    check_id("event.refund_updated.refund_id", rid)?;
-                }
-                let cumulative = (r.charge_amount_refunded > 0).then_some(r.charge_amount_refunded);
-                if refund_id.is_none() && (cumulative.is_none() || r.charge_id.is_empty()) {
-                    return Err(Error::invalid(
-                        "event.refund_updated",
-                        "needs a refund_id, or a charge_id with charge_amount_refunded",
-                    ));
-                }
-                Effect::Refund {
-                    refund_id,
-                    refund: RefundRec {
-                        amount: r.amount,
-                        currency: text("event.refund_updated.currency", &r.currency)?
-                            .to_ascii_lowercase(),
-                        charge: r.charge_id.clone(),
-                        payment_intent: r.payment_intent_id.clone(),
-                        status: RefundStatus::from_proto(r.status),
-                    },
-                    charge_cumulative: cumulative,
-                }
-            }
-            Some(Payload::AppointmentUpdated(a)) => {
-                check_id(
-                    "event.appointment_updated.appointment_id",
-                    &a.appointment_id,
-                )?;
-                Effect::Appointment {
-                    id: a.appointment_id.clone(),
-                    appointment: AppointmentRec {
-                        status: Attendance::from_proto(a.status),
-                        calendar: a.calendar_id.clone(),
-                        start: optional_millis(
-                            "event.appointment_updated.start_time",
-                            a.start_time.as_ref(),
-                        )?,
-                        end: optional_millis(
-                            "event.appointment_updated.end_time",
-                            a.end_time.as_ref(),
-                        )?,
-                        title: text("event.appointment_updated.title", &a.title)?,
-                        deleted: a.deleted,
-                    },
-                }
-            }
-            Some(Payload::OpportunityUpdated(o)) => {
-                check_id(
-                    "event.opportunity_updated.opportunity_id",
-                    &o.opportunity_id,
-                )?;
-                Effect::Opportunity {
-                    id: o.opportunity_id.clone(),
-                    opportunity: OpportunityRec {
-                        status: text("event.opportunity_updated.status", &o.status)?,
-                        value: o.monetary_value,
-                        name: text("event.opportunity_updated.name", &o.name)?,
-                        pipeline: o.pipeline_id.clone(),
-                        stage: o.pipeline_stage_id.clone(),
-                    },
-                }
-            }
-            Some(Payload::AppLifecycle(a)) => {
-                let reason = if a.installed {
-                    "app installed"
-                } else {
-                    "app uninstalled"
-                };
-                return Ok(Self {
-                    id,
-                    source: ev.source.clone(),
-                    kind,
-                    event_type,
-                    occurred_at,
-                    received_at,
-                    action: Err(Ignored {
-                        reason: reason.to_owned(),
-                        body: Vec::new(),
-                    }),
-                });
-            }
-        };
-        let action = if data.identifiers().is_empty() {
-            Err(Ignored {
-                reason: "no contact identifiers".to_owned(),
-                body: Vec::new(),
-            })
-        } else {
-            Ok(EventEffect {
+            Ok(effect) => Ok(EventEffect {
                 event_id: id.clone(),
                 occurred_at,
                 data,
                 effect,
-            })
+            }),
+            Err(ignored) => Err(ignored),
         };
         Ok(Self {
             id,
             source: ev.source.clone(),
-            kind,
-            event_type,
+            kind: check_text("event.kind", &ev.kind)?,
+            event_type: check_text("event.type", &ev.r#type)?,
             occurred_at,
-            received_at,
+            received_at: millis("event.received_at", ev.received_at.as_ref())?,
             action,
+            notes,
         })
     }
+}
+
+/// The effect of an event's payload, or why it has none.
+fn effect(
+    id: &EventId,
+    occurred_at: i64,
+    payload: Option<&v1::webhook_event::Payload>,
+) -> Result<Result<Effect, Ignored>, Error> {
+    use v1::webhook_event::Payload;
+    let text = |f: &str, s: &str| check_text(f, s);
+    Ok(Ok(match payload {
+        None => return Err(Error::invalid("event.payload", "is required")),
+        Some(Payload::Ignored(i)) => {
+            return Ok(Err(Ignored {
+                reason: check_text("event.ignored.reason", &i.reason)?,
+                body: i.body.clone(),
+            }));
+        }
+        Some(Payload::AppLifecycle(a)) => {
+            return Ok(Err(Ignored::because(if a.installed {
+                "app installed"
+            } else {
+                "app uninstalled"
+            })));
+        }
+        Some(Payload::ContactUpserted(_)) => Effect::Profile,
+        Some(Payload::ContactDeleted(_)) => Effect::Deleted,
+        Some(Payload::PurchaseCompleted(p)) => {
+            check_id("event.purchase_completed.purchase_id", &p.purchase_id)?;
+            let set = |field: &str, v: &str| -> Result<BTreeSet<String>, Error> {
+                if v.is_empty() {
+                    return Ok(BTreeSet::new());
+                }
+                check_id(field, v)?;
+                Ok(BTreeSet::from([v.to_owned()]))
+            };
+            let mut refs = PaymentRefs {
+                payment_intent: set(
+                    "event.purchase_completed.payment_intent_id",
+                    &p.payment_intent_id,
+                )?,
+                invoice: set("event.purchase_completed.invoice_id", &p.invoice_id)?,
+                session: set(
+                    "event.purchase_completed.checkout_session_id",
+                    &p.checkout_session_id,
+                )?,
+                charge: set("event.purchase_completed.charge_id", &p.charge_id)?,
+                other: BTreeSet::new(),
+            };
+            if !refs.kinds().iter().any(|s| s.contains(&p.purchase_id)) {
+                refs.other.insert(p.purchase_id.clone());
+            }
+            let purchase = PurchaseRec {
+                amount: p.amount,
+                currency: text("event.purchase_completed.currency", &p.currency)?
+                    .to_ascii_lowercase(),
+                refs,
+                subscription: p.subscription_id.clone(),
+                description: text("event.purchase_completed.description", &p.description)?,
+                first_at: occurred_at,
+                stamp: Stamp {
+                    at: occurred_at,
+                    ev: id.as_str().to_owned(),
+                },
+            };
+            Effect::Purchase(purchase)
+        }
+        Some(Payload::RefundUpdated(r)) => {
+            let refund_id = (!r.refund_id.is_empty()).then(|| r.refund_id.clone());
+            if let Some(rid) = &refund_id {
+                check_id("event.refund_updated.refund_id", rid)?;
+            }
+            let cumulative = (r.charge_amount_refunded > 0).then_some(r.charge_amount_refunded);
+            if refund_id.is_none() && (cumulative.is_none() || r.charge_id.is_empty()) {
+                return Err(Error::invalid(
+                    "event.refund_updated",
+                    "needs a refund_id, or a charge_id with charge_amount_refunded",
+                ));
+            }
+            Effect::Refund {
+                refund_id,
+                refund: RefundRec {
+                    amount: r.amount,
+                    currency: text("event.refund_updated.currency", &r.currency)?
+                        .to_ascii_lowercase(),
+                    charge: r.charge_id.clone(),
+                    payment_intent: r.payment_intent_id.clone(),
+                    status: RefundStatus::from_proto(r.status),
+                },
+                charge_cumulative: cumulative,
+            }
+        }
+        Some(Payload::AppointmentUpdated(a)) => {
+            check_id(
+                "event.appointment_updated.appointment_id",
+                &a.appointment_id,
+            )?;
+            Effect::Appointment {
+                id: a.appointment_id.clone(),
+                appointment: AppointmentRec {
+                    status: Attendance::from_proto(a.status),
+                    calendar: a.calendar_id.clone(),
+                    start: optional_millis(
+                        "event.appointment_updated.start_time",
+                        a.start_time.as_ref(),
+                    )?,
+                    end: optional_millis(
+                        "event.appointment_updated.end_time",
+                        a.end_time.as_ref(),
+                    )?,
+                    title: text("event.appointment_updated.title", &a.title)?,
+                    deleted: a.deleted,
+                },
+            }
+        }
+        Some(Payload::OpportunityUpdated(o)) => {
+            check_id(
+                "event.opportunity_updated.opportunity_id",
+                &o.opportunity_id,
+            )?;
+            Effect::Opportunity {
+                id: o.opportunity_id.clone(),
+                opportunity: OpportunityRec {
+                    status: text("event.opportunity_updated.status", &o.status)?,
+                    value: o.monetary_value,
+                    name: text("event.opportunity_updated.name", &o.name)?,
+                    pipeline: o.pipeline_id.clone(),
+                    stage: o.pipeline_stage_id.clone(),
+                },
+            }
+        }
+    }))
 }
 
 /// Milliseconds since the Unix epoch of a required timestamp.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use hookline_proto::v1::contacts_service_server::ContactsServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 pub use crate::contact::Region;
@@ -67,15 +67,20 @@ pub async fn run(
     let service = service::Service::new(deps.store, deps.default_region);
     let contacts = ContactsServiceServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
+    // Replies go out at once: with Nagle on, a reply spanning several segments waits
+    // for the peer's delayed ACK (40 ms). The server's own tcp_nodelay setting applies
+    // only to listeners it binds itself.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .timeout(Duration::from_secs(30))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(contacts)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });
     tokio::pin!(server);

@@ -117,9 +117,13 @@ impl ContactsService for Service {
             "" => None,
             s => Some(ContactId::parse(s).map_err(status)?),
         };
-        let mut data =
-            ContactFields::parse("data", &req.data.unwrap_or_default(), self.default_region)
-                .map_err(status)?;
+        let mut data = ContactFields::parse(
+            "data",
+            &req.data.unwrap_or_default(),
+            self.default_region,
+            None,
+        )
+        .map_err(status)?;
         if let Some(mask) = &req.update_mask
             && !mask.paths.is_empty()
         {
@@ -151,6 +155,7 @@ impl ContactsService for Service {
                 data,
                 effect: Effect::Profile,
             }),
+            notes: Vec::new(),
         };
         let applied = self
             .store

@@ -254,7 +254,13 @@ impl Store {
             }),
         };
         match result {
-            Ok(applied) => {
+            Ok(mut applied) => {
+                for note in &ev.notes {
+                    if !applied.reason.is_empty() {
+                        applied.reason.push_str("; ");
+                    }
+                    applied.reason.push_str(note);
+                }
                 self.finish(&key, &token, ev, &applied).await?;
                 Ok(applied)
             }
@@ -389,12 +395,7 @@ impl Store {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.record.clone()))
                 .collect();
-            let plan = contact::plan(
-                &effect.data.external_ids,
-                explicit_live.as_ref(),
-                &hits,
-                &records,
-            );
+            let plan = contact::plan(&effect.data, explicit_live.as_ref(), &hits, &records);
 
             let survivor = match plan.targets.first() {
                 Some(id) => id.clone(),
@@ -455,7 +456,7 @@ impl Store {
                 .iter()
                 .map(|(ident, other)| {
                     format!(
-                        "conflict: {} belongs to {other}, which has another id of the same provider",
+                        "conflict: this {} belongs to {other}, a different person by email or provider id; left there",
                         ident.kind()
                     )
                 })
@@ -909,7 +910,7 @@ fn created_millis(id: &ContactId) -> i64 {
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| millis_i64(d))
+        .map_or(0, millis_i64)
 }
 
 fn millis_i64(d: Duration) -> i64 {
