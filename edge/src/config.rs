@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::sources::{Source, stripe};
+use crate::sources::{Source, gohighlevel, gohighlevel_workflow, stripe};
 
 /// edge: receives webhooks, verifies them over the raw bytes and hands normalized events
 /// to contacts-svc.
@@ -266,9 +266,26 @@ fn parse_source(name: &str, table: toml::Table, r: &Resolver<'_>) -> Result<Sour
             })?;
             Ok(Source::Stripe(stripe::Stripe::from_config(name, raw, r)?))
         }
+        gohighlevel::KIND => {
+            let raw: gohighlevel::RawConfig = value.try_into().map_err(|e: toml::de::Error| {
+                ConfigError::new(format!("sources.{name}"), e.message())
+            })?;
+            Ok(Source::GoHighLevel(gohighlevel::GoHighLevel::from_config(
+                name, raw, r,
+            )?))
+        }
+        gohighlevel_workflow::KIND => {
+            let raw: gohighlevel_workflow::RawConfig =
+                value.try_into().map_err(|e: toml::de::Error| {
+                    ConfigError::new(format!("sources.{name}"), e.message())
+                })?;
+            Ok(Source::GoHighLevelWorkflow(
+                gohighlevel_workflow::GoHighLevelWorkflow::from_config(name, raw, r)?,
+            ))
+        }
         other => Err(ConfigError::new(
             key("kind"),
-            format!("unknown kind {other:?} (known: stripe)"),
+            format!("unknown kind {other:?} (known: stripe, gohighlevel, gohighlevel-workflow)"),
         )),
     }
 }

@@ -2,6 +2,8 @@
 //! headers, secrets and `now` in; a verdict out) and a pure normalizer (raw bytes in; a
 //! `contacts.v1.WebhookEvent` out). Dispatch is a plain `match` on the kind.
 
+pub mod gohighlevel;
+pub mod gohighlevel_workflow;
 pub mod stripe;
 
 use hookline_proto::prost_types::Timestamp;
@@ -12,6 +14,8 @@ use http::{HeaderMap, StatusCode};
 #[derive(Debug)]
 pub enum Source {
     Stripe(stripe::Stripe),
+    GoHighLevel(gohighlevel::GoHighLevel),
+    GoHighLevelWorkflow(gohighlevel_workflow::GoHighLevelWorkflow),
 }
 
 /// The parts of a delivery a verifier may look at.
@@ -56,6 +60,8 @@ impl Source {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Stripe(_) => stripe::KIND,
+            Self::GoHighLevel(_) => gohighlevel::KIND,
+            Self::GoHighLevelWorkflow(_) => gohighlevel_workflow::KIND,
         }
     }
 
@@ -63,6 +69,9 @@ impl Source {
     pub fn verify(&self, delivery: Delivery<'_>, now: i64) -> Result<(), VerifyError> {
         match self {
             Self::Stripe(s) => s.verify(delivery, now),
+            // GHL signatures bind no time: retries resend the original body (§1.5).
+            Self::GoHighLevel(g) => g.verify(delivery),
+            Self::GoHighLevelWorkflow(w) => w.verify(delivery),
         }
     }
 
@@ -70,6 +79,10 @@ impl Source {
     pub fn normalize(&self, source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookEvent {
         match self {
             Self::Stripe(_) => stripe::normalize(source, body, received_at_ms),
+            Self::GoHighLevel(g) => g.normalize(source, body, received_at_ms),
+            Self::GoHighLevelWorkflow(_) => {
+                gohighlevel_workflow::normalize(source, body, received_at_ms)
+            }
         }
     }
 
@@ -77,6 +90,8 @@ impl Source {
     pub fn retry_status(&self) -> StatusCode {
         match self {
             Self::Stripe(_) => StatusCode::SERVICE_UNAVAILABLE,
+            // GHL retries 429 under its old policy (429 only) and its new one (any non-2xx).
+            Self::GoHighLevel(_) | Self::GoHighLevelWorkflow(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
