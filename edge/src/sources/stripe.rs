@@ -507,7 +507,10 @@ fn charge_succeeded(env: &Envelope<'_>, c: Charge) -> v1::WebhookEvent {
     env.event(
         contact,
         Payload::PurchaseCompleted(v1::PurchaseCompleted {
-            purchase_id: payment_intent.clone().unwrap_or_else(|| c.id.clone()),
+            purchase_id: payment_intent
+                .clone()
+                .or_else(|| invoice.clone())
+                .unwrap_or_else(|| c.id.clone()),
             amount: c.amount_captured.or(c.amount).unwrap_or(0),
             currency: lower(c.currency),
             payment_intent_id: payment_intent.unwrap_or_default(),
