@@ -1,1 +1,529 @@
-//! harness
+//! Test harness for the end-to-end suite and the benchmark: a private `redis-server` on a
+//! free port (which the harness can kill and restart), contacts-svc and the edge on
+//! port 0 over real TCP, an HTTP client, a gRPC client, and signing helpers that sign
+//! exactly as the providers do.
+//!
+//! The harness only ever talks to the Redis it started.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hookline_proto::v1::contacts_service_client::ContactsServiceClient;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+pub use edge::sources::stripe::sign as stripe_sign;
+
+/// Secret of the `stripe` source in [`Stack::start`]'s default configuration.
+pub const STRIPE_SECRET: &str = "whsec_hookline_test_secret";
+
+/// Polls `check` until it returns `Some`, or panics after `deadline` naming `what`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local address").port()
+}
+
+/// A private `redis-server` with its own data directory.
+#[derive(Debug)]
+pub struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    aof: bool,
+}
+
+impl Redis {
+    /// Starts a private server on a free port. Persistence is off unless `aof`.
+    pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    pub async fn start_with(aof: bool) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "hookline-redis-{}-{}",
+            std::process::id(),
+            uuid_ish()
+        ));
+        std::fs::create_dir_all(&dir).expect("create the redis data directory");
+        let mut redis = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            aof,
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new(redis_server());
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--appendonly")
+            .arg(if self.aof { "yes" } else { "no" })
+            .arg("--appendfsync")
+            .arg("everysec")
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot start redis-server ({e}); install it (make test does: apt-get install redis-server)"
+            )
+        });
+        self.child = Some(child);
+        let url = self.url();
+        eventually(Duration::from_secs(10), "redis-server to answer", || {
+            let url = url.clone();
+            async move { ping(&url).await.then_some(()) }
+        })
+        .await;
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills the server (SIGKILL: no chance to save) and waits until it is gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Starts the server again on the same port and data directory.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        self.spawn().await;
+    }
+
+    /// A plain connection for inspecting what the services stored.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the private redis")
+    }
+
+    /// Number of keys stored.
+    pub async fn dbsize(&self) -> u64 {
+        let mut c = self.conn().await;
+        redis::cmd("DBSIZE")
+            .query_async(&mut c)
+            .await
+            .expect("DBSIZE")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn redis_server() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+async fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(Ok(mut c)) = tokio::time::timeout(
+        Duration::from_secs(1),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut c)
+        .await
+        .is_ok()
+}
+
+fn uuid_ish() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A running contacts-svc in this process, on a real TCP port.
+#[derive(Debug)]
+pub struct ContactsSvc {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ContactsSvc {
+    pub async fn start(redis_url: &str) -> Self {
+        Self::start_on("127.0.0.1:0".parse().expect("address"), redis_url).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, redis_url: &str) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind contacts-svc");
+        let addr = listener.local_addr().expect("local address");
+        let store = contacts_svc::Store::open(redis_url, contacts_svc::StoreOptions::default())
+            .expect("redis url");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let deps = contacts_svc::Deps {
+            store,
+            default_region: contacts_svc::Region::parse("default_region", "US").expect("region"),
+            shutdown_grace: Duration::from_secs(5),
+        };
+        let task = tokio::spawn(async move {
+            contacts_svc::run(listener, deps, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("contacts-svc serves");
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A gRPC client over a fresh connection.
+    pub async fn client(&self) -> ContactsServiceClient<tonic::transport::Channel> {
+        let url = self.url();
+        eventually(Duration::from_secs(10), "contacts-svc to accept", || {
+            let url = url.clone();
+            async move { ContactsServiceClient::connect(url).await.ok() }
+        })
+        .await
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for ContactsSvc {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A running edge in this process, on a real TCP port.
+#[derive(Debug)]
+pub struct Edge {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Edge {
+    /// Starts the edge with `toml` (whose `contacts_url` the caller sets).
+    pub async fn start(toml: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind edge");
+        let addr = listener.local_addr().expect("local address");
+        let args = edge::config::Args {
+            config: PathBuf::from("test.toml"),
+            listen: None,
+            contacts_url: None,
+            log: "info".to_owned(),
+        };
+        let config = edge::Config::parse(toml, Path::new("."), &args, &|_| None)
+            .unwrap_or_else(|e| panic!("test config: {e}"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(edge::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Redis, contacts-svc and the edge, wired together.
+#[derive(Debug)]
+pub struct Stack {
+    pub redis: Redis,
+    pub contacts: ContactsSvc,
+    pub edge: Edge,
+    pub http: Http,
+}
+
+impl Stack {
+    /// The whole pipeline with a `stripe` source signed with [`STRIPE_SECRET`].
+    pub async fn start() -> Self {
+        Self::start_with_sources(&format!(
+            "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"{STRIPE_SECRET}\"]\n"
+        ))
+        .await
+    }
+
+    /// The whole pipeline with these `[sources.*]` tables and a 64 KiB body limit.
+    pub async fn start_with_sources(sources: &str) -> Self {
+        let redis = Redis::start().await;
+        let contacts = ContactsSvc::start(&redis.url()).await;
+        let toml = format!(
+            "contacts_url = \"{}\"\nmax_body_bytes = 65536\ncontacts_timeout_ms = 5000\n{sources}",
+            contacts.url()
+        );
+        let edge = Edge::start(&toml).await;
+        let stack = Self {
+            redis,
+            contacts,
+            edge,
+            http: Http::new(),
+        };
+        stack.wait_ready().await;
+        stack
+    }
+
+    /// Waits until the edge reports ready (contacts-svc SERVING, so Redis answers).
+    pub async fn wait_ready(&self) {
+        let url = self.edge.url("/readyz");
+        let http = self.http.clone();
+        eventually(
+            Duration::from_secs(10),
+            "edge /readyz to answer 200",
+            || {
+                let (url, http) = (url.clone(), http.clone());
+                async move { (http.get(&url).await.status == 200).then_some(()) }
+            },
+        )
+        .await;
+    }
+
+    /// POSTs a Stripe event signed now with [`STRIPE_SECRET`].
+    pub async fn post_stripe(&self, body: &[u8]) -> Reply {
+        let sig = stripe_sign(STRIPE_SECRET, now_secs(), body);
+        self.http
+            .post(
+                &self.edge.url("/webhooks/stripe"),
+                body.to_vec(),
+                &[("stripe-signature", &sig)],
+            )
+            .await
+    }
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// An HTTP answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// A keep-alive HTTP/1.1 client.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http {
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send(http::Method::GET, url, Vec::new(), &[]).await
+    }
+
+    pub async fn post(&self, url: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Reply {
+        self.send(http::Method::POST, url, body, headers).await
+    }
+
+    pub async fn send(
+        &self,
+        method: http::Method,
+        url: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("request");
+        let resp = self.client.request(req).await.expect("HTTP request");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("HTTP body").to_bytes();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    }
+}
+
+/// The directory of fixtures checked into the repository.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Reads a fixture file.
+pub fn fixture(path: &str) -> Vec<u8> {
+    let p = fixtures().join(path);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
+}
+
+/// A Stripe `checkout.session.completed` event, compact JSON, with these values.
+pub fn stripe_checkout(event_id: &str, email: &str, amount: i64, payment_intent: &str) -> Vec<u8> {
+    serde_json::json!({
+        "id": event_id,
+        "object": "event",
+        "api_version": "2025-03-31.basil",
+        "created": now_secs(),
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "type": "checkout.session.completed",
+        "data": {"object": {
+            "id": format!("cs_test_{event_id}"),
+            "object": "checkout.session",
+            "amount_subtotal": amount,
+            "amount_total": amount,
+            "currency": "usd",
+            "customer": null,
+            "customer_details": {
+                "address": {"country": "US"},
+                "email": email,
+                "name": "Jenny Rosen",
+                "phone": "+14155550100"
+            },
+            "customer_email": null,
+            "mode": "payment",
+            "payment_intent": payment_intent,
+            "payment_status": "paid",
+            "status": "complete"
+        }}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Path of a binary built from this workspace (`cargo build --bins`; `make test` does).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test binary> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} is not built; run `cargo build --bins` first (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Path of grpcurl: `$GRPCURL`, or `grpcurl` on the PATH.
+pub fn grpcurl() -> String {
+    std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".to_owned())
+}

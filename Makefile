@@ -1,0 +1,33 @@
+# hookline: one command each. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TOOLS   := $(CURDIR)/.tools
+GRPCURL := $(TOOLS)/bin/grpcurl
+BUF     := npx --yes @bufbuild/buf@1.75.0
+
+.PHONY: help run test lint fmt bench tools
+
+help: ## list the commands
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
+
+run: ## start Redis, contacts-svc and edge with the development config; Ctrl-C stops all
+	@dev/run.sh
+
+test: tools ## everything CI tests: unit and end-to-end (private redis-server, real gRPC and HTTP)
+	cargo build --workspace --bins
+	GRPCURL=$(GRPCURL) cargo test --workspace
+
+lint: ## formatting, clippy -D warnings, buf lint
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(BUF) lint
+
+fmt: ## format the code
+	cargo fmt --all
+
+bench: tools ## benchmark against a no-op baseline (release build, private Redis with AOF)
+	@dev/bench.sh
+
+tools: ## install what the tests need: redis-server (apt) and grpcurl (pip)
+	@dev/tools.sh redis-server grpcurl

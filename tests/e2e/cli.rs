@@ -1,0 +1,164 @@
+//! The binaries as operators run them: flags, configuration errors, graceful stop.
+
+use std::process::Command;
+use std::time::Duration;
+
+use hookline_tests::{Redis, eventually, free_port, workspace_bin};
+
+/// Runs a binary to completion; returns its exit code and stderr.
+fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(workspace_bin(bin))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run binary");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write_config(text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "hookline-edge-{}.toml",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn bad_flags_and_configs_fail_with_one_clear_line() {
+    let missing = write_config(
+        "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:STRIPE_WEBHOOK_SECRET\"]\n",
+    );
+    let unknown_kind = write_config("[sources.acme]\nkind = \"carrier-pigeon\"\n");
+    let bad_secret =
+        write_config("[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"sk_live_oops\"]\n");
+    let unknown_key = write_config(
+        "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\nsecret = \"typo\"\n",
+    );
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        ("edge", vec![], "--config"),
+        (
+            "edge",
+            vec!["--config".into(), "/nonexistent/edge.toml".into()],
+            "--config: cannot read",
+        ),
+        (
+            "edge",
+            vec!["--config".into(), missing.display().to_string()],
+            "sources.stripe.secrets[0]: environment variable STRIPE_WEBHOOK_SECRET is not set",
+        ),
+        (
+            "edge",
+            vec!["--config".into(), unknown_kind.display().to_string()],
+            "sources.acme.kind: unknown kind \"carrier-pigeon\"",
+        ),
+        (
+            "edge",
+            vec!["--config".into(), bad_secret.display().to_string()],
+            "sources.stripe.secrets[0]: is not a Stripe endpoint secret",
+        ),
+        (
+            "edge",
+            vec!["--config".into(), unknown_key.display().to_string()],
+            "sources.stripe: unknown field `secret`",
+        ),
+        (
+            "edge",
+            vec![
+                "--config".into(),
+                missing.display().to_string(),
+                "--listen".into(),
+                "nowhere".into(),
+            ],
+            "--listen",
+        ),
+        (
+            "contacts-svc",
+            vec!["--default-region".into(), "XX".into()],
+            "default-region",
+        ),
+        (
+            "contacts-svc",
+            vec!["--listen".into(), "nowhere".into()],
+            "--listen",
+        ),
+        (
+            "contacts-svc",
+            vec!["--redis-url".into(), "mysql://x".into()],
+            "--redis-url",
+        ),
+        ("contacts-svc", vec!["--bogus".into()], "--bogus"),
+    ];
+    for (bin, args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, stderr) = run(bin, &args, &[]);
+        assert_ne!(code, 0, "{bin} {args:?} should fail");
+        assert!(
+            stderr.contains(needle),
+            "{bin} {args:?}: {stderr:?} should contain {needle:?}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            !stderr.contains("sk_live_oops"),
+            "a secret reached stderr: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn both_services_stop_gracefully_on_sigterm() {
+    let redis = Redis::start().await;
+    let grpc_port = free_port();
+    let http_port = free_port();
+    let config = write_config(&format!(
+        "listen = \"127.0.0.1:{http_port}\"\ncontacts_url = \"http://127.0.0.1:{grpc_port}\"\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n"
+    ));
+    let mut contacts = tokio::process::Command::new(workspace_bin("contacts-svc"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{grpc_port}"),
+            "--redis-url",
+            &redis.url(),
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut edge = tokio::process::Command::new(workspace_bin("edge"))
+        .args(["--config", &config.display().to_string()])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = hookline_tests::Http::new();
+    let ready = format!("http://127.0.0.1:{http_port}/readyz");
+    eventually(
+        Duration::from_secs(20),
+        "the edge binary to be ready",
+        || async {
+            let connect = tokio::net::TcpStream::connect(("127.0.0.1", http_port)).await;
+            if connect.is_err() {
+                return None;
+            }
+            (http.get(&ready).await.status == 200).then_some(())
+        },
+    )
+    .await;
+    for child in [&mut edge, &mut contacts] {
+        let pid = child.id().unwrap().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .expect("stopped within the grace period")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}

@@ -1,0 +1,348 @@
+//! contacts-svc as internal callers and engineers see it: grpcurl by reflection, health,
+//! validation errors, idempotent upserts and paging.
+
+use tokio::process::Command;
+
+use hookline_proto::v1;
+use hookline_tests::{ContactsSvc, Redis, Stack, grpcurl, stripe_checkout};
+
+/// Runs grpcurl without blocking the runtime that serves the call.
+async fn grpcurl_output(args: &[&str]) -> std::process::Output {
+    Command::new(grpcurl())
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run grpcurl ({e}); make test installs it"))
+}
+
+async fn run_grpcurl(args: &[&str]) -> String {
+    let out = grpcurl_output(args).await;
+    assert!(
+        out.status.success(),
+        "grpcurl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[tokio::test]
+async fn grpcurl_lists_describes_and_calls_by_reflection() {
+    let stack = Stack::start().await;
+    let addr = stack.contacts.addr.to_string();
+    let body = stripe_checkout("evt_grpcurl", "grpcurl@example.com", 1999, "pi_grpcurl");
+    assert_eq!(stack.post_stripe(&body).await.status, 200);
+
+    let list = run_grpcurl(&["-plaintext", &addr, "list"]).await;
+    assert!(list.contains("contacts.v1.ContactsService"), "{list}");
+    assert!(list.contains("grpc.health.v1.Health"), "{list}");
+    let describe = run_grpcurl(&[
+        "-plaintext",
+        &addr,
+        "describe",
+        "contacts.v1.ContactsService",
+    ])
+    .await;
+    for rpc in [
+        "ApplyEvent",
+        "UpsertContact",
+        "GetContact",
+        "LookupContact",
+        "ListContacts",
+        "ListEvents",
+    ] {
+        assert!(
+            describe.contains(&format!("rpc {rpc}")),
+            "{rpc} missing from {describe}"
+        );
+    }
+    let health = run_grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"service":"contacts.v1.ContactsService"}"#,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ])
+    .await;
+    assert!(health.contains("SERVING"), "{health}");
+    let found = run_grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"email":"GRPCURL@example.com"}"#,
+        &addr,
+        "contacts.v1.ContactsService/LookupContact",
+    ])
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&found).unwrap();
+    assert_eq!(json["contact"]["email"], "grpcurl@example.com");
+    assert_eq!(json["contact"]["purchases"][0]["amount"], "1999");
+    assert_eq!(json["contact"]["stage"], "STAGE_PURCHASED");
+}
+
+#[tokio::test]
+async fn health_is_not_serving_until_redis_answers() {
+    // Start contacts-svc against a Redis that is not there yet.
+    let port = hookline_tests::free_port();
+    let contacts = ContactsSvc::start(&format!("redis://127.0.0.1:{port}/0")).await;
+    let addr = contacts.addr.to_string();
+    let out = grpcurl_output(&[
+        "-plaintext",
+        "-d",
+        r#"{"service":"contacts.v1.ContactsService"}"#,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("NOT_SERVING"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut grpc = contacts.client().await;
+    let err = grpc
+        .get_contact(v1::GetContactRequest {
+            contact_id: "ct_0190a2b3c4d5e6f708192a3b4c5d6e7f".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+}
+
+#[tokio::test]
+async fn bad_arguments_name_the_field_and_missing_contacts_are_not_found() {
+    let redis = Redis::start().await;
+    let contacts = ContactsSvc::start(&redis.url()).await;
+    let mut grpc = contacts.client().await;
+    use v1::lookup_contact_request::Key;
+    let lookup = |key| v1::LookupContactRequest {
+        key: Some(key),
+        phone_region: String::new(),
+    };
+    let cases = [
+        (
+            lookup(Key::Email("not-an-email".into())),
+            tonic::Code::InvalidArgument,
+            "email",
+        ),
+        (
+            lookup(Key::Phone("call me".into())),
+            tonic::Code::InvalidArgument,
+            "phone",
+        ),
+        (
+            lookup(Key::ExternalId(v1::ExternalId {
+                system: "Bad System".into(),
+                id: "x".into(),
+            })),
+            tonic::Code::InvalidArgument,
+            "external_id.system",
+        ),
+        (
+            v1::LookupContactRequest::default(),
+            tonic::Code::InvalidArgument,
+            "key",
+        ),
+        (
+            lookup(Key::Email("nobody@example.com".into())),
+            tonic::Code::NotFound,
+            "no contact",
+        ),
+        (
+            lookup(Key::Phone("(415) 555-0100".into())),
+            tonic::Code::NotFound,
+            "no contact",
+        ),
+    ];
+    for (req, code, needle) in cases {
+        let err = grpc.lookup_contact(req.clone()).await.unwrap_err();
+        assert_eq!(err.code(), code, "{req:?}");
+        assert!(
+            err.message().contains(needle),
+            "{:?} should name {needle}",
+            err.message()
+        );
+    }
+    let err = grpc
+        .get_contact(v1::GetContactRequest {
+            contact_id: "42".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("contact_id"));
+    let err = grpc
+        .apply_event(v1::ApplyEventRequest {
+            event: Some(v1::WebhookEvent::default()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("event.id"), "{}", err.message());
+    assert_eq!(redis.dbsize().await, 0, "bad input changed something");
+}
+
+#[tokio::test]
+async fn upserts_are_idempotent_and_partial() {
+    let redis = Redis::start().await;
+    let contacts = ContactsSvc::start(&redis.url()).await;
+    let mut grpc = contacts.client().await;
+    let upsert = |key: &str, data: v1::ContactData, mask: &[&str], contact_id: &str| {
+        v1::UpsertContactRequest {
+            idempotency_key: key.into(),
+            contact_id: contact_id.into(),
+            data: Some(data),
+            update_mask: Some(hookline_proto::prost_types::FieldMask {
+                paths: mask.iter().map(|s| (*s).to_owned()).collect(),
+            }),
+            occurred_at: None,
+        }
+    };
+    let data = v1::ContactData {
+        email: Some("Upsert@Example.com".into()),
+        phone: Some("(415) 555-0100".into()),
+        first_name: Some("Ada".into()),
+        ..v1::ContactData::default()
+    };
+    let first = grpc
+        .upsert_contact(upsert("k1", data.clone(), &[], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.applied);
+    let contact = first.contact.unwrap();
+    assert_eq!(
+        (contact.email.as_str(), contact.phone.as_str()),
+        ("upsert@example.com", "+14155550100")
+    );
+    let again = grpc
+        .upsert_contact(upsert("k1", data.clone(), &[], ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.applied);
+    assert_eq!(again.contact.unwrap().id, contact.id);
+
+    // Only the masked field is written.
+    let change = v1::ContactData {
+        first_name: Some("Grace".into()),
+        last_name: Some("Hopper".into()),
+        ..v1::ContactData::default()
+    };
+    let masked = grpc
+        .upsert_contact(upsert("k2", change, &["last_name"], &contact.id))
+        .await
+        .unwrap()
+        .into_inner()
+        .contact
+        .unwrap();
+    assert_eq!(
+        (masked.first_name.as_str(), masked.last_name.as_str()),
+        ("Ada", "Hopper")
+    );
+
+    let err = grpc
+        .upsert_contact(upsert("", data.clone(), &[], ""))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("idempotency_key"));
+    let err = grpc
+        .upsert_contact(upsert(
+            "k3",
+            v1::ContactData::default(),
+            &[],
+            "ct_0190a2b3c4d5e6f708192a3b4c5d6e7f",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = grpc
+        .upsert_contact(upsert("k4", data, &["nickname"], ""))
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("update_mask"));
+}
+
+#[tokio::test]
+async fn contacts_and_events_page_newest_first() {
+    let stack = Stack::start().await;
+    for i in 0..5 {
+        let body = stripe_checkout(
+            &format!("evt_page_{i}"),
+            &format!("p{i}@example.com"),
+            100,
+            &format!("pi_page_{i}"),
+        );
+        assert_eq!(stack.post_stripe(&body).await.status, 200);
+    }
+    let mut grpc = stack.contacts.client().await;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = grpc
+            .list_contacts(v1::ListContactsRequest {
+                page_size: 2,
+                page_token: token.clone(),
+                stage: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        seen.extend(page.contacts.into_iter().map(|c| c.email));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(
+        seen,
+        [
+            "p4@example.com",
+            "p3@example.com",
+            "p2@example.com",
+            "p1@example.com",
+            "p0@example.com"
+        ]
+    );
+    let none = grpc
+        .list_contacts(v1::ListContactsRequest {
+            page_size: 10,
+            page_token: String::new(),
+            stage: v1::Stage::Booked.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.contacts.is_empty());
+
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = grpc
+            .list_events(v1::ListEventsRequest {
+                page_size: 3,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.extend(page.events.into_iter().map(|e| e.event_id));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(ids.len(), 5);
+    assert_eq!(ids[0], "stripe:evt_page_4");
+    let err = grpc
+        .list_events(v1::ListEventsRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("page_token"));
+}

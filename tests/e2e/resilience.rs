@@ -1,0 +1,186 @@
+//! What happens when Redis or contacts-svc is down: the sender is told to retry, and
+//! nothing it was told is done gets lost.
+
+use std::time::Duration;
+
+use hookline_proto::v1;
+use hookline_tests::{ContactsSvc, Edge, Http, Redis, Stack, eventually, stripe_checkout};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+async fn health(contacts: &ContactsSvc) -> ServingStatus {
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(contacts.url())
+        .expect("url")
+        .connect()
+        .await
+    else {
+        return ServingStatus::Unknown;
+    };
+    let mut client = HealthClient::new(channel);
+    client
+        .check(HealthCheckRequest {
+            service: "contacts.v1.ContactsService".into(),
+        })
+        .await
+        .map(|r| r.into_inner().status())
+        .unwrap_or(ServingStatus::Unknown)
+}
+
+#[tokio::test]
+async fn redis_down_means_retry_later_and_the_retry_succeeds_after_it_returns() {
+    let mut stack = Stack::start().await;
+    let body = stripe_checkout("evt_outage", "outage@example.com", 700, "pi_outage");
+    stack.redis.kill().await;
+
+    let reply = stack.post_stripe(&body).await;
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
+    assert!(reply.headers.contains_key("retry-after"));
+    assert!(
+        !String::from_utf8_lossy(&reply.body).contains("redis"),
+        "a 5xx says nothing about its cause"
+    );
+    eventually(Duration::from_secs(10), "health NOT_SERVING", || async {
+        (health(&stack.contacts).await == ServingStatus::NotServing).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "readyz 503", || async {
+        (stack.http.get(&stack.edge.url("/readyz")).await.status == 503).then_some(())
+    })
+    .await;
+
+    stack.redis.restart().await;
+    eventually(Duration::from_secs(10), "health SERVING", || async {
+        (health(&stack.contacts).await == ServingStatus::Serving).then_some(())
+    })
+    .await;
+    // The sender's retry now takes effect.
+    let reply = eventually(
+        Duration::from_secs(10),
+        "the retry to be applied",
+        || async {
+            let r = stack.post_stripe(&body).await;
+            (r.status == 200).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(reply.json()["status"], "applied");
+}
+
+#[tokio::test]
+async fn an_acknowledged_event_survives_a_redis_crash_with_aof() {
+    let mut redis = Redis::start_with(true).await;
+    let contacts = ContactsSvc::start(&redis.url()).await;
+    let edge = Edge::start(&format!(
+        "contacts_url = \"{}\"\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"{}\"]\n",
+        contacts.url(),
+        hookline_tests::STRIPE_SECRET
+    ))
+    .await;
+    let http = Http::new();
+    let post = |body: Vec<u8>| {
+        let sig = hookline_tests::stripe_sign(
+            hookline_tests::STRIPE_SECRET,
+            hookline_tests::now_secs(),
+            &body,
+        );
+        let url = edge.url("/webhooks/stripe");
+        let http = http.clone();
+        async move { http.post(&url, body, &[("stripe-signature", &sig)]).await }
+    };
+    let body = stripe_checkout("evt_durable", "durable@example.com", 1200, "pi_durable");
+    let reply = eventually(
+        Duration::from_secs(10),
+        "the event to be applied",
+        || async {
+            let r = post(body.clone()).await;
+            (r.status == 200).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(reply.json()["status"], "applied");
+
+    redis.restart().await; // SIGKILL, then start on the same AOF
+    let reply = eventually(
+        Duration::from_secs(10),
+        "the redelivery to be answered",
+        || async {
+            let r = post(body.clone()).await;
+            (r.status == 200).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(
+        reply.json()["status"],
+        "duplicate",
+        "the done marker survived"
+    );
+    let mut grpc = contacts.client().await;
+    let contact = grpc
+        .lookup_contact(v1::LookupContactRequest {
+            key: Some(v1::lookup_contact_request::Key::Email(
+                "durable@example.com".into(),
+            )),
+            phone_region: String::new(),
+        })
+        .await
+        .expect("the contact survived")
+        .into_inner()
+        .contact
+        .unwrap();
+    assert_eq!(contact.totals[0].purchased, 1200);
+}
+
+#[tokio::test]
+async fn contacts_svc_down_means_retry_later() {
+    let stack = Stack::start().await;
+    let Stack {
+        redis,
+        contacts,
+        edge,
+        http,
+    } = stack;
+    let addr = contacts.addr;
+    contacts.stop().await;
+    let body = stripe_checkout("evt_svc_down", "down@example.com", 100, "pi_down");
+    let sig = hookline_tests::stripe_sign(
+        hookline_tests::STRIPE_SECRET,
+        hookline_tests::now_secs(),
+        &body,
+    );
+    let reply = http
+        .post(
+            &edge.url("/webhooks/stripe"),
+            body.clone(),
+            &[("stripe-signature", &sig)],
+        )
+        .await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.headers["retry-after"], "5");
+    assert_eq!(http.get(&edge.url("/readyz")).await.status, 503);
+    assert_eq!(redis.dbsize().await, 0);
+
+    // Back on the same address, the edge reconnects by itself.
+    let _contacts = ContactsSvc::start_on(addr, &redis.url()).await;
+    let reply = eventually(
+        Duration::from_secs(15),
+        "the edge to reach contacts-svc again",
+        || async {
+            let sig = hookline_tests::stripe_sign(
+                hookline_tests::STRIPE_SECRET,
+                hookline_tests::now_secs(),
+                &body,
+            );
+            let r = http
+                .post(
+                    &edge.url("/webhooks/stripe"),
+                    body.clone(),
+                    &[("stripe-signature", &sig)],
+                )
+                .await;
+            (r.status == 200).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(reply.json()["status"], "applied");
+}
