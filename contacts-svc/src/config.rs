@@ -29,9 +29,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(60..))]
     pub dedup_ttl_secs: u64,
 
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    #[arg(long, env = "CONTACTS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "CONTACTS_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log line format.
+    #[arg(long, env = "CONTACTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Seconds in-flight calls get to finish after SIGINT/SIGTERM.
     #[arg(long, env = "CONTACTS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
@@ -46,6 +54,15 @@ impl Config {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 fn parse_region(s: &str) -> Result<Region, String> {

@@ -330,6 +330,17 @@ impl Identifier {
         })
     }
 
+    /// The identifier for logs: emails and phones masked (`j***@example.com`,
+    /// `+1******0199`), never written out in full.
+    pub fn masked(&self) -> String {
+        match self {
+            Self::External { system, id } => format!("{system}:{id}"),
+            Self::PaymentRef(r) => format!("payment:{r}"),
+            Self::Email(e) => format!("email:{}", mask_email(e)),
+            Self::Phone(p) => format!("phone:{}", mask_phone(p)),
+        }
+    }
+
     /// Short label for logs and conflict notes; never the full email or phone.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -339,6 +350,38 @@ impl Identifier {
             Self::Phone(_) => "phone",
         }
     }
+}
+
+/// An email for logs: the first character of the local part, then `***@domain`.
+pub fn mask_email(email: &str) -> String {
+    match email.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_owned(),
+    }
+}
+
+/// A phone number for logs: the country code's first digit and the last four digits.
+pub fn mask_phone(phone: &str) -> String {
+    let chars: Vec<char> = phone.chars().collect();
+    if chars.len() <= 6 {
+        return "*".repeat(chars.len());
+    }
+    let head = if chars[0] == '+' { 2 } else { 0 };
+    let tail = 4;
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i < head || i >= chars.len() - tail {
+                *c
+            } else {
+                '*'
+            }
+        })
+        .collect()
 }
 
 /// Occurrence stamp of a write: event time in milliseconds, then event id for ties.

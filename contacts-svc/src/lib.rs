@@ -7,10 +7,12 @@
 pub mod config;
 pub mod contact;
 pub mod error;
+pub mod metrics;
 pub mod service;
 pub mod store;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hookline_proto::v1::contacts_service_server::ContactsServiceServer;
@@ -19,6 +21,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 pub use crate::contact::Region;
+pub use crate::metrics::Metrics;
 pub use crate::store::{Store, StoreOptions};
 
 /// How often Redis is pinged to keep the health status current.
@@ -35,6 +38,8 @@ pub struct Deps {
     pub default_region: Region,
     /// Time in-flight calls get after `shutdown` resolves.
     pub shutdown_grace: Duration,
+    /// Where to serve `GET /metrics`, if anywhere.
+    pub metrics_listener: Option<TcpListener>,
 }
 
 /// Serves gRPC on `listener` until `shutdown` resolves, then lets in-flight calls finish
@@ -63,8 +68,15 @@ pub async fn run(
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
 
-    let monitor = tokio::spawn(monitor(deps.store.clone(), health));
-    let service = service::Service::new(deps.store, deps.default_region);
+    let metrics = Arc::new(Metrics::new());
+    let monitor = tokio::spawn(monitor(deps.store.clone(), health, metrics.clone()));
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = deps.metrics_listener.map(|listener| {
+        tokio::spawn(metrics::serve(listener, metrics.clone(), async {
+            let _ = metrics_stopped.await;
+        }))
+    });
+    let service = service::Service::new(deps.store, deps.default_region, metrics);
     let contacts = ContactsServiceServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
     // Replies go out at once: with Nagle on, a reply spanning several segments waits
@@ -101,11 +113,19 @@ pub async fn run(
         }
     };
     monitor.abort();
+    let _ = metrics_stop.send(());
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
     result
 }
 
 /// Keeps the health status in step with Redis and trims the webhook log.
-async fn monitor(store: Store, health: tonic_health::server::HealthReporter) {
+async fn monitor(
+    store: Store,
+    health: tonic_health::server::HealthReporter,
+    metrics: Arc<Metrics>,
+) {
     let mut serving = None;
     let mut last_trim = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(HEALTH_INTERVAL);
@@ -121,6 +141,7 @@ async fn monitor(store: Store, health: tonic_health::server::HealthReporter) {
                 false
             }
         };
+        metrics.redis_up(up);
         if serving != Some(up) {
             let status = if up {
                 tracing::info!("redis reachable, reporting SERVING");

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use contacts_svc::config::{Config, redact_url};
+use contacts_svc::config::{Config, LogFormat, redact_url};
 use contacts_svc::{Deps, Store, StoreOptions};
 
 #[tokio::main]
@@ -18,12 +18,14 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn start(config: Config) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log)
-                .with_context(|| format!("--log {:?} is not a valid filter", config.log))?,
-        )
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(
+        tracing_subscriber::EnvFilter::try_new(&config.log)
+            .with_context(|| format!("--log {:?} is not a valid filter", config.log))?,
+    );
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let store = Store::open(
         &config.redis_url,
         StoreOptions {
@@ -35,6 +37,14 @@ async fn start(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}: cannot bind"))?,
+        ),
+        None => None,
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
         redis = %redact_url(&config.redis_url),
@@ -46,6 +56,7 @@ async fn start(config: Config) -> anyhow::Result<()> {
             store,
             default_region: config.default_region,
             shutdown_grace: config.shutdown_grace(),
+            metrics_listener,
         },
         shutdown_signal(),
     )

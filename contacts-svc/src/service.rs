@@ -1,6 +1,7 @@
 //! The `contacts.v1.ContactsService` gRPC service: validates requests, calls the store
 //! and shapes answers. The only place a `tonic::Status` is made.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use hookline_proto::v1::{self, contacts_service_server::ContactsService};
@@ -11,6 +12,7 @@ use crate::contact::{
     Region,
 };
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::store::{Cursor, EventFilter, Store, now_millis};
 
 const DEFAULT_PAGE: usize = 50;
@@ -21,15 +23,31 @@ const MAX_PAGE: usize = 500;
 pub struct Service {
     store: Store,
     default_region: Region,
+    metrics: Arc<Metrics>,
 }
 
 impl Service {
-    pub fn new(store: Store, default_region: Region) -> Self {
+    pub fn new(store: Store, default_region: Region, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             default_region,
+            metrics,
         }
     }
+}
+
+/// A metadata value the edge passed along, for logs.
+fn metadata<'a, T>(request: &'a Request<T>, key: &str) -> &'a str {
+    request
+        .metadata()
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
+fn trace_id(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).unwrap_or("")
 }
 
 /// Maps an error to a status: a caller's mistake says what was wrong; our own failure
@@ -74,26 +92,54 @@ impl ContactsService for Service {
         request: Request<v1::ApplyEventRequest>,
     ) -> Result<Response<v1::ApplyEventResponse>, Status> {
         let started = Instant::now();
-        let request_id = request
-            .metadata()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let request_id = metadata(&request, "x-request-id").to_owned();
+        let trace_id = trace_id(metadata(&request, "traceparent")).to_owned();
         let event = request
             .into_inner()
             .event
             .ok_or_else(|| status(Error::invalid("event", "is required")))?;
         let parsed = ParsedEvent::parse(&event, self.default_region).map_err(status)?;
-        let applied = self.store.apply(&parsed, None).await.map_err(status)?;
+        let applied = match self.store.apply(&parsed, None).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics
+                    .event(&parsed.source, "failed", started.elapsed(), 0, 0);
+                return Err(status(e));
+            }
+        };
+        let took = started.elapsed();
+        let outcome = outcome_name(applied.outcome);
+        self.metrics.event(
+            &parsed.source,
+            outcome,
+            took,
+            applied.merges,
+            applied.conflicts.len(),
+        );
+        let contact_id = applied
+            .contact_id
+            .as_ref()
+            .map(ContactId::as_str)
+            .unwrap_or("");
+        for (ident, holder) in &applied.conflicts {
+            tracing::info!(
+                event_id = %parsed.id,
+                contact_id,
+                identifier = %ident.masked(),
+                held_by = %holder,
+                "identity conflict: identifier left on a different person's contact"
+            );
+        }
         tracing::info!(
             source = %parsed.source,
             event_id = %parsed.id,
             r#type = %parsed.event_type,
-            outcome = outcome_name(applied.outcome),
-            contact_id = applied.contact_id.as_ref().map(ContactId::as_str).unwrap_or(""),
+            outcome,
+            contact_id,
+            merges = applied.merges,
             request_id = %request_id,
-            latency_us = started.elapsed().as_micros(),
+            trace_id = %trace_id,
+            latency_us = took.as_micros(),
             "event"
         );
         Ok(Response::new(v1::ApplyEventResponse {

@@ -60,6 +60,10 @@ pub struct Applied {
     pub outcome: v1::EventOutcome,
     pub contact_id: Option<ContactId>,
     pub reason: String,
+    /// Contacts absorbed into `contact_id` by this event.
+    pub merges: usize,
+    /// Identifiers left on another contact (see `contact::plan`).
+    pub conflicts: Vec<(Identifier, ContactId)>,
 }
 
 /// A contact as stored: its live id (after following merges), version and record.
@@ -243,6 +247,8 @@ impl Store {
                 outcome: v1::EventOutcome::Duplicate,
                 contact_id: ContactId::parse(&done.contact_id).ok(),
                 reason: done.reason,
+                merges: 0,
+                conflicts: Vec::new(),
             });
         }
         let result = match &ev.action {
@@ -251,6 +257,8 @@ impl Store {
                 outcome: v1::EventOutcome::Ignored,
                 contact_id: None,
                 reason: reason.clone(),
+                merges: 0,
+                conflicts: Vec::new(),
             }),
         };
         match result {
@@ -466,6 +474,8 @@ impl Store {
                 outcome: v1::EventOutcome::Applied,
                 contact_id: Some(survivor),
                 reason,
+                merges: absorbed.len(),
+                conflicts: plan.conflicts,
             });
         }
         Err(Error::Contention(MAX_ATTEMPTS))

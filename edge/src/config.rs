@@ -30,9 +30,41 @@ pub struct Args {
     #[arg(long, env = "CONTACTS_URL")]
     pub contacts_url: Option<String>,
 
+    /// Serve `GET /metrics` on this address instead of the webhook port (overrides
+    /// `metrics_listen`).
+    #[arg(long, env = "EDGE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Log filter (tracing-subscriber EnvFilter syntax).
     #[arg(long, env = "EDGE_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log line format.
+    #[arg(long, env = "EDGE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Args {
+    /// Arguments naming only a configuration file, the rest left to the file.
+    pub fn for_file(config: impl Into<PathBuf>) -> Self {
+        Self {
+            config: config.into(),
+            listen: None,
+            contacts_url: None,
+            metrics_listen: None,
+            log: "info".to_owned(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A configuration error, naming the key at fault.
@@ -56,6 +88,8 @@ impl ConfigError {
 #[derive(Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Separate address for `GET /metrics`; `None`: the webhook port serves it.
+    pub metrics_listen: Option<SocketAddr>,
     pub contacts_urls: Vec<http::Uri>,
     pub max_body_bytes: usize,
     pub spool_dir: PathBuf,
@@ -90,6 +124,7 @@ impl fmt::Debug for Secret {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     contacts_url: Option<String>,
     max_body_bytes: Option<usize>,
     spool_dir: Option<PathBuf>,
@@ -134,6 +169,13 @@ impl Config {
                     .map_err(|_| ConfigError::new("listen", format!("{s:?} is not host:port")))?
             }
         };
+        let metrics_listen = match (args.metrics_listen, &file.metrics_listen) {
+            (Some(a), _) => Some(a),
+            (None, Some(s)) => Some(s.parse().map_err(|_| {
+                ConfigError::new("metrics_listen", format!("{s:?} is not host:port"))
+            })?),
+            (None, None) => None,
+        };
         let (urls_key, urls) = match &args.contacts_url {
             Some(u) => ("--contacts-url", u.as_str()),
             None => (
@@ -168,6 +210,7 @@ impl Config {
         }
         Ok(Self {
             listen,
+            metrics_listen,
             contacts_urls,
             max_body_bytes,
             spool_dir: file

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use hookline_proto::v1::{self, contacts_service_client::ContactsServiceClient};
 use tonic::transport::{Channel, Endpoint};
+
+use crate::webhook::Trace;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -50,12 +52,16 @@ impl Contacts {
     pub async fn apply(
         &self,
         event: v1::WebhookEvent,
-        request_id: &str,
+        trace: &Trace,
     ) -> Result<v1::ApplyEventResponse, tonic::Status> {
         let mut request = tonic::Request::new(v1::ApplyEventRequest { event: Some(event) });
         request.set_timeout(self.timeout);
-        if let Ok(v) = request_id.parse() {
-            request.metadata_mut().insert("x-request-id", v);
+        let metadata = request.metadata_mut();
+        if let Ok(v) = trace.request_id.parse() {
+            metadata.insert("x-request-id", v);
+        }
+        if let Ok(v) = trace.traceparent.parse() {
+            metadata.insert("traceparent", v);
         }
         let mut client = self.client.clone();
         match tokio::time::timeout(self.timeout, client.apply_event(request)).await {

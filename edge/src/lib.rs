@@ -8,6 +8,7 @@
 pub mod config;
 pub mod contacts;
 pub mod error;
+pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod sources;
@@ -21,23 +22,82 @@ use tokio::net::TcpListener;
 
 pub use crate::config::Config;
 pub use crate::contacts::Contacts;
+pub use crate::metrics::Metrics;
+pub use crate::routes::Routes;
 use crate::sources::Source;
 
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct State {
-    pub sources: BTreeMap<String, Source>,
+    pub sources: BTreeMap<String, Configured>,
     pub contacts: Contacts,
     pub max_body_bytes: usize,
+    pub metrics: Metrics,
+    /// Whether `GET /metrics` is served on the webhook port (no separate listener).
+    pub metrics_on_main_port: bool,
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
+/// A configured source and its name, shared with metric labels.
+#[derive(Debug)]
+pub struct Configured {
+    pub name: Arc<String>,
+    pub source: Source,
+}
+
+/// Serves webhooks on `listener`, and metrics on `metrics` when given (otherwise on the
+/// webhook port), until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) {
     let contacts = Contacts::connect_lazy(&config.contacts_urls, config.contacts_timeout);
     let state = Arc::new(State {
-        sources: config.sources,
+        sources: config
+            .sources
+            .into_iter()
+            .map(|(name, source)| {
+                let configured = Configured {
+                    name: Arc::new(name.clone()),
+                    source,
+                };
+                (name, configured)
+            })
+            .collect(),
         contacts,
         max_body_bytes: config.max_body_bytes,
+        metrics: Metrics::new(),
+        metrics_on_main_port: metrics.is_none(),
     });
-    server::serve(listener, state, shutdown, config.shutdown_grace).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics_server = metrics.map(|listener| {
+        let state = state.clone();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            server::serve(
+                listener,
+                state,
+                shutdown,
+                config.shutdown_grace,
+                Routes::Metrics,
+            )
+            .await;
+        })
+    });
+    server::serve(
+        listener,
+        state,
+        shutdown,
+        config.shutdown_grace,
+        Routes::Webhooks,
+    )
+    .await;
+    let _ = stop.send(true);
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
 }

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use edge::config::{Args, Config};
+use edge::config::{Args, Config, LogFormat};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -21,17 +21,29 @@ async fn start(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .with_context(|| format!("--log {:?} is not a valid filter", args.log))?;
     let config = Config::load(&args)?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}: cannot bind"))?,
+        ),
+        None => None,
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
         sources = ?config.sources.keys().collect::<Vec<_>>(),
         contacts = ?config.contacts_urls.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "edge started"
     );
-    edge::run(listener, config, shutdown_signal()).await;
+    edge::run(listener, metrics, config, shutdown_signal()).await;
     tracing::info!("edge stopped");
     Ok(())
 }

@@ -9,15 +9,34 @@ use crate::State;
 use crate::error::Error;
 use crate::webhook::{self, json_response};
 
+/// Which routes a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routes {
+    /// Webhooks and probes (and metrics, unless they have their own listener).
+    Webhooks,
+    /// `GET /metrics` only.
+    Metrics,
+}
+
 /// Routes one request.
-pub async fn route<B>(state: &State, req: Request<B>) -> Response<Full<Bytes>>
+pub async fn route<B>(state: &State, routes: Routes, req: Request<B>) -> Response<Full<Bytes>>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let metrics_here = routes == Routes::Metrics || state.metrics_on_main_port;
     match (req.method(), segments.as_slice()) {
+        (&Method::GET, ["metrics"]) if metrics_here => {
+            let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode())));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            resp
+        }
+        _ if routes == Routes::Metrics => error(&Error::NotFound),
         (&Method::POST, ["webhooks", source]) if !source.is_empty() => {
             webhook::handle(state, source, req).await
         }

@@ -12,6 +12,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::State;
+use crate::routes::Routes;
 
 /// Time a client gets to send the request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,6 +26,7 @@ pub async fn serve(
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
+    routes: Routes,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -56,7 +58,7 @@ pub async fn serve(
                 let state = state.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(crate::routes::route(&state, req).await) }
+                    async move { Ok::<_, Infallible>(crate::routes::route(&state, routes, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());

@@ -9,9 +9,9 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use serde_json::json;
 
-use crate::State;
 use crate::error::Error;
 use crate::sources::{Delivery, Source};
+use crate::{Configured, State};
 
 /// How long a sender may take to send the body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -25,35 +25,52 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
-    let request_id = request_id(&req);
-    let result = process(state, source_name, req, &request_id).await;
-    let latency_us = started.elapsed().as_micros();
+    let trace = Trace::of(req.headers());
+    let configured = state.sources.get(source_name);
+    let result = match configured {
+        Some(c) => process(state, c, req, &trace).await,
+        None => Err(Error::UnknownSource),
+    };
+    let took = started.elapsed();
+    let latency_us = took.as_micros();
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => e.status(),
+    };
+    state
+        .metrics
+        .request(configured.map(|c| &c.name), status.as_u16(), took);
     match result {
         Ok(done) => {
             tracing::info!(
                 source = source_name,
                 event_id = %done.event_id,
+                r#type = %done.event_type,
                 outcome = done.outcome,
                 status = 200,
                 latency_us,
-                request_id = %request_id,
+                request_id = %trace.request_id,
+                trace_id = %trace.trace_id,
                 "webhook"
             );
             let mut body = json!({ "status": done.outcome, "event_id": done.event_id });
             if !done.reason.is_empty() {
                 body["reason"] = done.reason.into();
             }
-            json_response(StatusCode::OK, &body, &request_id)
+            json_response(StatusCode::OK, &body, &trace.request_id)
         }
         Err(e) => {
-            let status = e.status();
+            // Server-side trouble is a warning; a caller's mistake is routine.
             if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                tracing::warn!(source = source_name, outcome = e.outcome(), status = status.as_u16(), latency_us, request_id = %request_id, error = %e, "webhook");
+                tracing::warn!(source = source_name, outcome = e.outcome(), status = status.as_u16(), latency_us, request_id = %trace.request_id, trace_id = %trace.trace_id, error = %e, "webhook");
             } else {
-                tracing::info!(source = source_name, outcome = e.outcome(), status = status.as_u16(), latency_us, request_id = %request_id, error = %e, "webhook");
+                tracing::info!(source = source_name, outcome = e.outcome(), status = status.as_u16(), latency_us, request_id = %trace.request_id, trace_id = %trace.trace_id, error = %e, "webhook");
             }
-            let mut resp =
-                json_response(status, &json!({ "error": e.public_message() }), &request_id);
+            let mut resp = json_response(
+                status,
+                &json!({ "error": e.public_message() }),
+                &trace.request_id,
+            );
             if matches!(e, Error::RetryLater { .. }) {
                 resp.headers_mut().insert(
                     header::RETRY_AFTER,
@@ -69,20 +86,20 @@ where
 struct Done {
     outcome: &'static str,
     event_id: String,
+    event_type: String,
     reason: String,
 }
 
 async fn process<B>(
     state: &State,
-    source_name: &str,
+    configured: &Configured,
     req: Request<B>,
-    request_id: &str,
+    trace: &Trace,
 ) -> Result<Done, Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let source = state.sources.get(source_name).ok_or(Error::UnknownSource)?;
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -104,24 +121,36 @@ where
         query: parts.uri.query().unwrap_or(""),
         body: &body,
     };
-    source.verify(delivery, now_secs)?;
+    let source = &configured.source;
+    if let Err(e) = source.verify(delivery, now_secs) {
+        state
+            .metrics
+            .verification_failure(&configured.name, e.reason());
+        return Err(e.into());
+    }
 
-    let event = source.normalize(source_name, &body, now_ms);
+    let event = source.normalize(&configured.name, &body, now_ms);
     let event_id = event
         .id
-        .strip_prefix(source_name)
+        .strip_prefix(configured.name.as_str())
         .and_then(|s| s.strip_prefix(':'))
         .unwrap_or(&event.id)
         .to_owned();
-    let answer = apply(state, source, event, request_id).await?;
+    let event_type = event.r#type.clone();
+    let called = Instant::now();
+    let answer = apply(state, source, event, trace).await;
+    state.metrics.contacts_call(called.elapsed());
+    let answer = answer?;
     let outcome = match v1::EventOutcome::try_from(answer.outcome) {
         Ok(v1::EventOutcome::Applied) => "applied",
         Ok(v1::EventOutcome::Duplicate) => "duplicate",
         _ => "ignored",
     };
+    state.metrics.event(&configured.name, &event_type, outcome);
     Ok(Done {
         outcome,
         event_id,
+        event_type,
         reason: answer.reason,
     })
 }
@@ -132,13 +161,13 @@ async fn apply(
     state: &State,
     source: &Source,
     event: v1::WebhookEvent,
-    request_id: &str,
+    trace: &Trace,
 ) -> Result<v1::ApplyEventResponse, Error> {
     let retry = |status: tonic::Status| Error::RetryLater {
         status: source.retry_status(),
         cause: format!("{:?}: {}", status.code(), status.message()),
     };
-    match state.contacts.apply(event.clone(), request_id).await {
+    match state.contacts.apply(event.clone(), trace).await {
         Ok(answer) => Ok(answer),
         Err(status) if status.code() == tonic::Code::InvalidArgument => {
             tracing::warn!(event_id = %event.id, error = status.message(), "event refused as malformed, recording it as ignored");
@@ -150,14 +179,62 @@ async fn apply(
                 })),
                 ..event
             };
-            state
-                .contacts
-                .apply(ignored, request_id)
-                .await
-                .map_err(retry)
+            state.contacts.apply(ignored, trace).await.map_err(retry)
         }
         Err(status) => Err(retry(status)),
     }
+}
+
+/// The request's correlation ids: `X-Request-Id` (the caller's when sane, else new) and
+/// a W3C `traceparent` continuing the caller's trace or starting one, with a new span
+/// for this hop. Both travel to contacts-svc as gRPC metadata.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    pub request_id: String,
+    pub trace_id: String,
+    pub traceparent: String,
+}
+
+impl Trace {
+    pub fn of(headers: &http::HeaderMap) -> Self {
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+        let incoming = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent);
+        let (trace_id, flags) = incoming
+            .unwrap_or_else(|| (uuid::Uuid::new_v4().simple().to_string(), "01".to_owned()));
+        let span_id = &uuid::Uuid::new_v4().simple().to_string()[..16];
+        Self {
+            request_id,
+            traceparent: format!("00-{trace_id}-{span_id}-{flags}"),
+            trace_id,
+        }
+    }
+}
+
+/// The trace id and flags of a version-00 `traceparent` (W3C Trace Context).
+fn parse_traceparent(v: &str) -> Option<(String, String)> {
+    let mut parts = v.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = version == "00"
+        && parts.next().is_none()
+        && hex(trace, 32)
+        && hex(span, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && span.bytes().any(|b| b != b'0');
+    valid.then(|| (trace.to_owned(), flags.to_owned()))
 }
 
 async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Error>
@@ -175,15 +252,6 @@ where
     }
 }
 
-/// The caller's `X-Request-Id` when it is a sane token, else a new one.
-fn request_id<B>(req: &Request<B>) -> String {
-    req.headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
-}
-
 pub fn json_response(
     status: StatusCode,
     body: &serde_json::Value,
@@ -199,4 +267,46 @@ pub fn json_response(
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparents() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            parse_traceparent(good),
+            Some(("4bf92f3577b34da6a3ce929d0e0e4736".into(), "01".into()))
+        );
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad}");
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", good.parse().unwrap());
+        headers.insert("x-request-id", "req-42".parse().unwrap());
+        let t = Trace::of(&headers);
+        assert_eq!(t.request_id, "req-42");
+        assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(
+            t.traceparent
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
+        assert!(
+            !t.traceparent.contains("00f067aa0ba902b7"),
+            "a new span for this hop"
+        );
+        let fresh = Trace::of(&http::HeaderMap::new());
+        assert!(parse_traceparent(&fresh.traceparent).is_some());
+        assert_eq!(fresh.request_id.len(), 32);
+    }
 }

@@ -6,7 +6,9 @@
 
 mod cli;
 mod convergence;
+mod gohighlevel;
 mod grpc;
 mod http_surface;
+mod observability;
 mod resilience;
 mod stripe;

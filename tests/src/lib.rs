@@ -200,6 +200,8 @@ fn uuid_ish() -> String {
 #[derive(Debug)]
 pub struct ContactsSvc {
     pub addr: SocketAddr,
+    /// Where its Prometheus metrics are served.
+    pub metrics_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -212,6 +214,10 @@ impl ContactsSvc {
     pub async fn start_on(addr: SocketAddr, redis_url: &str) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind contacts-svc");
         let addr = listener.local_addr().expect("local address");
+        let metrics = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind contacts-svc metrics");
+        let metrics_addr = metrics.local_addr().expect("local address");
         let store = contacts_svc::Store::open(redis_url, contacts_svc::StoreOptions::default())
             .expect("redis url");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -219,6 +225,7 @@ impl ContactsSvc {
             store,
             default_region: contacts_svc::Region::parse("default_region", "US").expect("region"),
             shutdown_grace: Duration::from_secs(5),
+            metrics_listener: Some(metrics),
         };
         let task = tokio::spawn(async move {
             contacts_svc::run(listener, deps, async {
@@ -229,6 +236,7 @@ impl ContactsSvc {
         });
         Self {
             addr,
+            metrics_addr,
             stop: Some(stop),
             task,
         }
@@ -276,16 +284,11 @@ impl Edge {
     pub async fn start(toml: &str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind edge");
         let addr = listener.local_addr().expect("local address");
-        let args = edge::config::Args {
-            config: PathBuf::from("test.toml"),
-            listen: None,
-            contacts_url: None,
-            log: "info".to_owned(),
-        };
+        let args = edge::config::Args::for_file("test.toml");
         let config = edge::Config::parse(toml, Path::new("."), &args, &|_| None)
             .unwrap_or_else(|e| panic!("test config: {e}"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(edge::run(listener, config, async {
+        let task = tokio::spawn(edge::run(listener, None, config, async {
             let _ = stopped.await;
         }));
         Self {
@@ -526,4 +529,25 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 /// Path of grpcurl: `$GRPCURL`, or `grpcurl` on the PATH.
 pub fn grpcurl() -> String {
     std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".to_owned())
+}
+
+/// Reads one sample from an OpenMetrics exposition: the value of `name` whose labels
+/// include every `label="value"` pair given; 0 when there is none.
+pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric_name, rest) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest),
+                None => (series, ""),
+            };
+            let matches = metric_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
 }

@@ -738,3 +738,16 @@ proptest! {
         let _ = crate::store::Cursor::decode(&s);
     }
 }
+
+#[test]
+fn masking() {
+    assert_eq!(mask_email("jenny.rosen@example.com"), "j***@example.com");
+    assert_eq!(mask_email("not-an-email"), "***");
+    assert_eq!(mask_phone("+15550100199"), "+1******0199");
+    assert_eq!(mask_phone("+442079460958"), "+4*******0958");
+    assert_eq!(mask_phone("12345"), "*****");
+    assert_eq!(
+        Identifier::Email("jenny.rosen@example.com".into()).masked(),
+        "email:j***@example.com"
+    );
+}

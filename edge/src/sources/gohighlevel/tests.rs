@@ -445,12 +445,7 @@ fn production_keys() {
 // Configuration, through the real parser.
 
 fn parse_config(source_toml: &str) -> Result<Config, String> {
-    let args = Args {
-        config: "edge.toml".into(),
-        listen: None,
-        contacts_url: None,
-        log: "info".to_owned(),
-    };
+    let args = Args::for_file("edge.toml");
     let text = format!("[sources.ghl]\n{source_toml}");
     let base = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),

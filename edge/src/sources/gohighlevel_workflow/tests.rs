@@ -191,12 +191,7 @@ fn tokens() {
 }
 
 fn parse_config(source_toml: &str) -> Result<Config, String> {
-    let args = Args {
-        config: "edge.toml".into(),
-        listen: None,
-        contacts_url: None,
-        log: "info".to_owned(),
-    };
+    let args = Args::for_file("edge.toml");
     let text = format!("[sources.ghl-workflow]\n{source_toml}");
     Config::parse(&text, Path::new("."), &args, &|name| {
         (name == "GHL_WORKFLOW_TOKEN").then(|| format!("{TOKEN}\n"))

@@ -1,0 +1,165 @@
+//! The edge's Prometheus metrics: requests by source and status, verification failures
+//! by reason, events by source, type and outcome, and latency histograms of whole
+//! requests and of calls to contacts-svc. Encoded in the OpenMetrics text format.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label value for requests naming a source that is not configured: the path segment is
+/// the caller's, so it must not become a label (unbounded cardinality).
+const UNKNOWN_SOURCE: &str = "unknown";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    source: Arc<String>,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    source: Arc<String>,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    source: Arc<String>,
+    r#type: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: Arc<String>,
+}
+
+/// Handles on every metric; cheap to share.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    verification_failures: Family<FailureLabels, Counter>,
+    events: Family<EventLabels, Counter>,
+    request_seconds: Family<SourceLabels, Histogram>,
+    contacts_call_seconds: Histogram,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 13 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("hookline_edge");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Webhook requests by source and HTTP status",
+            requests.clone(),
+        );
+        let verification_failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "verification_failures",
+            "Deliveries refused as not authentic, by source and reason",
+            verification_failures.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Authentic events by source, provider type and outcome (applied, duplicate, ignored)",
+            events.clone(),
+        );
+        let request_seconds = Family::<SourceLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "webhook_request_duration_seconds",
+            "Time from the request head to the answer, by source",
+            request_seconds.clone(),
+        );
+        let contacts_call_seconds = latency_histogram();
+        registry.register(
+            "contacts_call_duration_seconds",
+            "Duration of ApplyEvent calls to contacts-svc",
+            contacts_call_seconds.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            verification_failures,
+            events,
+            request_seconds,
+            contacts_call_seconds,
+        }
+    }
+
+    /// Records one webhook request. `source` is `None` for an unknown source.
+    pub fn request(&self, source: Option<&Arc<String>>, status: u16, took: Duration) {
+        let source = source
+            .cloned()
+            .unwrap_or_else(|| Arc::new(UNKNOWN_SOURCE.to_owned()));
+        self.requests
+            .get_or_create(&RequestLabels {
+                source: source.clone(),
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&SourceLabels { source })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn verification_failure(&self, source: &Arc<String>, reason: &'static str) {
+        self.verification_failures
+            .get_or_create(&FailureLabels {
+                source: source.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Records an authentic event's outcome. Provider types are free text: odd ones are
+    /// counted as "other" so that a sender cannot grow the label set without bound.
+    pub fn event(&self, source: &Arc<String>, event_type: &str, outcome: &'static str) {
+        let sane = !event_type.is_empty()
+            && event_type.len() <= 64
+            && event_type
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        self.events
+            .get_or_create(&EventLabels {
+                source: source.clone(),
+                r#type: if sane { event_type } else { "other" }.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    pub fn contacts_call(&self, took: Duration) {
+        self.contacts_call_seconds.observe(took.as_secs_f64());
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
