@@ -490,11 +490,14 @@ impl PaymentRefs {
             .map(String::as_str)
     }
 
+    /// Whether the two share any reference, whatever its kind. (Comparing kind by kind
+    /// would let the purchase key, the strongest reference, collide without a link.)
     fn shares_any(&self, other: &Self) -> bool {
+        let theirs = other.kinds();
         self.kinds()
             .into_iter()
-            .zip(other.kinds())
-            .any(|(a, b)| !a.is_disjoint(b))
+            .flatten()
+            .any(|r| theirs.iter().any(|set| set.contains(r)))
     }
 
     fn union(&mut self, other: Self) {

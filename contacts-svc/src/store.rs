@@ -242,17 +242,27 @@ impl Store {
     ) -> Result<Applied, Error> {
         let key = event_key(&ev.id);
         let token = format!("L{}", uuid::Uuid::now_v7().simple());
-        if let Some(done) = self.acquire(&key, &token).await? {
-            return Ok(Applied {
-                outcome: v1::EventOutcome::Duplicate,
-                contact_id: ContactId::parse(&done.contact_id).ok(),
-                reason: done.reason,
-                merges: 0,
-                conflicts: Vec::new(),
-            });
-        }
+        let idents = match &ev.action {
+            Ok(effect) => effect.data.identifiers(),
+            Err(_) => Vec::new(),
+        };
+        let pointers = match self.acquire(&key, &token, &idents).await? {
+            Acquired::Lease(pointers) => pointers,
+            Acquired::Done(done) => {
+                return Ok(Applied {
+                    outcome: v1::EventOutcome::Duplicate,
+                    contact_id: ContactId::parse(&done.contact_id).ok(),
+                    reason: done.reason,
+                    merges: 0,
+                    conflicts: Vec::new(),
+                });
+            }
+        };
         let result = match &ev.action {
-            Ok(effect) => self.apply_effect(ev, effect, explicit).await,
+            Ok(effect) => {
+                self.apply_effect(ev, effect, &idents, pointers, explicit)
+                    .await
+            }
             Err(Ignored { reason, .. }) => Ok(Applied {
                 outcome: v1::EventOutcome::Ignored,
                 contact_id: None,
@@ -285,26 +295,41 @@ impl Store {
         }
     }
 
-    /// Takes the lease on an event. `Some(record)` when the event was already done.
-    async fn acquire(&self, key: &str, token: &str) -> Result<Option<v1::EventRecord>, Error> {
-        let mut c = self.conn.clone();
+    /// Takes the lease on an event and, in the same round trip, reads where `idents`
+    /// point. A second delivery of an event in progress waits for the first (up to
+    /// `lease_wait`) so that it can answer DUPLICATE rather than a premature success.
+    async fn acquire(
+        &self,
+        key: &str,
+        token: &str,
+        idents: &[Identifier],
+    ) -> Result<Acquired, Error> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
-            let set: Value = redis::cmd("SET")
+            let mut pipe = redis::pipe();
+            pipe.cmd("SET")
                 .arg(key)
                 .arg(token)
                 .arg("NX")
                 .arg("PX")
                 .arg(millis_u64(self.opts.lease))
-                .query_async(&mut c)
-                .await?;
-            if !matches!(set, Value::Nil) {
-                return Ok(None);
+                .get(key);
+            for ident in idents {
+                pipe.get(index_key(ident));
             }
-            let current: Option<Vec<u8>> = c.get(key).await?;
+            let mut replies: Vec<Value> = self.query(&pipe).await?;
+            let pointers = replies.split_off(2.min(replies.len()));
+            let mut replies = replies.into_iter();
+            let set = replies.next().unwrap_or(Value::Nil);
+            let current: Option<Vec<u8>> =
+                redis::from_redis_value(replies.next().unwrap_or(Value::Nil))
+                    .map_err(|e| Error::Redis(e.into()))?;
+            if !matches!(set, Value::Nil) {
+                return Ok(Acquired::Lease(pointer_ids(idents, pointers)?));
+            }
             match current.as_deref() {
-                Some([b'D', rest @ ..]) => return Ok(Some(decode_record(key, rest)?)),
+                Some([b'D', rest @ ..]) => return Ok(Acquired::Done(decode_record(key, rest)?)),
                 // Expired between SET and GET: try again at once.
                 None => continue,
                 Some(_) => {
@@ -315,6 +340,22 @@ impl Store {
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
             }
+        }
+    }
+
+    /// Runs `pipe`. Scripts in it are called by hash; if Redis lost them (a restart
+    /// empties its script cache), they are loaded and the pipeline runs once more. Every
+    /// script is safe to run twice.
+    async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Error> {
+        let mut c = self.conn.clone();
+        match pipe.query_async(&mut c).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                for script in [&*CAS_CONTACT, &*FINISH_EVENT, &*DELETE_IF, &*REPOINT] {
+                    script.prepare_invoke().load_async(&mut c).await?;
+                }
+                Ok(pipe.query_async(&mut c).await?)
+            }
+            other => Ok(other?),
         }
     }
 
@@ -351,16 +392,15 @@ impl Store {
             key: key.to_owned(),
             reason: e.to_string(),
         })?;
-        let mut c = self.conn.clone();
         // The log entry first: if we crash before the done marker, the retry re-adds it.
-        let _: () = c.zadd(EVENTS, ev.id.as_str(), ev.received_at).await?;
-        let finished: i64 = FINISH_EVENT
-            .key(key)
+        let mut pipe = redis::pipe();
+        pipe.zadd(EVENTS, ev.id.as_str(), ev.received_at)
+            .ignore()
+            .add_command(evalsha(&FINISH_EVENT, &[key]))
             .arg(token)
             .arg(value)
-            .arg(self.opts.dedup_ttl.as_secs().max(1))
-            .invoke_async(&mut c)
-            .await?;
+            .arg(self.opts.dedup_ttl.as_secs().max(1));
+        let (finished,): (i64,) = self.query(&pipe).await?;
         if finished == 0 {
             tracing::warn!(event_id = %ev.id, "lease was taken over before the event was marked done");
         }
@@ -372,14 +412,19 @@ impl Store {
         &self,
         ev: &ParsedEvent,
         effect: &EventEffect,
+        idents: &[Identifier],
+        pointers: Vec<Option<ContactId>>,
         explicit: Option<&ContactId>,
     ) -> Result<Applied, Error> {
-        let idents = effect.data.identifiers();
         let delta = Record::from_event(effect);
         let log_floor = ev.received_at - millis_i64(self.opts.dedup_ttl);
+        // Where each identifier pointed when the lease was taken; read again on retries.
+        let mut first = Some(pointers);
         for _ in 0..MAX_ATTEMPTS {
-            // Where each identifier points now, and the contacts it names.
-            let raw = self.index_lookup(&idents).await?;
+            let raw = match first.take() {
+                Some(p) => p,
+                None => self.index_lookup(idents).await?,
+            };
             let mut contacts: BTreeMap<ContactId, Loaded> = BTreeMap::new();
             let mut hits = Vec::with_capacity(idents.len());
             for (ident, pointer) in idents.iter().zip(&raw) {
@@ -409,14 +454,19 @@ impl Store {
                 Some(id) => id.clone(),
                 None => ContactId::generate(),
             };
-            if !self.claim(&plan.claims, &survivor).await? {
-                continue; // another caller claimed one first: resolve again
-            }
             let mut base = contacts.remove(&survivor).unwrap_or(Loaded {
                 id: survivor.clone(),
                 version: 0,
                 record: Record::default(),
             });
+            // A contact not written yet is listed before it is written (listings skip
+            // it until it is), so a crash cannot leave it unlisted.
+            if !self
+                .claim(&plan.claims, &survivor, base.version == 0)
+                .await?
+            {
+                continue; // another caller claimed one first: resolve again
+            }
             let absorbed: Vec<Loaded> = plan
                 .targets
                 .iter()
@@ -450,14 +500,13 @@ impl Store {
                 }
             }
             self.repoint(&repoints, &survivor).await?;
-            let mut c = self.conn.clone();
-            let mut pipe = redis::pipe();
-            pipe.zadd(CONTACTS, survivor.as_str(), created_millis(&survivor))
-                .ignore();
-            for other in &absorbed {
-                pipe.zrem(CONTACTS, other.id.as_str()).ignore();
+            if !absorbed.is_empty() {
+                let mut pipe = redis::pipe();
+                for other in &absorbed {
+                    pipe.zrem(CONTACTS, other.id.as_str()).ignore();
+                }
+                let () = self.query(&pipe).await?;
             }
-            let _: () = pipe.query_async(&mut c).await?;
 
             let reason = plan
                 .conflicts
@@ -485,24 +534,12 @@ impl Store {
         if idents.is_empty() {
             return Ok(Vec::new());
         }
-        let mut c = self.conn.clone();
         let mut pipe = redis::pipe();
         for ident in idents {
             pipe.get(index_key(ident));
         }
-        let raw: Vec<Option<String>> = pipe.query_async(&mut c).await?;
-        raw.into_iter()
-            .zip(idents)
-            .map(|(v, ident)| {
-                v.map(|s| {
-                    ContactId::parse(&s).map_err(|_| Error::Corrupt {
-                        key: index_key(ident),
-                        reason: "not a contact id".to_owned(),
-                    })
-                })
-                .transpose()
-            })
-            .collect()
+        let raw: Vec<Value> = self.query(&pipe).await?;
+        pointer_ids(idents, raw)
     }
 
     /// Loads `id`, following merges, into `into`; returns the live id. A contact that
@@ -560,12 +597,17 @@ impl Store {
         })
     }
 
-    /// Claims identifiers for `owner` with SET NX. False if another contact got one.
-    async fn claim(&self, idents: &[Identifier], owner: &ContactId) -> Result<bool, Error> {
-        if idents.is_empty() {
+    /// Claims identifiers for `owner` with SET NX, and lists `owner` when `new`. False
+    /// if another contact got one of the identifiers first.
+    async fn claim(
+        &self,
+        idents: &[Identifier],
+        owner: &ContactId,
+        new: bool,
+    ) -> Result<bool, Error> {
+        if idents.is_empty() && !new {
             return Ok(true);
         }
-        let mut c = self.conn.clone();
         let mut pipe = redis::pipe();
         for ident in idents {
             pipe.cmd("SET")
@@ -573,7 +615,11 @@ impl Store {
                 .arg(owner.as_str())
                 .arg("NX");
         }
-        let results: Vec<Value> = pipe.query_async(&mut c).await?;
+        if new {
+            pipe.zadd(CONTACTS, owner.as_str(), created_millis(owner))
+                .ignore();
+        }
+        let results: Vec<Value> = self.query(&pipe).await?;
         Ok(results.iter().all(|v| !matches!(v, Value::Nil)))
     }
 
@@ -900,6 +946,40 @@ impl ZScan {
     fn position(&self) -> Option<Cursor> {
         self.last.clone()
     }
+}
+
+/// What taking the lease on an event found.
+enum Acquired {
+    /// The lease is ours; where the event's identifiers pointed at that moment.
+    Lease(Vec<Option<ContactId>>),
+    /// The event was applied before.
+    Done(v1::EventRecord),
+}
+
+/// An `EVALSHA` of `script` on `keys`, for a pipeline (see [`Store::query`]); the
+/// caller appends the arguments.
+fn evalsha(script: &Script, keys: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+    cmd
+}
+
+/// Index values read for `idents`, as contact ids.
+fn pointer_ids(idents: &[Identifier], values: Vec<Value>) -> Result<Vec<Option<ContactId>>, Error> {
+    values
+        .into_iter()
+        .zip(idents)
+        .map(|(v, ident)| {
+            let corrupt = |reason: &str| Error::Corrupt {
+                key: index_key(ident),
+                reason: reason.to_owned(),
+            };
+            let s: Option<String> =
+                redis::from_redis_value(v).map_err(|_| corrupt("not a string"))?;
+            s.map(|s| ContactId::parse(&s).map_err(|_| corrupt("not a contact id")))
+                .transpose()
+        })
+        .collect()
 }
 
 fn decode_record(key: &str, bytes: &[u8]) -> Result<v1::EventRecord, Error> {

@@ -694,6 +694,9 @@ fn arb_record() -> impl Strategy<Value = Record> {
 }
 
 proptest! {
+    // Cheap cases: many of them, since order-dependence hides in rare combinations.
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
     #[test]
     fn join_is_commutative(a in arb_record(), b in arb_record()) {
         prop_assert_eq!(fold([a.clone(), b.clone()]), fold([b, a]));
