@@ -827,27 +827,12 @@ impl Record {
 
     /// The identifiers this contact holds in the index.
     pub fn identifiers(&self) -> Vec<Identifier> {
-        let mut ids: Vec<Identifier> = self
-            .external_ids
-            .iter()
-            .map(|(system, id)| Identifier::External {
-                system: system.clone(),
-                id: id.clone(),
-            })
-            .collect();
-        ids.extend(
-            self.payment_refs
-                .iter()
-                .cloned()
-                .map(Identifier::PaymentRef),
-        );
-        if let Some(e) = &self.email {
-            ids.push(Identifier::Email(e.v.normalized.clone()));
-        }
-        if let Some(p) = self.phone.as_ref().filter(|p| p.v.valid) {
-            ids.push(Identifier::Phone(p.v.value.clone()));
-        }
-        ids
+        identifiers(
+            &self.external_ids,
+            &self.payment_refs,
+            self.email.as_ref().map(|e| &e.v),
+            self.phone.as_ref().map(|p| &p.v),
+        )
     }
 
     /// Whether any appointment, purchase or other fact about the person is recorded.
@@ -1139,6 +1124,28 @@ fn first(set: &BTreeSet<String>) -> String {
     set.first().cloned().unwrap_or_default()
 }
 
+/// Identifiers in order of strength: external ids, payment references, email, phone
+/// (only when it could be read: raw text is not an identifier).
+fn identifiers(
+    external_ids: &BTreeMap<String, String>,
+    payment_refs: &BTreeSet<String>,
+    email: Option<&Email>,
+    phone: Option<&Phone>,
+) -> Vec<Identifier> {
+    let external = external_ids
+        .iter()
+        .map(|(system, id)| Identifier::External {
+            system: system.clone(),
+            id: id.clone(),
+        });
+    let payments = payment_refs.iter().cloned().map(Identifier::PaymentRef);
+    let email = email.map(|e| Identifier::Email(e.normalized.clone()));
+    let phone = phone
+        .filter(|p| p.valid)
+        .map(|p| Identifier::Phone(p.value.clone()));
+    external.chain(payments).chain(email).chain(phone).collect()
+}
+
 /// Whether two sets of external ids may belong to one person: no system may carry two
 /// different ids.
 pub fn compatible(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
@@ -1336,27 +1343,12 @@ impl ContactFields {
 
     /// Identifiers for resolution, strongest first.
     pub fn identifiers(&self) -> Vec<Identifier> {
-        let mut ids: Vec<Identifier> = self
-            .external_ids
-            .iter()
-            .map(|(system, id)| Identifier::External {
-                system: system.clone(),
-                id: id.clone(),
-            })
-            .collect();
-        ids.extend(
-            self.payment_refs
-                .iter()
-                .cloned()
-                .map(Identifier::PaymentRef),
-        );
-        if let Some(e) = &self.email {
-            ids.push(Identifier::Email(e.normalized.clone()));
-        }
-        if let Some(p) = self.phone.as_ref().filter(|p| p.valid) {
-            ids.push(Identifier::Phone(p.value.clone()));
-        }
-        ids
+        identifiers(
+            &self.external_ids,
+            &self.payment_refs,
+            self.email.as_ref(),
+            self.phone.as_ref(),
+        )
     }
 
     /// Keeps only the fields named in `paths` (a field mask).

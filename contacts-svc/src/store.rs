@@ -114,6 +114,9 @@ pub struct EventFilter {
     pub outcome: Option<v1::EventOutcome>,
 }
 
+/// The fields `v` (version), `d` (record) and `r` (survivor) of a contact hash.
+type ContactRow = (Option<u64>, Option<Vec<u8>>, Option<String>);
+
 /// Attempts at resolving and writing before giving up against concurrent writers.
 const MAX_ATTEMPTS: u32 = 32;
 /// Redirects followed from a merged contact to its survivor.
@@ -564,7 +567,7 @@ impl Store {
         let mut id = id.clone();
         for _ in 0..MAX_REDIRECTS {
             let key = contact_key(&id);
-            let (v, d, r): (Option<u64>, Option<Vec<u8>>, Option<String>) = redis::cmd("HMGET")
+            let (v, d, r): ContactRow = redis::cmd("HMGET")
                 .arg(&key)
                 .arg("v")
                 .arg("d")
@@ -705,35 +708,39 @@ impl Store {
         limit: usize,
         keep: impl Fn(&Record) -> bool,
     ) -> Result<Page<Loaded>, Error> {
-        let mut out = Vec::new();
-        let mut scan = ZScan::new(CONTACTS, after);
-        while out.len() < limit && scan.examined < SCAN_BUDGET {
-            let batch = scan.next_batch(self, limit.max(16)).await?;
-            if batch.is_empty() {
-                return Ok(Page {
-                    items: out,
-                    next: None,
-                });
+        let mut pager = Pager::new(CONTACTS, after, limit);
+        while let Some(batch) = pager.next_batch(self).await? {
+            let mut pipe = redis::pipe();
+            for (member, _) in &batch {
+                pipe.cmd("HMGET")
+                    .arg(format!("hl:c:{{{member}}}"))
+                    .arg("v")
+                    .arg("d")
+                    .arg("r");
             }
-            for (i, (member, _)) in batch.iter().enumerate() {
-                let Ok(id) = ContactId::parse(member) else {
+            let rows: Vec<ContactRow> = self.query(&pipe).await?;
+            let mut items = Vec::with_capacity(rows.len());
+            for ((member, _), (v, d, r)) in batch.iter().zip(rows) {
+                // Merged contacts are listed through their survivor; unwritten ones not
+                // at all (see `claim`).
+                let (Ok(id), Some(version), Some(d), None) = (ContactId::parse(member), v, d, r)
+                else {
+                    items.push(None);
                     continue;
                 };
-                let loaded = self.load(&id).await?;
-                // Skip merged contacts (their survivor is listed itself) and strays.
-                if loaded.id == id && loaded.version > 0 && keep(&loaded.record) {
-                    out.push(loaded);
-                    if out.len() == limit {
-                        scan.rewind_to(&batch, i);
-                        break;
-                    }
-                }
+                let record: Record = serde_json::from_slice(&d).map_err(|e| Error::Corrupt {
+                    key: contact_key(&id),
+                    reason: e.to_string(),
+                })?;
+                items.push(keep(&record).then_some(Loaded {
+                    id,
+                    version,
+                    record,
+                }));
             }
+            pager.take(&batch, items);
         }
-        Ok(Page {
-            items: out,
-            next: scan.position(),
-        })
+        Ok(pager.finish())
     }
 
     /// One page of the webhook log, newest first.
@@ -750,33 +757,15 @@ impl Store {
         if let Some(contact) = &filter.contact {
             return self.list_contact_events(contact, after, limit, keep).await;
         }
-        let mut out = Vec::new();
-        let mut scan = ZScan::new(EVENTS, after);
-        while out.len() < limit && scan.examined < SCAN_BUDGET {
-            let batch = scan.next_batch(self, limit.max(16)).await?;
-            if batch.is_empty() {
-                return Ok(Page {
-                    items: out,
-                    next: None,
-                });
-            }
+        let mut pager = Pager::new(EVENTS, after, limit);
+        while let Some(batch) = pager.next_batch(self).await? {
             let records = self
                 .load_records(batch.iter().map(|(m, _)| m.as_str()))
                 .await?;
-            for (i, rec) in records.into_iter().enumerate() {
-                if let Some(rec) = rec.filter(|r| keep(r)) {
-                    out.push(rec);
-                    if out.len() == limit {
-                        scan.rewind_to(&batch, i);
-                        break;
-                    }
-                }
-            }
+            let items = records.into_iter().map(|r| r.filter(|r| keep(r))).collect();
+            pager.take(&batch, items);
         }
-        Ok(Page {
-            items: out,
-            next: scan.position(),
-        })
+        Ok(pager.finish())
     }
 
     async fn list_contact_events(
@@ -864,6 +853,64 @@ impl Store {
         let mut c = self.conn.clone();
         let removed: u64 = c.zrembyscore(EVENTS, "-inf", format!("({floor}")).await?;
         Ok(removed)
+    }
+}
+
+/// Gathers one page from a sorted set, newest first: up to `limit` items, or fewer after
+/// examining [`SCAN_BUDGET`] members (a rarely matching filter returns a short page with
+/// a token to go on).
+struct Pager<T> {
+    scan: ZScan,
+    limit: usize,
+    items: Vec<T>,
+    done: bool,
+}
+
+impl<T> Pager<T> {
+    fn new(key: &'static str, after: Option<Cursor>, limit: usize) -> Self {
+        Self {
+            scan: ZScan::new(key, after),
+            limit,
+            items: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The next members to turn into items, or `None` when the page is complete.
+    async fn next_batch(&mut self, store: &Store) -> Result<Option<Vec<(String, i64)>>, Error> {
+        if self.done || self.items.len() >= self.limit || self.scan.examined >= SCAN_BUDGET {
+            return Ok(None);
+        }
+        let batch = self.scan.next_batch(store, self.limit.max(16)).await?;
+        if batch.is_empty() {
+            self.done = true;
+            return Ok(None);
+        }
+        Ok(Some(batch))
+    }
+
+    /// Adds the items made of `batch` (`None`: not listed), up to the limit.
+    fn take(&mut self, batch: &[(String, i64)], items: Vec<Option<T>>) {
+        for (i, item) in items.into_iter().enumerate() {
+            if let Some(item) = item {
+                self.items.push(item);
+                if self.items.len() == self.limit {
+                    self.scan.rewind_to(batch, i);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn finish(self) -> Page<T> {
+        Page {
+            items: self.items,
+            next: if self.done {
+                None
+            } else {
+                self.scan.position()
+            },
+        }
     }
 }
 

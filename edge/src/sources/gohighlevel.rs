@@ -40,7 +40,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use super::{Delivery, Envelope, VerifyError, body_digest_id};
+use super::{Delivery, Envelope, VerifyError, body_digest_id, not_an_object, unreadable};
 use crate::config::{ConfigError, Resolver};
 
 pub const KIND: &str = "gohighlevel";
@@ -281,28 +281,16 @@ impl GoHighLevel {
             Ok(Value::Object(m)) => Some(m),
             _ => None,
         };
+        let Some(m) = object else {
+            return unreadable(source, KIND, body, received_at_ms, not_an_object(&parsed));
+        };
         let digest;
-        let id = match object.and_then(|m| str_of(m, "webhookId")) {
+        let id = match str_of(m, "webhookId") {
             Some(id) => id,
             None => {
                 digest = body_digest_id(body);
                 digest.as_str()
             }
-        };
-        let Some(m) = object else {
-            let env = Envelope {
-                source,
-                kind: KIND,
-                id,
-                event_type: "",
-                occurred_at_ms: received_at_ms,
-                received_at_ms,
-            };
-            let reason = match &parsed {
-                Err(e) => format!("body is not JSON: {e}"),
-                Ok(_) => "body is not a JSON object".to_owned(),
-            };
-            return env.ignored(reason, body);
         };
         let event_type = str_of(m, "type")
             .or_else(|| infer_type(m))

@@ -39,7 +39,7 @@ use super::gohighlevel::{
     GHL_CONTACT, appointment_status, has_identifier, object_of, parse_instant, phone_region,
     proto_timestamp, tag_list,
 };
-use super::{Delivery, Envelope, VerifyError, body_digest_id};
+use super::{Delivery, Envelope, VerifyError, body_digest_id, not_an_object, unreadable};
 use crate::config::{ConfigError, Resolver};
 
 pub const KIND: &str = "gohighlevel-workflow";
@@ -187,20 +187,7 @@ fn text(v: &Value) -> Option<String> {
 pub fn normalize(source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookEvent {
     let parsed = serde_json::from_slice::<Value>(body);
     let Ok(Value::Object(top)) = &parsed else {
-        let id = body_digest_id(body);
-        let env = Envelope {
-            source,
-            kind: KIND,
-            id: &id,
-            event_type: "",
-            occurred_at_ms: received_at_ms,
-            received_at_ms,
-        };
-        let reason = match &parsed {
-            Err(e) => format!("body is not JSON: {e}"),
-            Ok(_) => "body is not a JSON object".to_owned(),
-        };
-        return env.ignored(reason, body);
+        return unreadable(source, KIND, body, received_at_ms, not_an_object(&parsed));
     };
     let f = Fields {
         top,

@@ -147,6 +147,35 @@ impl Envelope<'_> {
     }
 }
 
+/// An authentic body that cannot be read as the provider's event: recorded as ignored,
+/// with the body, under the body's digest (so redeliveries deduplicate), at receipt time.
+pub fn unreadable(
+    source: &str,
+    kind: &'static str,
+    body: &[u8],
+    received_at_ms: i64,
+    reason: impl Into<String>,
+) -> v1::WebhookEvent {
+    let id = body_digest_id(body);
+    let env = Envelope {
+        source,
+        kind,
+        id: &id,
+        event_type: "",
+        occurred_at_ms: received_at_ms,
+        received_at_ms,
+    };
+    env.ignored(reason, body)
+}
+
+/// Why a body parsed (or not) as JSON is not a JSON object.
+pub fn not_an_object(parsed: &Result<serde_json::Value, serde_json::Error>) -> String {
+    match parsed {
+        Err(e) => format!("body is not JSON: {e}"),
+        Ok(_) => "body is not a JSON object".to_owned(),
+    }
+}
+
 /// Id for a body that carries none: its SHA-256, so redeliveries deduplicate.
 pub fn body_digest_id(body: &[u8]) -> String {
     use sha2::Digest as _;

@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
-use super::{Delivery, Envelope, VerifyError, body_digest_id, non_blank};
+use super::{Delivery, Envelope, VerifyError, non_blank, unreadable};
 use crate::config::{ConfigError, Resolver};
 
 pub const KIND: &str = "stripe";
@@ -364,25 +364,13 @@ fn lower(s: Option<String>) -> String {
 /// Normalizes an authentic Stripe delivery. Never fails: a body it cannot use becomes an
 /// ignored event that keeps the body for inspection and replay.
 pub fn normalize(source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookEvent {
-    let digest;
     let parsed: Result<StripeEvent<'_>, _> = serde_json::from_slice(body);
     let ev = match parsed {
-        Ok(ev) if ev.id.as_deref().is_some_and(|id| !id.is_empty()) => ev,
-        other => {
-            digest = body_digest_id(body);
-            let env = Envelope {
-                source,
-                kind: KIND,
-                id: &digest,
-                event_type: "",
-                occurred_at_ms: received_at_ms,
-                received_at_ms,
-            };
-            let reason = match other {
-                Err(e) => format!("body is not a Stripe event: {e}"),
-                Ok(_) => "body has no event id".to_owned(),
-            };
-            return env.ignored(reason, body);
+        Ok(ev) if ev.id.as_deref().is_some_and(|id| !id.trim().is_empty()) => ev,
+        Ok(_) => return unreadable(source, KIND, body, received_at_ms, "body has no event id"),
+        Err(e) => {
+            let reason = format!("body is not a Stripe event: {e}");
+            return unreadable(source, KIND, body, received_at_ms, reason);
         }
     };
     let id = ev.id.as_deref().unwrap_or_default();
