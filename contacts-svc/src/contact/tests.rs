@@ -1,3 +1,4 @@
+use hookline_proto::v1;
 use proptest::prelude::*;
 
 use super::*;

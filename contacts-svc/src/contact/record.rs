@@ -1,0 +1,621 @@
+//! The stored state of a contact and its merge rules. No I/O.
+//!
+//! # Merge rules
+//!
+//! A stored contact is a join-semilattice: applying an event means joining the record
+//! with a small record built from that event ([`Record::from_event`]), and merging two
+//! contacts means joining their records ([`Record::join`]). The join is commutative,
+//! associative and idempotent, so the final contact is the same whatever the order in
+//! which events arrive, however often each arrives, and whichever contact survives a
+//! merge. The rules, field by field:
+//!
+//! - **Scalar fields** (email, phone, names, tags, dnd, deleted): last writer wins by
+//!   the event's occurrence time; ties are broken by the event id, then by the value.
+//!   An older event never overwrites a newer value.
+//! - **External ids**: one per system; a contact never holds two ids of one system
+//!   (resolution refuses such merges, see [`super::plan()`]). Should two ever meet, the
+//!   smaller id is kept so the result stays deterministic.
+//! - **Purchases**: records that share any payment reference (payment intent, invoice,
+//!   checkout session, charge id) are one payment, recorded once under its strongest
+//!   reference; references are kept as sets, amounts come from the newest event.
+//! - **Refunds** are keyed by refund id, each last-writer-wins (status moves). Charge
+//!   level cumulative amounts keep their maximum. The refunded total of a charge is
+//!   `max(cumulative amount, sum of counted refunds)`; failed and canceled refunds do
+//!   not count. It is derived on read, never incremented.
+//! - **Appointments** are keyed by appointment id, each last-writer-wins (GoHighLevel's
+//!   `dateUpdated` is the occurrence time, so a stale update changes nothing).
+//! - **Milestones** keep the first time each was reached (minimum).
+//! - **Stage** is derived on read: `purchased` when a purchase exists; otherwise from the
+//!   most recently updated appointment (attended, no-show, booked; cancelled is a lead);
+//!   otherwise `lead`. It therefore moves back only through a newer explicit event, such
+//!   as a reschedule after a no-show. `refunded` is a flag derived from refunds.
+//! - **created / updated** are the earliest and newest occurrence times seen.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hookline_proto::v1;
+use serde::{Deserialize, Serialize};
+
+use super::{ContactId, Effect, Email, EventEffect, Identifier, Phone, identifiers};
+
+/// Occurrence stamp of a write: event time in milliseconds, then event id for ties.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Stamp {
+    pub at: i64,
+    pub ev: String,
+}
+
+/// A last-writer-wins register.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lww<T> {
+    #[serde(flatten)]
+    pub stamp: Stamp,
+    pub v: T,
+}
+
+impl<T> Lww<T> {
+    fn at(stamp: &Stamp, v: T) -> Self {
+        Self {
+            stamp: stamp.clone(),
+            v,
+        }
+    }
+}
+
+impl<T: Ord> Lww<T> {
+    fn newer_than(&self, other: &Self) -> bool {
+        (&self.stamp, &self.v) > (&other.stamp, &other.v)
+    }
+}
+
+fn join_lww<T: Ord>(mine: &mut Option<Lww<T>>, theirs: Option<Lww<T>>) {
+    if let Some(theirs) = theirs {
+        match mine {
+            Some(m) if !theirs.newer_than(m) => {}
+            _ => *mine = Some(theirs),
+        }
+    }
+}
+
+fn join_lww_map<T: Ord>(mine: &mut BTreeMap<String, Lww<T>>, theirs: BTreeMap<String, Lww<T>>) {
+    for (k, t) in theirs {
+        match mine.get(&k) {
+            Some(m) if !t.newer_than(m) => {}
+            _ => {
+                mine.insert(k, t);
+            }
+        }
+    }
+}
+
+fn join_min(mine: &mut Option<i64>, theirs: Option<i64>) {
+    *mine = match (*mine, theirs) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+}
+
+fn join_max(mine: &mut Option<i64>, theirs: Option<i64>) {
+    *mine = match (*mine, theirs) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+}
+
+/// Picks `hi` unless it is empty, then `lo`.
+fn prefer(hi: String, lo: String) -> String {
+    if hi.is_empty() { lo } else { hi }
+}
+
+/// The payment references of a purchase, by kind. Several events of one payment each
+/// know some of them; sets (never single values) keep every link, so which events
+/// describe one payment does not depend on the order they arrive in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRefs {
+    #[serde(default, rename = "pi", skip_serializing_if = "BTreeSet::is_empty")]
+    pub payment_intent: BTreeSet<String>,
+    #[serde(default, rename = "in", skip_serializing_if = "BTreeSet::is_empty")]
+    pub invoice: BTreeSet<String>,
+    #[serde(default, rename = "cs", skip_serializing_if = "BTreeSet::is_empty")]
+    pub session: BTreeSet<String>,
+    #[serde(default, rename = "ch", skip_serializing_if = "BTreeSet::is_empty")]
+    pub charge: BTreeSet<String>,
+    /// The caller's purchase id when it is none of the above.
+    #[serde(default, rename = "id", skip_serializing_if = "BTreeSet::is_empty")]
+    pub other: BTreeSet<String>,
+}
+
+impl PaymentRefs {
+    pub(super) fn kinds(&self) -> [&BTreeSet<String>; 5] {
+        [
+            &self.payment_intent,
+            &self.invoice,
+            &self.session,
+            &self.charge,
+            &self.other,
+        ]
+    }
+
+    /// The key the purchase is recorded under: its strongest reference.
+    pub fn key(&self) -> Option<&str> {
+        self.kinds()
+            .into_iter()
+            .find_map(|set| set.first())
+            .map(String::as_str)
+    }
+
+    /// Whether the two share any reference, whatever its kind. (Comparing kind by kind
+    /// would let the purchase key, the strongest reference, collide without a link.)
+    fn shares_any(&self, other: &Self) -> bool {
+        let theirs = other.kinds();
+        self.kinds()
+            .into_iter()
+            .flatten()
+            .any(|r| theirs.iter().any(|set| set.contains(r)))
+    }
+
+    fn union(&mut self, other: Self) {
+        self.payment_intent.extend(other.payment_intent);
+        self.invoice.extend(other.invoice);
+        self.session.extend(other.session);
+        self.charge.extend(other.charge);
+        self.other.extend(other.other);
+    }
+}
+
+/// One recorded purchase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseRec {
+    pub amount: i64,
+    pub currency: String,
+    pub refs: PaymentRefs,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subscription: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Earliest occurrence among the events that recorded it.
+    pub first_at: i64,
+    /// Newest event that recorded it; its amount and currency win.
+    pub stamp: Stamp,
+}
+
+impl PurchaseRec {
+    fn join(self, other: Self) -> Self {
+        let (hi, lo) = if (&other.stamp, other.amount, &other.currency)
+            > (&self.stamp, self.amount, &self.currency)
+        {
+            (other, self)
+        } else {
+            (self, other)
+        };
+        let mut refs = hi.refs;
+        refs.union(lo.refs);
+        Self {
+            amount: hi.amount,
+            currency: hi.currency,
+            refs,
+            subscription: prefer(hi.subscription, lo.subscription),
+            description: prefer(hi.description, lo.description),
+            first_at: hi.first_at.min(lo.first_at),
+            stamp: hi.stamp,
+        }
+    }
+}
+
+/// Refund states; only pending, succeeded and requires-action refunds count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Unknown,
+    Pending,
+    Succeeded,
+    Failed,
+    Canceled,
+    RequiresAction,
+}
+
+impl RefundStatus {
+    fn counts(self) -> bool {
+        !matches!(self, Self::Failed | Self::Canceled)
+    }
+
+    pub(super) fn from_proto(s: i32) -> Self {
+        match v1::RefundStatus::try_from(s) {
+            Ok(v1::RefundStatus::Pending) => Self::Pending,
+            Ok(v1::RefundStatus::Succeeded) => Self::Succeeded,
+            Ok(v1::RefundStatus::Failed) => Self::Failed,
+            Ok(v1::RefundStatus::Canceled) => Self::Canceled,
+            Ok(v1::RefundStatus::RequiresAction) => Self::RequiresAction,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub(super) fn to_proto(self) -> v1::RefundStatus {
+        match self {
+            Self::Unknown => v1::RefundStatus::Unspecified,
+            Self::Pending => v1::RefundStatus::Pending,
+            Self::Succeeded => v1::RefundStatus::Succeeded,
+            Self::Failed => v1::RefundStatus::Failed,
+            Self::Canceled => v1::RefundStatus::Canceled,
+            Self::RequiresAction => v1::RefundStatus::RequiresAction,
+        }
+    }
+}
+
+/// One refund, as of its newest event.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RefundRec {
+    pub amount: i64,
+    pub currency: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub charge: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub payment_intent: String,
+    pub status: RefundStatus,
+}
+
+/// Cumulative refunded amount of one charge, as reported by `charge.refunded`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeRefund {
+    pub amount: i64,
+    pub currency: String,
+    /// Earliest report of a refund on this charge.
+    pub first_at: i64,
+}
+
+impl ChargeRefund {
+    fn join(self, other: Self) -> Self {
+        let first_at = self.first_at.min(other.first_at);
+        let hi = if (other.amount, &other.currency) > (self.amount, &self.currency) {
+            other
+        } else {
+            self
+        };
+        Self { first_at, ..hi }
+    }
+}
+
+/// Attendance of an appointment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attendance {
+    Unknown,
+    Booked,
+    Attended,
+    NoShow,
+    Cancelled,
+}
+
+impl Attendance {
+    pub(super) fn from_proto(s: i32) -> Self {
+        match v1::AppointmentStatus::try_from(s) {
+            Ok(v1::AppointmentStatus::Booked) => Self::Booked,
+            Ok(v1::AppointmentStatus::Attended) => Self::Attended,
+            Ok(v1::AppointmentStatus::NoShow) => Self::NoShow,
+            Ok(v1::AppointmentStatus::Cancelled) => Self::Cancelled,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub(super) fn to_proto(self) -> v1::AppointmentStatus {
+        match self {
+            Self::Unknown => v1::AppointmentStatus::Unspecified,
+            Self::Booked => v1::AppointmentStatus::Booked,
+            Self::Attended => v1::AppointmentStatus::Attended,
+            Self::NoShow => v1::AppointmentStatus::NoShow,
+            Self::Cancelled => v1::AppointmentStatus::Cancelled,
+        }
+    }
+}
+
+/// One appointment, as of its newest update.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AppointmentRec {
+    pub status: Attendance,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub calendar: String,
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub title: String,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+/// One sales opportunity, as of its newest update.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OpportunityRec {
+    pub status: String,
+    pub value: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pipeline: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stage: String,
+}
+
+/// First times the contact reached each milestone that is not derivable from a set.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Milestones {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booked: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attended: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_show: Option<i64>,
+}
+
+/// Funnel stage, derived from the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Lead,
+    Booked,
+    Attended,
+    NoShow,
+    Purchased,
+}
+
+impl Stage {
+    pub fn to_proto(self) -> v1::Stage {
+        match self {
+            Self::Lead => v1::Stage::Lead,
+            Self::Booked => v1::Stage::Booked,
+            Self::Attended => v1::Stage::Attended,
+            Self::NoShow => v1::Stage::NoShow,
+            Self::Purchased => v1::Stage::Purchased,
+        }
+    }
+}
+
+/// The stored state of a contact. Every field joins as the module docs describe.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Lww<Email>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<Lww<Phone>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<Lww<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<Lww<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Lww<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Lww<Vec<String>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dnd: Option<Lww<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<Lww<bool>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_ids: BTreeMap<String, String>,
+    /// Payment references claimed in the index for this contact.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub payment_refs: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub purchases: BTreeMap<String, PurchaseRec>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refunds: BTreeMap<String, Lww<RefundRec>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub charge_refunds: BTreeMap<String, ChargeRefund>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub appointments: BTreeMap<String, Lww<AppointmentRec>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub opportunities: BTreeMap<String, Lww<OpportunityRec>>,
+    #[serde(default)]
+    pub milestones: Milestones,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<i64>,
+    /// Contacts merged into this one.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub merged: BTreeSet<ContactId>,
+}
+
+impl Record {
+    /// Joins `other` into `self`. Commutative, associative and idempotent.
+    pub fn join(&mut self, other: Record) {
+        join_lww(&mut self.email, other.email);
+        join_lww(&mut self.phone, other.phone);
+        join_lww(&mut self.first_name, other.first_name);
+        join_lww(&mut self.last_name, other.last_name);
+        join_lww(&mut self.name, other.name);
+        join_lww(&mut self.tags, other.tags);
+        join_lww(&mut self.dnd, other.dnd);
+        join_lww(&mut self.deleted, other.deleted);
+        for (system, id) in other.external_ids {
+            let slot = self
+                .external_ids
+                .entry(system)
+                .or_insert_with(|| id.clone());
+            if id < *slot {
+                *slot = id;
+            }
+        }
+        self.payment_refs.extend(other.payment_refs);
+        for p in other.purchases.into_values() {
+            self.add_purchase(p);
+        }
+        join_lww_map(&mut self.refunds, other.refunds);
+        for (k, c) in other.charge_refunds {
+            let joined = match self.charge_refunds.remove(&k) {
+                Some(mine) => mine.join(c),
+                None => c,
+            };
+            self.charge_refunds.insert(k, joined);
+        }
+        join_lww_map(&mut self.appointments, other.appointments);
+        join_lww_map(&mut self.opportunities, other.opportunities);
+        join_min(&mut self.milestones.booked, other.milestones.booked);
+        join_min(&mut self.milestones.attended, other.milestones.attended);
+        join_min(&mut self.milestones.no_show, other.milestones.no_show);
+        join_min(&mut self.first_seen, other.first_seen);
+        join_max(&mut self.last_seen, other.last_seen);
+        self.merged.extend(other.merged);
+    }
+
+    /// Records a purchase, joined with every recorded purchase of the same payment
+    /// (sharing any reference), under the key of its strongest reference. Joining grows
+    /// the references, so it repeats until nothing more is shared.
+    fn add_purchase(&mut self, mut p: PurchaseRec) {
+        loop {
+            let same: Vec<String> = self
+                .purchases
+                .iter()
+                .filter(|(k, q)| q.refs.shares_any(&p.refs) || Some(k.as_str()) == p.refs.key())
+                .map(|(k, _)| k.clone())
+                .collect();
+            if same.is_empty() {
+                break;
+            }
+            for k in same {
+                if let Some(q) = self.purchases.remove(&k) {
+                    p = q.join(p);
+                }
+            }
+        }
+        let key = p.refs.key().unwrap_or_default().to_owned();
+        self.purchases.insert(key, p);
+    }
+
+    /// The identifiers this contact holds in the index.
+    pub fn identifiers(&self) -> Vec<Identifier> {
+        identifiers(
+            &self.external_ids,
+            &self.payment_refs,
+            self.email.as_ref().map(|e| &e.v),
+            self.phone.as_ref().map(|p| &p.v),
+        )
+    }
+
+    /// Whether any appointment, purchase or other fact about the person is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.first_seen.is_none()
+    }
+
+    pub fn stage(&self) -> Stage {
+        if !self.purchases.is_empty() {
+            return Stage::Purchased;
+        }
+        let current = self
+            .appointments
+            .values()
+            .filter(|a| !a.v.deleted)
+            .max_by(|a, b| (&a.stamp, &a.v).cmp(&(&b.stamp, &b.v)));
+        match current.map(|a| a.v.status) {
+            Some(Attendance::Booked) => Stage::Booked,
+            Some(Attendance::Attended) => Stage::Attended,
+            Some(Attendance::NoShow) => Stage::NoShow,
+            Some(Attendance::Cancelled | Attendance::Unknown) | None => Stage::Lead,
+        }
+    }
+
+    /// Refunded amount per currency: per charge the larger of the cumulative amount and
+    /// the counted refunds on it, plus counted refunds not tied to a known charge.
+    pub fn refunded_totals(&self) -> BTreeMap<String, i64> {
+        let mut by_charge: BTreeMap<&str, (i64, &str)> = BTreeMap::new();
+        let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+        for r in self.refunds.values().filter(|r| r.v.status.counts()) {
+            if r.v.charge.is_empty() {
+                *totals.entry(r.v.currency.clone()).or_default() += r.v.amount;
+            } else {
+                let e = by_charge.entry(&r.v.charge).or_insert((0, &r.v.currency));
+                e.0 = e.0.saturating_add(r.v.amount);
+            }
+        }
+        for (charge, c) in &self.charge_refunds {
+            let e = by_charge.entry(charge).or_insert((0, &c.currency));
+            e.0 = e.0.max(c.amount);
+        }
+        for (amount, currency) in by_charge.into_values() {
+            let t = totals.entry(currency.to_owned()).or_default();
+            *t = t.saturating_add(amount);
+        }
+        totals.retain(|_, v| *v > 0);
+        totals
+    }
+
+    pub(super) fn purchased_at(&self) -> Option<i64> {
+        self.purchases.values().map(|p| p.first_at).min()
+    }
+
+    pub(super) fn refunded_at(&self) -> Option<i64> {
+        let by_id = self
+            .refunds
+            .values()
+            .filter(|r| r.v.status.counts() && r.v.amount > 0)
+            .map(|r| r.stamp.at);
+        let by_charge = self
+            .charge_refunds
+            .values()
+            .filter(|c| c.amount > 0)
+            .map(|c| c.first_at);
+        by_id.chain(by_charge).min()
+    }
+
+    /// The record an event contributes. Joining it into a contact applies the event.
+    pub fn from_event(ev: &EventEffect) -> Record {
+        let stamp = Stamp {
+            at: ev.occurred_at,
+            ev: ev.event_id.as_str().to_owned(),
+        };
+        let d = &ev.data;
+        let mut r = Record {
+            email: d.email.clone().map(|v| Lww::at(&stamp, v)),
+            phone: d.phone.clone().map(|v| Lww::at(&stamp, v)),
+            first_name: d.first_name.clone().map(|v| Lww::at(&stamp, v)),
+            last_name: d.last_name.clone().map(|v| Lww::at(&stamp, v)),
+            name: d.name.clone().map(|v| Lww::at(&stamp, v)),
+            tags: d.tags.clone().map(|v| Lww::at(&stamp, v)),
+            dnd: d.dnd.map(|v| Lww::at(&stamp, v)),
+            deleted: None,
+            external_ids: d.external_ids.clone(),
+            payment_refs: d.payment_refs.clone(),
+            first_seen: Some(ev.occurred_at),
+            last_seen: Some(ev.occurred_at),
+            ..Record::default()
+        };
+        match &ev.effect {
+            Effect::Profile => r.deleted = Some(Lww::at(&stamp, false)),
+            Effect::Deleted => r.deleted = Some(Lww::at(&stamp, true)),
+            Effect::Purchase(purchase) => r.add_purchase(purchase.clone()),
+            Effect::Refund {
+                refund_id,
+                refund,
+                charge_cumulative,
+            } => {
+                if let Some(id) = refund_id {
+                    r.refunds
+                        .insert(id.clone(), Lww::at(&stamp, refund.clone()));
+                }
+                if let Some(amount) = charge_cumulative.filter(|_| !refund.charge.is_empty()) {
+                    r.charge_refunds.insert(
+                        refund.charge.clone(),
+                        ChargeRefund {
+                            amount,
+                            currency: refund.currency.clone(),
+                            first_at: ev.occurred_at,
+                        },
+                    );
+                }
+            }
+            Effect::Appointment { id, appointment } => {
+                let at = Some(ev.occurred_at);
+                match appointment.status {
+                    Attendance::Booked if !appointment.deleted => r.milestones.booked = at,
+                    Attendance::Attended => r.milestones.attended = at,
+                    Attendance::NoShow => r.milestones.no_show = at,
+                    _ => {}
+                }
+                r.appointments
+                    .insert(id.clone(), Lww::at(&stamp, appointment.clone()));
+            }
+            Effect::Opportunity { id, opportunity } => {
+                r.opportunities
+                    .insert(id.clone(), Lww::at(&stamp, opportunity.clone()));
+            }
+        }
+        r
+    }
+}
