@@ -299,8 +299,9 @@ impl Store {
     }
 
     /// Takes the lease on an event and, in the same round trip, reads where `idents`
-    /// point. A second delivery of an event in progress waits for the first (up to
-    /// `lease_wait`) so that it can answer DUPLICATE rather than a premature success.
+    /// point. A second delivery of an event in progress waits (up to `lease_wait`) for
+    /// the first to finish: answering DUPLICATE before the first has taken effect would
+    /// acknowledge an event that may still fail.
     async fn acquire(
         &self,
         key: &str,
