@@ -1,0 +1,110 @@
+//! The benchmark's baseline: an HTTP server that reads each request's body and answers
+//! 200 with a small JSON body, and does nothing else. It serves with the same stack and
+//! settings as the edge (hyper-util's HTTP/1 + HTTP/2 builder, `TCP_NODELAY`, bounded
+//! headers, a multi-threaded tokio runtime), so hookline's throughput divided by this
+//! one's is the share of the machine's HTTP capacity that hookline keeps once it
+//! verifies, normalizes, calls contacts-svc and writes to Redis.
+//!
+//! A separate binary rather than a mode of the load generator: it must be its own
+//! process so its CPU time and memory are measured apart from the load's, and it shares
+//! no code with the generator.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// The edge's limits (edge/src/server.rs), so both servers parse requests alike.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// The edge's default `max_body_bytes`.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "noop",
+    about = "Answers 200 to every request: the benchmark's baseline"
+)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "NOOP_LISTEN", default_value = "127.0.0.1:8099")]
+    listen: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("noop: --listen {}: cannot bind: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    tokio::select! {
+        () = serve(listener) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    ExitCode::SUCCESS
+}
+
+async fn serve(listener: TcpListener) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(100);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(answer);
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Reads the whole body (up to the edge's limit) and answers 200.
+async fn answer(
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let status = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(_) => StatusCode::OK,
+        Err(_) => StatusCode::BAD_REQUEST,
+    };
+    let mut resp = Response::new(Full::new(Bytes::from_static(b"{\"status\":\"ok\"}")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
