@@ -28,8 +28,9 @@ pub use crate::store::{Store, StoreOptions};
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the webhook log is trimmed to the dedup TTL.
 const TRIM_INTERVAL: Duration = Duration::from_secs(60);
-/// Largest gRPC message accepted (an ignored event carries its raw body).
-const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest gRPC message accepted: an ignored event carries its raw body, which the edge
+/// accepts up to 64 MiB (`max_body_bytes`), and a batch of them up to 4 MiB more.
+const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 
 /// What the server needs from the outside.
 #[derive(Debug)]

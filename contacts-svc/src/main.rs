@@ -5,10 +5,26 @@ use clap::Parser as _;
 use contacts_svc::config::{Config, LogFormat, redact_url};
 use contacts_svc::{Deps, Store, StoreOptions};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+// Both services allocate small, short-lived buffers for every request (HTTP, protobuf,
+// JSON); mimalloc handles them with markedly less CPU than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    match start(config).await {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            config
+                .worker_threads
+                .map_or_else(available_cores, usize::from),
+        )
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(start(config)),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the runtime")),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("contacts-svc: {e:#}");
@@ -64,6 +80,10 @@ async fn start(config: Config) -> anyhow::Result<()> {
     .context("server failed")?;
     tracing::info!("contacts-svc stopped");
     Ok(())
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -16,6 +16,8 @@ use crate::metrics::Metrics;
 use crate::store::{Cursor, EventFilter, Store, now_millis};
 
 const DEFAULT_PAGE: usize = 50;
+/// Most events in one ApplyEvents call.
+const MAX_BATCH: usize = 1000;
 const MAX_PAGE: usize = 500;
 
 /// The service implementation; cheap to clone.
@@ -33,6 +35,71 @@ impl Service {
             default_region,
             metrics,
         }
+    }
+}
+
+impl Service {
+    /// Validates, deduplicates and applies one event; logs it and counts it.
+    async fn apply_one(
+        &self,
+        event: Option<&v1::WebhookEvent>,
+        request_id: &str,
+        traceparent: &str,
+    ) -> Result<v1::ApplyEventResponse, Status> {
+        let started = Instant::now();
+        let event = event.ok_or_else(|| status(Error::invalid("event", "is required")))?;
+        let parsed = ParsedEvent::parse(event, self.default_region).map_err(status)?;
+        let applied = match self.store.apply(&parsed, None).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics
+                    .event(&parsed.source, "failed", started.elapsed(), 0, 0);
+                return Err(status(e));
+            }
+        };
+        let took = started.elapsed();
+        let outcome = outcome_name(applied.outcome);
+        self.metrics.event(
+            &parsed.source,
+            outcome,
+            took,
+            applied.merges,
+            applied.conflicts.len(),
+        );
+        let contact_id = applied
+            .contact_id
+            .as_ref()
+            .map(ContactId::as_str)
+            .unwrap_or("");
+        for (ident, holder) in &applied.conflicts {
+            tracing::info!(
+                event_id = %parsed.id,
+                contact_id,
+                identifier = %ident.masked(),
+                held_by = %holder,
+                "identity conflict: identifier left on a different person's contact"
+            );
+        }
+        tracing::info!(
+            source = %parsed.source,
+            event_id = %parsed.id,
+            r#type = %parsed.event_type,
+            outcome,
+            contact_id,
+            merges = applied.merges,
+            request_id,
+            trace_id = trace_id(traceparent),
+            latency_us = took.as_micros(),
+            "event"
+        );
+        Ok(v1::ApplyEventResponse {
+            outcome: applied.outcome.into(),
+            contact_id: applied
+                .contact_id
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            reason: applied.reason,
+        })
     }
 }
 
@@ -91,65 +158,48 @@ impl ContactsService for Service {
         &self,
         request: Request<v1::ApplyEventRequest>,
     ) -> Result<Response<v1::ApplyEventResponse>, Status> {
-        let started = Instant::now();
         let request_id = metadata(&request, "x-request-id").to_owned();
-        let trace_id = trace_id(metadata(&request, "traceparent")).to_owned();
-        let event = request
-            .into_inner()
-            .event
-            .ok_or_else(|| status(Error::invalid("event", "is required")))?;
-        let parsed = ParsedEvent::parse(&event, self.default_region).map_err(status)?;
-        let applied = match self.store.apply(&parsed, None).await {
-            Ok(a) => a,
-            Err(e) => {
-                self.metrics
-                    .event(&parsed.source, "failed", started.elapsed(), 0, 0);
-                return Err(status(e));
-            }
-        };
-        let took = started.elapsed();
-        let outcome = outcome_name(applied.outcome);
-        self.metrics.event(
-            &parsed.source,
-            outcome,
-            took,
-            applied.merges,
-            applied.conflicts.len(),
-        );
-        let contact_id = applied
-            .contact_id
-            .as_ref()
-            .map(ContactId::as_str)
-            .unwrap_or("");
-        for (ident, holder) in &applied.conflicts {
-            tracing::info!(
-                event_id = %parsed.id,
-                contact_id,
-                identifier = %ident.masked(),
-                held_by = %holder,
-                "identity conflict: identifier left on a different person's contact"
-            );
+        let traceparent = metadata(&request, "traceparent").to_owned();
+        let event = request.into_inner().event;
+        self.apply_one(event.as_ref(), &request_id, &traceparent)
+            .await
+            .map(Response::new)
+    }
+
+    async fn apply_events(
+        &self,
+        request: Request<v1::ApplyEventsRequest>,
+    ) -> Result<Response<v1::ApplyEventsResponse>, Status> {
+        let items = request.into_inner().items;
+        if items.len() > MAX_BATCH {
+            return Err(status(Error::invalid(
+                "items",
+                "holds more than 1000 events",
+            )));
         }
-        tracing::info!(
-            source = %parsed.source,
-            event_id = %parsed.id,
-            r#type = %parsed.event_type,
-            outcome,
-            contact_id,
-            merges = applied.merges,
-            request_id = %request_id,
-            trace_id = %trace_id,
-            latency_us = took.as_micros(),
-            "event"
-        );
-        Ok(Response::new(v1::ApplyEventResponse {
-            outcome: applied.outcome.into(),
-            contact_id: applied
-                .contact_id
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
-            reason: applied.reason,
-        }))
+        // The events are independent: applying them concurrently lets the Redis client
+        // send their commands together, a few round trips for the whole batch.
+        let results =
+            futures::future::join_all(items.iter().map(|item| {
+                self.apply_one(item.event.as_ref(), &item.request_id, &item.traceparent)
+            }))
+            .await;
+        let results = results
+            .into_iter()
+            .map(|r| match r {
+                Ok(response) => v1::ApplyEventsResult {
+                    response: Some(response),
+                    code: 0,
+                    message: String::new(),
+                },
+                Err(s) => v1::ApplyEventsResult {
+                    response: None,
+                    code: s.code().into(),
+                    message: s.message().to_owned(),
+                },
+            })
+            .collect();
+        Ok(Response::new(v1::ApplyEventsResponse { results }))
     }
 
     async fn upsert_contact(

@@ -149,7 +149,8 @@ fn index_key(ident: &Identifier) -> String {
 }
 
 /// Writes a contact if its version is still the one read: either new data, or a
-/// redirect to the contact that absorbed it. Also logs the event and trims old entries.
+/// redirect to the contact that absorbed it. Also logs the event, and every 32nd write
+/// drops log entries older than the dedup TTL.
 static CAS_CONTACT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -163,23 +164,11 @@ else
 end
 if ARGV[4] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6])
+  if v % 32 == 31 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6])
+  end
 end
 return 1
-",
-    )
-});
-
-/// Marks an event done unless another caller holds its lease now.
-static FINISH_EVENT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local cur = redis.call('GET', KEYS[1])
-if cur == ARGV[1] or not cur then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  return 1
-end
-return 0
 ",
     )
 });
@@ -282,7 +271,7 @@ impl Store {
                     }
                     applied.reason.push_str(note);
                 }
-                self.finish(&key, &token, ev, &applied).await?;
+                self.finish(&key, ev, &applied).await?;
                 Ok(applied)
             }
             Err(e) => {
@@ -311,6 +300,7 @@ impl Store {
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
+            // SET … NX GET answers the value in place, nil when the lease is taken.
             let mut pipe = redis::pipe();
             pipe.cmd("SET")
                 .arg(key)
@@ -318,25 +308,21 @@ impl Store {
                 .arg("NX")
                 .arg("PX")
                 .arg(millis_u64(self.opts.lease))
-                .get(key);
+                .arg("GET");
             for ident in idents {
                 pipe.get(index_key(ident));
             }
             let mut replies: Vec<Value> = self.query(&pipe).await?;
-            let pointers = replies.split_off(2.min(replies.len()));
-            let mut replies = replies.into_iter();
-            let set = replies.next().unwrap_or(Value::Nil);
+            let pointers = replies.split_off(1.min(replies.len()));
             let current: Option<Vec<u8>> =
-                redis::from_redis_value(replies.next().unwrap_or(Value::Nil))
+                redis::from_redis_value(replies.pop().unwrap_or(Value::Nil))
                     .map_err(|e| Error::Redis(e.into()))?;
-            if !matches!(set, Value::Nil) {
+            if current.is_none() {
                 return Ok(Acquired::Lease(pointer_ids(idents, pointers)?));
             }
             match current.as_deref() {
                 Some([b'D', rest @ ..]) => return Ok(Acquired::Done(decode_record(key, rest)?)),
-                // Expired between SET and GET: try again at once.
-                None => continue,
-                Some(_) => {
+                _ => {
                     if started.elapsed() >= self.opts.lease_wait {
                         return Err(Error::InProgress(key.to_owned()));
                     }
@@ -347,30 +333,15 @@ impl Store {
         }
     }
 
-    /// Runs `pipe`. Scripts in it are called by hash; if Redis lost them (a restart
-    /// empties its script cache), they are loaded and the pipeline runs once more. Every
-    /// script is safe to run twice.
+    /// Runs `pipe` (no scripts: those are invoked on their own, which reloads them if a
+    /// Redis restart emptied its script cache).
     async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, Error> {
         let mut c = self.conn.clone();
-        match pipe.query_async(&mut c).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                for script in [&*CAS_CONTACT, &*FINISH_EVENT, &*DELETE_IF, &*REPOINT] {
-                    script.prepare_invoke().load_async(&mut c).await?;
-                }
-                Ok(pipe.query_async(&mut c).await?)
-            }
-            other => Ok(other?),
-        }
+        Ok(pipe.query_async(&mut c).await?)
     }
 
     /// Logs the event and marks it done.
-    async fn finish(
-        &self,
-        key: &str,
-        token: &str,
-        ev: &ParsedEvent,
-        applied: &Applied,
-    ) -> Result<(), Error> {
+    async fn finish(&self, key: &str, ev: &ParsedEvent, applied: &Applied) -> Result<(), Error> {
         let record = v1::EventRecord {
             event_id: ev.id.to_string(),
             source: ev.source.clone(),
@@ -397,18 +368,19 @@ impl Store {
             reason: e.to_string(),
         })?;
         // The log entry first: if we crash before the done marker, the retry re-adds it.
+        // The marker is written whoever holds the lease now: a caller that took over an
+        // expired lease applies the same event to the same effect, so either record is
+        // right, and a failing caller only ever deletes its own lease.
         let mut pipe = redis::pipe();
         pipe.zadd(EVENTS, ev.id.as_str(), ev.received_at)
             .ignore()
-            .add_command(evalsha(&FINISH_EVENT, &[key]))
-            .arg(token)
+            .cmd("SET")
+            .arg(key)
             .arg(value)
-            .arg(self.opts.dedup_ttl.as_secs().max(1));
-        let (finished,): (i64,) = self.query(&pipe).await?;
-        if finished == 0 {
-            tracing::warn!(event_id = %ev.id, "lease was taken over before the event was marked done");
-        }
-        Ok(())
+            .arg("EX")
+            .arg(self.opts.dedup_ttl.as_secs().max(1))
+            .ignore();
+        self.query::<()>(&pipe).await
     }
 
     /// Resolves the event's contact (creating or merging as needed) and applies it.
@@ -1002,14 +974,6 @@ enum Acquired {
     Lease(Vec<Option<ContactId>>),
     /// The event was applied before.
     Done(v1::EventRecord),
-}
-
-/// An `EVALSHA` of `script` on `keys`, for a pipeline (see [`Store::query`]); the
-/// caller appends the arguments.
-fn evalsha(script: &Script, keys: &[&str]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
-    cmd
 }
 
 /// Index values read for `idents`, as contact ids.

@@ -1,29 +1,59 @@
 //! The gRPC client of contacts-svc: one lazily connected HTTP/2 channel, balanced over
 //! every configured address, with a deadline on every call.
+//!
+//! Webhooks that arrive together are sent together. Each event joins a queue; a
+//! dispatcher sends what has queued up as one `ApplyEvents` call as soon as one of a few
+//! call slots is free, so an event never waits for a batch to fill: when the edge is
+//! idle it goes alone at once, and under load the batches grow by themselves. A call
+//! costs far more than an event in it (HTTP/2 framing, wake-ups, Redis round trips).
 
 use std::time::Duration;
 
+use hookline_proto::prost::Message as _;
 use hookline_proto::v1::{self, contacts_service_client::ContactsServiceClient};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
-
-use crate::webhook::Trace;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+use crate::webhook::Trace;
+
 /// How long a readiness probe waits for contacts-svc.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most events in one call.
+const MAX_BATCH: usize = 128;
+/// Most encoded bytes in one call, unless a single event is larger (it then goes
+/// alone): ignored events carry their raw body.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Largest message either way: an ignored event with a body of the largest
+/// `max_body_bytes` (64 MiB), with room for its envelope.
+pub const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
+/// Calls in flight at once. A few keep contacts-svc busy while the next batch fills.
+const CALL_SLOTS: usize = 4;
+/// Events waiting for a call slot; beyond this, webhooks wait to enqueue.
+const QUEUE: usize = 4096;
+
+type Answer = Result<v1::ApplyEventResponse, tonic::Status>;
+
+/// An event waiting to be sent, and where its answer goes.
+#[derive(Debug)]
+struct Job {
+    item: v1::ApplyEventsItem,
+    reply: oneshot::Sender<Answer>,
+}
 
 /// Handle on contacts-svc; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Contacts {
-    client: ContactsServiceClient<Channel>,
+    queue: mpsc::Sender<Job>,
     health: HealthClient<Channel>,
     timeout: Duration,
 }
 
 impl Contacts {
     /// Prepares the channel; connections are made on first use and re-made as needed.
+    /// Must be called within a tokio runtime: it starts the dispatcher.
     pub fn connect_lazy(urls: &[http::Uri], timeout: Duration) -> Self {
         let endpoints = urls.iter().map(|u| {
             Endpoint::from(u.clone())
@@ -41,34 +71,42 @@ impl Contacts {
                 .expect("one endpoint"),
             _ => Channel::balance_list(endpoints),
         };
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        let client = ContactsServiceClient::new(channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        tokio::spawn(dispatch(jobs, client, timeout));
         Self {
-            client: ContactsServiceClient::new(channel.clone()),
+            queue,
             health: HealthClient::new(channel),
             timeout,
         }
     }
 
-    /// Applies one event, within the deadline.
-    pub async fn apply(
-        &self,
-        event: v1::WebhookEvent,
-        trace: &Trace,
-    ) -> Result<v1::ApplyEventResponse, tonic::Status> {
-        let mut request = tonic::Request::new(v1::ApplyEventRequest { event: Some(event) });
-        request.set_timeout(self.timeout);
-        let metadata = request.metadata_mut();
-        if let Ok(v) = trace.request_id.parse() {
-            metadata.insert("x-request-id", v);
+    /// Applies one event, within the deadline (waiting in the queue included).
+    pub async fn apply(&self, event: v1::WebhookEvent, trace: &Trace) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            item: v1::ApplyEventsItem {
+                event: Some(event),
+                request_id: trace.request_id.clone(),
+                traceparent: trace.traceparent.clone(),
+            },
+            reply,
+        };
+        let deadline = tokio::time::sleep(self.timeout);
+        tokio::pin!(deadline);
+        tokio::select! {
+            sent = self.queue.send(job) => {
+                if sent.is_err() {
+                    return Err(tonic::Status::unavailable("the contacts-svc client stopped"));
+                }
+            }
+            () = &mut deadline => return Err(late()),
         }
-        if let Ok(v) = trace.traceparent.parse() {
-            metadata.insert("traceparent", v);
-        }
-        let mut client = self.client.clone();
-        match tokio::time::timeout(self.timeout, client.apply_event(request)).await {
-            Ok(r) => r.map(tonic::Response::into_inner),
-            Err(_) => Err(tonic::Status::deadline_exceeded(
-                "contacts-svc did not answer in time",
-            )),
+        tokio::select! {
+            answer = answer => answer.unwrap_or_else(|_| Err(tonic::Status::unavailable("the call was dropped"))),
+            () = &mut deadline => Err(late()),
         }
     }
 
@@ -82,6 +120,88 @@ impl Contacts {
         match tokio::time::timeout(READY_TIMEOUT, health.check(request)).await {
             Ok(Ok(r)) => r.into_inner().status() == ServingStatus::Serving,
             _ => false,
+        }
+    }
+}
+
+fn late() -> tonic::Status {
+    tonic::Status::deadline_exceeded("contacts-svc did not answer in time")
+}
+
+/// Sends queued events as batches, one per free call slot, until every handle is gone.
+async fn dispatch(
+    mut jobs: mpsc::Receiver<Job>,
+    client: ContactsServiceClient<Channel>,
+    timeout: Duration,
+) {
+    let slots = std::sync::Arc::new(Semaphore::new(CALL_SLOTS));
+    let mut pending: Option<Job> = None;
+    loop {
+        // Wait for a free slot first: events queue up meanwhile and go as one batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let first = match pending.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        let mut bytes = first.item.encoded_len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            let Ok(job) = jobs.try_recv() else { break };
+            bytes += job.item.encoded_len();
+            if bytes > MAX_BATCH_BYTES {
+                pending = Some(job); // first of the next batch
+                break;
+            }
+            batch.push(job);
+        }
+        let client = client.clone();
+        tokio::spawn(async move {
+            call(client, batch, timeout).await;
+            drop(slot);
+        });
+    }
+}
+
+/// One `ApplyEvents` call; every job gets its own result, or the call's error.
+async fn call(mut client: ContactsServiceClient<Channel>, batch: Vec<Job>, timeout: Duration) {
+    let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.item, j.reply)).unzip();
+    let count = items.len();
+    let mut request = tonic::Request::new(v1::ApplyEventsRequest { items });
+    request.set_timeout(timeout);
+    let answer = match tokio::time::timeout(timeout, client.apply_events(request)).await {
+        Ok(Ok(r)) => Ok(r.into_inner().results),
+        Ok(Err(status)) => Err(status),
+        Err(_) => Err(late()),
+    };
+    match answer {
+        Ok(results) if results.len() == count => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let answer = match (result.code, result.response) {
+                    (0, Some(response)) => Ok(response),
+                    (0, None) => Err(tonic::Status::internal("contacts-svc gave no answer")),
+                    (code, _) => Err(tonic::Status::new(code.into(), result.message)),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        Ok(results) => {
+            let status = tonic::Status::internal(format!(
+                "contacts-svc answered {} results for {count} events",
+                results.len()
+            ));
+            for reply in replies {
+                let _ = reply.send(Err(status.clone()));
+            }
+        }
+        Err(status) => {
+            for reply in replies {
+                let _ = reply.send(Err(status.clone()));
+            }
         }
     }
 }

@@ -5,10 +5,25 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use edge::config::{Args, Config, LogFormat};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+// Both services allocate small, short-lived buffers for every request (HTTP, protobuf,
+// JSON); mimalloc handles them with markedly less CPU than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match start(args).await {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            args.worker_threads
+                .map_or_else(available_cores, usize::from),
+        )
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(start(args)),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the runtime")),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edge: {e:#}");
@@ -46,6 +61,10 @@ async fn start(args: Args) -> anyhow::Result<()> {
     edge::run(listener, metrics, config, shutdown_signal()).await;
     tracing::info!("edge stopped");
     Ok(())
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

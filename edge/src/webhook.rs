@@ -171,15 +171,28 @@ async fn apply(
         Ok(answer) => Ok(answer),
         Err(status) if status.code() == tonic::Code::InvalidArgument => {
             tracing::warn!(event_id = %event.id, error = status.message(), "event refused as malformed, recording it as ignored");
+            let reason = format!("refused by contacts-svc: {}", status.message());
             let ignored = v1::WebhookEvent {
                 contact: None,
                 payload: Some(v1::webhook_event::Payload::Ignored(v1::EventIgnored {
-                    reason: format!("refused by contacts-svc: {}", status.message()),
+                    reason: reason.clone(),
                     body: Vec::new(),
                 })),
                 ..event
             };
-            state.contacts.apply(ignored, trace).await.map_err(retry)
+            match state.contacts.apply(ignored, trace).await {
+                // Not even the envelope is acceptable (an absurd event id, say): it
+                // cannot be recorded, and no retry would change that.
+                Err(again) if again.code() == tonic::Code::InvalidArgument => {
+                    tracing::warn!(error = again.message(), "malformed event not recorded");
+                    Ok(v1::ApplyEventResponse {
+                        outcome: v1::EventOutcome::Ignored.into(),
+                        contact_id: String::new(),
+                        reason,
+                    })
+                }
+                other => other.map_err(retry),
+            }
         }
         Err(status) => Err(retry(status)),
     }

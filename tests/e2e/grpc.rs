@@ -346,3 +346,73 @@ async fn contacts_and_events_page_newest_first() {
         .unwrap_err();
     assert!(err.message().contains("page_token"));
 }
+
+#[tokio::test]
+async fn apply_events_answers_each_event_on_its_own() {
+    let redis = Redis::start().await;
+    let contacts = ContactsSvc::start(&redis.url()).await;
+    let mut grpc = contacts.client().await;
+    let ts = hookline_proto::prost_types::Timestamp {
+        seconds: 1_790_000_000,
+        nanos: 0,
+    };
+    let event = |id: &str, email: &str| v1::WebhookEvent {
+        id: id.into(),
+        source: "batch".into(),
+        kind: "test".into(),
+        r#type: "contact".into(),
+        occurred_at: Some(ts),
+        received_at: Some(ts),
+        contact: Some(v1::ContactData {
+            email: Some(email.into()),
+            ..Default::default()
+        }),
+        payload: Some(v1::webhook_event::Payload::ContactUpserted(
+            v1::ContactUpserted {},
+        )),
+    };
+    let item = |e: v1::WebhookEvent| v1::ApplyEventsItem {
+        event: Some(e),
+        request_id: "r".into(),
+        traceparent: String::new(),
+    };
+    let items = vec![
+        item(event("batch:1", "one@example.com")),
+        item(v1::WebhookEvent {
+            id: String::new(),
+            ..event("batch:2", "two@example.com")
+        }),
+        item(event("batch:1", "one@example.com")),
+        v1::ApplyEventsItem::default(),
+    ];
+    let results = grpc
+        .apply_events(v1::ApplyEventsRequest { items })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 4);
+    let outcomes: Vec<_> = results
+        .iter()
+        .map(|r| r.response.as_ref().map(|a| a.outcome()))
+        .collect();
+    // The same event twice in one batch takes effect once.
+    assert!(outcomes[0].is_some() && outcomes[2].is_some());
+    let mut pair = [outcomes[0].unwrap(), outcomes[2].unwrap()];
+    pair.sort_by_key(|o| *o as i32);
+    assert_eq!(
+        pair,
+        [v1::EventOutcome::Applied, v1::EventOutcome::Duplicate]
+    );
+    assert_eq!(results[1].code, i32::from(tonic::Code::InvalidArgument));
+    assert!(results[1].message.contains("event.id"));
+    assert_eq!(results[3].code, i32::from(tonic::Code::InvalidArgument));
+
+    let too_many = vec![item(event("batch:x", "x@example.com")); 1001];
+    let err = grpc
+        .apply_events(v1::ApplyEventsRequest { items: too_many })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("items"));
+}

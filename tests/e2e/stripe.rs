@@ -213,3 +213,71 @@ async fn a_refund_before_its_purchase_ends_on_the_buyer() {
     assert_eq!(contact.totals[0].refunded, 1000);
     assert_eq!(contact.stage(), v1::Stage::Purchased);
 }
+
+#[tokio::test]
+async fn authentic_events_with_bad_fields_are_acknowledged_never_retried_forever() {
+    let stack = Stack::start().await;
+    let checkout = |id: &str| -> serde_json::Value {
+        serde_json::from_slice(&stripe_checkout(
+            id,
+            &format!("{id}@example.com"),
+            1,
+            &format!("pi_{id}"),
+        ))
+        .unwrap()
+    };
+    // A malformed contact field is dropped with a note; the purchase is recorded.
+    let mut long_phone = checkout("evt_long_phone");
+    long_phone["data"]["object"]["customer_details"]["phone"] = "1".repeat(2000).into();
+    let reply = stack
+        .post_stripe(&serde_json::to_vec(&long_phone).unwrap())
+        .await;
+    assert_eq!(reply.json()["status"], "applied");
+    assert!(
+        reply.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("event.contact.phone")
+    );
+
+    // A malformed payload field: contacts-svc refuses the event, which is recorded as
+    // ignored with the reason (a retry could not help).
+    let mut bad_currency = checkout("evt_bad_currency");
+    bad_currency["data"]["object"]["currency"] = "us\u{1}d".into();
+    let body = serde_json::to_vec(&bad_currency).unwrap();
+    let reply = stack.post_stripe(&body).await;
+    assert_eq!(
+        (reply.status, reply.json()["status"].as_str()),
+        (200, Some("ignored")),
+        "{:?}",
+        reply.body
+    );
+    assert!(
+        reply.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused by contacts-svc")
+    );
+
+    // An id of 300 characters: not even the envelope can be recorded; still 200.
+    let long_id = stripe_checkout(
+        &format!("evt_{}", "x".repeat(300)),
+        "id@example.com",
+        1,
+        "pi_id",
+    );
+    let reply = stack.post_stripe(&long_id).await;
+    assert_eq!(
+        (reply.status, reply.json()["status"].as_str()),
+        (200, Some("ignored"))
+    );
+
+    let log = events(&stack).await;
+    assert_eq!(log.len(), 2, "the long id is not in the log");
+    let refused = log
+        .iter()
+        .find(|e| e.event_id == "stripe:evt_bad_currency")
+        .unwrap();
+    assert_eq!(refused.outcome(), v1::EventOutcome::Ignored);
+    assert!(refused.reason.contains("currency"), "{}", refused.reason);
+}
