@@ -12,6 +12,7 @@ pub mod service;
 pub mod store;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,15 @@ pub async fn run(
     listener: TcpListener,
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    // The server is compiled once, here, rather than for every caller's future type.
+    serve(listener, deps, Box::pin(shutdown)).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    deps: Deps,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) -> Result<(), tonic::transport::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health

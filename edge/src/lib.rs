@@ -16,6 +16,7 @@ pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -50,7 +51,17 @@ pub async fn run(
     listener: TcpListener,
     metrics: Option<TcpListener>,
     config: Config,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    // The server is compiled once, here, rather than for every caller's future type.
+    serve_all(listener, metrics, config, Box::pin(shutdown)).await;
+}
+
+async fn serve_all(
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    config: Config,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) {
     let contacts = Contacts::connect_lazy(&config.contacts_urls, config.contacts_timeout);
     let state = Arc::new(State {
@@ -81,7 +92,7 @@ pub async fn run(
             server::serve(
                 listener,
                 state,
-                shutdown,
+                Box::pin(shutdown),
                 config.shutdown_grace,
                 Routes::Metrics,
             )

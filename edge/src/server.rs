@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
     grace: Duration,
     routes: Routes,
 ) {
@@ -41,7 +42,7 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
     let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
+    let mut shutdown = shutdown;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
