@@ -84,3 +84,24 @@ pub fn redact_url(url: &str) -> String {
         None => url.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            ("redis://:s3cret@db:6379/0", "redis://[redacted]@db:6379/0"),
+            (
+                "rediss://user:s3cret@db:6380",
+                "rediss://[redacted]@db:6380",
+            ),
+            ("redis://u:p@ss@db", "redis://[redacted]@db"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
+}

@@ -281,3 +281,39 @@ async fn authentic_events_with_bad_fields_are_acknowledged_never_retried_forever
     assert_eq!(refused.outcome(), v1::EventOutcome::Ignored);
     assert!(refused.reason.contains("currency"), "{}", refused.reason);
 }
+
+#[tokio::test]
+async fn a_delivery_while_another_caller_holds_the_event_is_told_to_retry() {
+    let stack = Stack::start().await;
+    let body = stripe_checkout("evt_leased", "leased@example.com", 100, "pi_leased");
+    // Another caller took the event's lease and is still applying it.
+    let mut redis = stack.redis.conn().await;
+    let _: () = redis::cmd("SET")
+        .arg("hl:ev:{stripe:evt_leased}")
+        .arg("Lanother-caller")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let reply = stack.post_stripe(&body).await;
+    assert_eq!(
+        reply.status, 503,
+        "answering 200 before the event took effect could lose it"
+    );
+    assert!(reply.headers.contains_key("retry-after"));
+    assert_eq!(
+        lookup_email(&stack, "leased@example.com")
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::NotFound
+    );
+    // The other caller failed and released its lease: the sender's retry applies.
+    let _: () = redis::cmd("DEL")
+        .arg("hl:ev:{stripe:evt_leased}")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(stack.post_stripe(&body).await.json()["status"], "applied");
+}

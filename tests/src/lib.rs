@@ -120,14 +120,6 @@ impl Redis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Kills the server (SIGKILL: no chance to save) and waits until it is gone.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -489,11 +489,6 @@ impl Record {
         )
     }
 
-    /// Whether any appointment, purchase or other fact about the person is recorded.
-    pub fn is_empty(&self) -> bool {
-        self.first_seen.is_none()
-    }
-
     pub fn stage(&self) -> Stage {
         if !self.purchases.is_empty() {
             return Stage::Purchased;

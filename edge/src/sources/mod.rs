@@ -57,14 +57,6 @@ impl VerifyError {
 }
 
 impl Source {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Stripe(_) => stripe::KIND,
-            Self::GoHighLevel(_) => gohighlevel::KIND,
-            Self::GoHighLevelWorkflow(_) => gohighlevel_workflow::KIND,
-        }
-    }
-
     /// Checks that the delivery is authentic. `now` is Unix seconds at receipt.
     pub fn verify(&self, delivery: Delivery<'_>, now: i64) -> Result<(), VerifyError> {
         match self {
