@@ -20,15 +20,9 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes buffered for one request head (HTTP/1) or header list (HTTP/2).
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Accepts connections until `shutdown` resolves, then waits up to `grace` for open
-/// requests to finish.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<State>,
-    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
-    grace: Duration,
-    routes: Routes,
-) {
+/// The HTTP/1.1 + HTTP/2 connection builder with the edge's limits (also used by the
+/// benchmark's baseline server, so both parse requests alike).
+pub fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -41,6 +35,19 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
+    builder
+}
+
+/// Accepts connections until `shutdown` resolves, then waits up to `grace` for open
+/// requests to finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    grace: Duration,
+    routes: Routes,
+) {
+    let builder = http_builder();
     let graceful = GracefulShutdown::new();
     let mut shutdown = shutdown;
     loop {

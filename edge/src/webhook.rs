@@ -167,18 +167,29 @@ async fn apply(
         status: source.retry_status(),
         cause: format!("{:?}: {}", status.code(), status.message()),
     };
-    match state.contacts.apply(event.clone(), trace).await {
+    // The envelope alone, kept for the fallback below: cloning the whole event (an
+    // ignored one carries its raw body) for every webhook would be wasted work.
+    let envelope = v1::WebhookEvent {
+        id: event.id.clone(),
+        source: event.source.clone(),
+        kind: event.kind.clone(),
+        r#type: event.r#type.clone(),
+        occurred_at: event.occurred_at,
+        received_at: event.received_at,
+        contact: None,
+        payload: None,
+    };
+    match state.contacts.apply(event, trace).await {
         Ok(answer) => Ok(answer),
         Err(status) if status.code() == tonic::Code::InvalidArgument => {
-            tracing::warn!(event_id = %event.id, error = status.message(), "event refused as malformed, recording it as ignored");
+            tracing::warn!(event_id = %envelope.id, error = status.message(), "event refused as malformed, recording it as ignored");
             let reason = format!("refused by contacts-svc: {}", status.message());
             let ignored = v1::WebhookEvent {
-                contact: None,
                 payload: Some(v1::webhook_event::Payload::Ignored(v1::EventIgnored {
                     reason: reason.clone(),
                     body: Vec::new(),
                 })),
-                ..event
+                ..envelope
             };
             match state.contacts.apply(ignored, trace).await {
                 // Not even the envelope is acceptable (an absurd event id, say): it

@@ -18,13 +18,9 @@ use bytes::Bytes;
 use clap::Parser;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-/// The edge's limits (edge/src/server.rs), so both servers parse requests alike.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// The edge's default `max_body_bytes`.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -74,18 +70,8 @@ async fn run(args: Args) -> ExitCode {
 }
 
 async fn serve(listener: TcpListener) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES)
-        .max_headers(100);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
+    // The edge's own builder and limits, so both servers parse requests alike.
+    let builder = edge::server::http_builder();
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
