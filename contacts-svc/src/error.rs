@@ -3,7 +3,7 @@
 //! nothing about its cause, which is logged instead.
 
 /// Everything that can go wrong while serving a call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// The caller sent a malformed value.
     #[error("{field} {reason}")]

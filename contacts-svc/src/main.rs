@@ -1,5 +1,7 @@
 //! Parses flags and wires contacts-svc together; everything else lives in the library.
 
+use std::io::IsTerminal as _;
+
 use anyhow::Context as _;
 use clap::Parser as _;
 use contacts_svc::config::{Config, LogFormat, redact_url};
@@ -34,10 +36,13 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn start(config: Config) -> anyhow::Result<()> {
-    let logs = tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_new(&config.log)
-            .with_context(|| format!("--log {:?} is not a valid filter", config.log))?,
-    );
+    // Colours only for a terminal: in a file or a pipe they are noise, and cost CPU per line.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log)
+                .with_context(|| format!("--log {:?} is not a valid filter", config.log))?,
+        )
+        .with_ansi(std::io::stdout().is_terminal());
     match config.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),

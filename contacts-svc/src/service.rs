@@ -13,7 +13,7 @@ use crate::contact::{
 };
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::store::{Cursor, EventFilter, Store, now_millis};
+use crate::store::{Applied, Cursor, EventFilter, Store, now_millis};
 
 const DEFAULT_PAGE: usize = 50;
 /// Most events in one ApplyEvents call.
@@ -47,9 +47,59 @@ impl Service {
         traceparent: &str,
     ) -> Result<v1::ApplyEventResponse, Status> {
         let started = Instant::now();
+        let parsed = self.parse(event)?;
+        let applied = self.store.apply(&parsed, None).await;
+        self.report(&parsed, applied, started, request_id, traceparent)
+    }
+
+    /// Validates, deduplicates and applies a batch of independent events, logging and
+    /// counting each; one result per item, in order.
+    async fn apply_many(
+        &self,
+        items: &[v1::ApplyEventsItem],
+    ) -> Vec<Result<v1::ApplyEventResponse, Status>> {
+        let started = Instant::now();
+        let parsed: Vec<Result<ParsedEvent, Status>> = items
+            .iter()
+            .map(|item| self.parse(item.event.as_ref()))
+            .collect();
+        let valid: Vec<(&ParsedEvent, Option<&ContactId>)> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|ev| (ev, None)))
+            .collect();
+        let mut applied = self.store.apply_batch(&valid).await.into_iter();
+        items
+            .iter()
+            .zip(parsed)
+            .map(|(item, parsed)| {
+                let parsed = parsed?;
+                let result = applied.next().unwrap_or(Err(Error::Contention(0)));
+                self.report(
+                    &parsed,
+                    result,
+                    started,
+                    &item.request_id,
+                    &item.traceparent,
+                )
+            })
+            .collect()
+    }
+
+    fn parse(&self, event: Option<&v1::WebhookEvent>) -> Result<ParsedEvent, Status> {
         let event = event.ok_or_else(|| status(Error::invalid("event", "is required")))?;
-        let parsed = ParsedEvent::parse(event, self.default_region).map_err(status)?;
-        let applied = match self.store.apply(&parsed, None).await {
+        ParsedEvent::parse(event, self.default_region).map_err(status)
+    }
+
+    /// Counts and logs what became of an event, and makes its answer.
+    fn report(
+        &self,
+        parsed: &ParsedEvent,
+        applied: Result<Applied, Error>,
+        started: Instant,
+        request_id: &str,
+        traceparent: &str,
+    ) -> Result<v1::ApplyEventResponse, Status> {
+        let applied = match applied {
             Ok(a) => a,
             Err(e) => {
                 self.metrics
@@ -177,14 +227,9 @@ impl ContactsService for Service {
                 "holds more than 1000 events",
             )));
         }
-        // The events are independent: applying them concurrently lets the Redis client
-        // send their commands together, a few round trips for the whole batch.
-        let results =
-            futures::future::join_all(items.iter().map(|item| {
-                self.apply_one(item.event.as_ref(), &item.request_id, &item.traceparent)
-            }))
-            .await;
-        let results = results
+        let results = self
+            .apply_many(&items)
+            .await
             .into_iter()
             .map(|r| match r {
                 Ok(response) => v1::ApplyEventsResult {

@@ -15,6 +15,12 @@
 //! update and its log entry are one script, so a crash leaves nothing half applied.
 //! Everything else (index claims, merges, the global log) is idempotent and ordered so
 //! that a retry after a crash completes the work.
+//!
+//! Round trips: an `ApplyEvents` batch shares its first and last. One pipeline takes
+//! every event's lease and reads its index entries (`SET … NX GET`, `MGET`); each event
+//! then claims its identifiers, lists a new contact and writes it in one pipeline of its
+//! own (merges take a few more); one pipeline writes every webhook log entry (a single
+//! `ZADD`) and done marker. A new event costs three round trips whatever the batch size.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -232,27 +238,144 @@ impl Store {
         ev: &ParsedEvent,
         explicit: Option<&ContactId>,
     ) -> Result<Applied, Error> {
-        let key = event_key(&ev.id);
-        let token = format!("L{}", uuid::Uuid::now_v7().simple());
-        let idents = match &ev.action {
-            Ok(effect) => effect.data.identifiers(),
-            Err(_) => Vec::new(),
+        self.apply_batch(&[(ev, explicit)])
+            .await
+            .pop()
+            .unwrap_or(Err(Error::Contention(0)))
+    }
+
+    /// Applies each event exactly once; one result per event, in order. Events are
+    /// independent: one failing leaves the others applied.
+    ///
+    /// The first and the last round trip are shared by the whole batch: one pipeline
+    /// takes every lease and reads every index entry, and one writes every webhook log
+    /// entry and done marker. In between, each event resolves and writes its contact on
+    /// its own, concurrently (the Redis client sends their commands together).
+    pub async fn apply_batch(
+        &self,
+        batch: &[(&ParsedEvent, Option<&ContactId>)],
+    ) -> Vec<Result<Applied, Error>> {
+        // A second copy of an event in the same batch waits for the first, as a second
+        // delivery would: it is a duplicate if the first applies, and fails with it.
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut unique = Vec::with_capacity(batch.len());
+        let copy_of: Vec<Option<usize>> = batch
+            .iter()
+            .map(|(ev, explicit)| match seen.get(ev.id.as_str()) {
+                Some(&first) => Some(first),
+                None => {
+                    seen.insert(ev.id.as_str(), unique.len());
+                    unique.push((*ev, *explicit));
+                    None
+                }
+            })
+            .collect();
+        let results = self.apply_unique(&unique).await;
+        let mut firsts = results.iter();
+        copy_of
+            .iter()
+            .map(|copy| {
+                let result = match copy {
+                    Some(first) => results.get(*first),
+                    None => firsts.next(),
+                };
+                match result {
+                    Some(Ok(applied)) if copy.is_some() => Ok(Applied {
+                        outcome: v1::EventOutcome::Duplicate,
+                        merges: 0,
+                        conflicts: Vec::new(),
+                        ..applied.clone()
+                    }),
+                    Some(result) => result.clone(),
+                    None => Err(Error::Contention(0)), // one result per event: unreachable
+                }
+            })
+            .collect()
+    }
+
+    /// [`Store::apply_batch`] for events with distinct ids.
+    async fn apply_unique(
+        &self,
+        batch: &[(&ParsedEvent, Option<&ContactId>)],
+    ) -> Vec<Result<Applied, Error>> {
+        let leases: Vec<Lease> = batch.iter().map(|(ev, _)| Lease::new(ev)).collect();
+        let first = match self.try_acquire(&leases).await {
+            Ok(first) => first,
+            Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
         };
-        let pointers = match self.acquire(&key, &token, &idents).await? {
+        let steps = futures::future::join_all(batch.iter().zip(&leases).zip(first).map(
+            |(((ev, explicit), lease), first)| self.apply_leased(ev, *explicit, lease, first),
+        ))
+        .await;
+
+        // The log entries before the markers: if we crash in between, the retry re-adds
+        // them. A marker is written whoever holds the lease now: a caller that took over
+        // an expired lease applies the same event to the same effect, so either record
+        // is right, and a failing caller only ever deletes its own lease.
+        let mut log = redis::cmd("ZADD");
+        log.arg(EVENTS);
+        let mut markers = redis::pipe();
+        let mut finishing = 0;
+        for ((ev, _), step) in batch.iter().zip(&steps) {
+            if let Ok(Step::Finish(applied)) = step {
+                log.arg(ev.received_at).arg(ev.id.as_str());
+                markers
+                    .cmd("SET")
+                    .arg(event_key(&ev.id))
+                    .arg(self.done_marker(ev, applied))
+                    .arg("EX")
+                    .arg(self.opts.dedup_ttl.as_secs().max(1))
+                    .ignore();
+                finishing += 1;
+            }
+        }
+        let finished = if finishing == 0 {
+            Ok(())
+        } else {
+            let mut pipe = redis::pipe();
+            pipe.add_command(log).ignore();
+            for cmd in markers.cmd_iter() {
+                pipe.add_command(cmd.clone()).ignore();
+            }
+            self.query::<()>(&pipe).await
+        };
+        steps
+            .into_iter()
+            .map(|step| match step? {
+                Step::Duplicate(applied) => Ok(applied),
+                Step::Finish(applied) => finished.clone().map(|()| applied),
+            })
+            .collect()
+    }
+
+    /// Resolves and applies one event of a batch, given what its first round trip found
+    /// (`None`: another caller holds its lease).
+    async fn apply_leased(
+        &self,
+        ev: &ParsedEvent,
+        explicit: Option<&ContactId>,
+        lease: &Lease,
+        first: Option<Acquired>,
+    ) -> Result<Step, Error> {
+        let acquired = match first {
+            Some(acquired) => acquired,
+            None => self.acquire(lease).await?,
+        };
+        let pointers = match acquired {
             Acquired::Lease(pointers) => pointers,
             Acquired::Done(done) => {
-                return Ok(Applied {
+                return Ok(Step::Duplicate(Applied {
                     outcome: v1::EventOutcome::Duplicate,
                     contact_id: ContactId::parse(&done.contact_id).ok(),
                     reason: done.reason,
                     merges: 0,
                     conflicts: Vec::new(),
-                });
+                }));
             }
         };
         let result = match &ev.action {
             Ok(effect) => {
-                self.apply_effect(ev, effect, &idents, pointers, explicit)
+                self.apply_effect(ev, effect, &lease.idents, pointers, explicit)
                     .await
             }
             Err(Ignored { reason, .. }) => Ok(Applied {
@@ -271,14 +394,16 @@ impl Store {
                     }
                     applied.reason.push_str(note);
                 }
-                self.finish(&key, ev, &applied).await?;
-                Ok(applied)
+                Ok(Step::Finish(applied))
             }
             Err(e) => {
                 // Let a retry apply the event right away instead of after the lease.
                 let mut c = self.conn.clone();
-                let released: Result<i64, _> =
-                    DELETE_IF.key(&key).arg(&token).invoke_async(&mut c).await;
+                let released: Result<i64, _> = DELETE_IF
+                    .key(&lease.key)
+                    .arg(&lease.token)
+                    .invoke_async(&mut c)
+                    .await;
                 if let Err(re) = released {
                     tracing::debug!(error = %re, "lease not released, it will expire");
                 }
@@ -287,50 +412,61 @@ impl Store {
         }
     }
 
-    /// Takes the lease on an event and, in the same round trip, reads where `idents`
-    /// point. A second delivery of an event in progress waits (up to `lease_wait`) for
-    /// the first to finish: answering DUPLICATE before the first has taken effect would
+    /// Takes the lease on an event held by another caller, waiting (up to `lease_wait`)
+    /// for it to finish: answering DUPLICATE before the first has taken effect would
     /// acknowledge an event that may still fail.
-    async fn acquire(
-        &self,
-        key: &str,
-        token: &str,
-        idents: &[Identifier],
-    ) -> Result<Acquired, Error> {
+    async fn acquire(&self, lease: &Lease) -> Result<Acquired, Error> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         loop {
+            let found = self.try_acquire(std::slice::from_ref(lease)).await?;
+            if let Some(acquired) = found.into_iter().next().flatten() {
+                return Ok(acquired);
+            }
+            if started.elapsed() >= self.opts.lease_wait {
+                return Err(Error::InProgress(lease.key.clone()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// In one round trip, tries to take the lease on each event and reads where its
+    /// identifiers point. `None` where another caller holds the lease.
+    async fn try_acquire(&self, leases: &[Lease]) -> Result<Vec<Option<Acquired>>, Error> {
+        let mut pipe = redis::pipe();
+        for lease in leases {
             // SET … NX GET answers the value in place, nil when the lease is taken.
-            let mut pipe = redis::pipe();
             pipe.cmd("SET")
-                .arg(key)
-                .arg(token)
+                .arg(&lease.key)
+                .arg(&lease.token)
                 .arg("NX")
                 .arg("PX")
                 .arg(millis_u64(self.opts.lease))
                 .arg("GET");
-            for ident in idents {
-                pipe.get(index_key(ident));
-            }
-            let mut replies: Vec<Value> = self.query(&pipe).await?;
-            let pointers = replies.split_off(1.min(replies.len()));
-            let current: Option<Vec<u8>> =
-                redis::from_redis_value(replies.pop().unwrap_or(Value::Nil))
-                    .map_err(|e| Error::Redis(e.into()))?;
-            if current.is_none() {
-                return Ok(Acquired::Lease(pointer_ids(idents, pointers)?));
-            }
-            match current.as_deref() {
-                Some([b'D', rest @ ..]) => return Ok(Acquired::Done(decode_record(key, rest)?)),
-                _ => {
-                    if started.elapsed() >= self.opts.lease_wait {
-                        return Err(Error::InProgress(key.to_owned()));
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
+            if !lease.idents.is_empty() {
+                pipe.add_command(index_read(&lease.idents));
             }
         }
+        let replies: Vec<Value> = self.query(&pipe).await?;
+        let mut replies = replies.into_iter();
+        let mut found = Vec::with_capacity(leases.len());
+        for lease in leases {
+            let current: Option<Vec<u8>> =
+                redis::from_redis_value(replies.next().unwrap_or(Value::Nil))
+                    .map_err(|e| Error::Redis(e.into()))?;
+            let pointers = if lease.idents.is_empty() {
+                Vec::new()
+            } else {
+                pointer_ids(&lease.idents, replies.next().unwrap_or(Value::Nil))?
+            };
+            found.push(match current.as_deref() {
+                None => Some(Acquired::Lease(pointers)),
+                Some([b'D', rest @ ..]) => Some(Acquired::Done(decode_record(&lease.key, rest)?)),
+                Some(_) => None,
+            });
+        }
+        Ok(found)
     }
 
     /// Runs `pipe` (no scripts: those are invoked on their own, which reloads them if a
@@ -340,8 +476,8 @@ impl Store {
         Ok(pipe.query_async(&mut c).await?)
     }
 
-    /// Logs the event and marks it done.
-    async fn finish(&self, key: &str, ev: &ParsedEvent, applied: &Applied) -> Result<(), Error> {
+    /// The done marker of an event: "D" and its webhook log record.
+    fn done_marker(&self, ev: &ParsedEvent, applied: &Applied) -> Vec<u8> {
         let record = v1::EventRecord {
             event_id: ev.id.to_string(),
             source: ev.source.clone(),
@@ -363,24 +499,9 @@ impl Store {
         };
         let mut value = Vec::with_capacity(1 + record.encoded_len());
         value.push(b'D');
-        record.encode(&mut value).map_err(|e| Error::Corrupt {
-            key: key.to_owned(),
-            reason: e.to_string(),
-        })?;
-        // The log entry first: if we crash before the done marker, the retry re-adds it.
-        // The marker is written whoever holds the lease now: a caller that took over an
-        // expired lease applies the same event to the same effect, so either record is
-        // right, and a failing caller only ever deletes its own lease.
-        let mut pipe = redis::pipe();
-        pipe.zadd(EVENTS, ev.id.as_str(), ev.received_at)
-            .ignore()
-            .cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("EX")
-            .arg(self.opts.dedup_ttl.as_secs().max(1))
-            .ignore();
-        self.query::<()>(&pipe).await
+        // A Vec grows as needed, so encoding into it cannot run out of room.
+        value.extend_from_slice(&record.encode_to_vec());
+        value
     }
 
     /// Resolves the event's contact (creating or merging as needed) and applies it.
@@ -396,6 +517,9 @@ impl Store {
         let log_floor = ev.received_at - millis_i64(self.opts.dedup_ttl);
         // Where each identifier pointed when the lease was taken; read again on retries.
         let mut first = Some(pointers);
+        // A contact this call created whose identifiers another caller claimed first: it
+        // holds this event alone, and is merged into wherever the event goes.
+        let mut orphan: Option<ContactId> = None;
         for _ in 0..MAX_ATTEMPTS {
             let raw = match first.take() {
                 Some(p) => p,
@@ -424,7 +548,14 @@ impl Store {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.record.clone()))
                 .collect();
-            let plan = contact::plan(&effect.data, explicit_live.as_ref(), &hits, &records);
+            let mut plan = contact::plan(&effect.data, explicit_live.as_ref(), &hits, &records);
+            if let Some(o) = &orphan {
+                let live = self.load_into(o, &mut contacts).await?;
+                if !plan.targets.contains(&live) {
+                    plan.targets.push(live);
+                    plan.targets.sort(); // the oldest survives, as in `contact::plan`
+                }
+            }
 
             let survivor = match plan.targets.first() {
                 Some(id) => id.clone(),
@@ -435,6 +566,30 @@ impl Store {
                 version: 0,
                 record: Record::default(),
             });
+            let stale_pointer = idents.iter().zip(&raw).any(|(ident, pointer)| {
+                pointer.as_ref().is_some_and(|p| *p != survivor)
+                    && !plan.conflicts.iter().any(|(i, _)| i == ident)
+            });
+            if plan.targets.len() <= 1 && !stale_pointer {
+                // Nothing to merge or repoint: claim, list and write in one round trip.
+                base.record.join(delta.clone());
+                let new = base.version == 0;
+                let (claimed, written) = self
+                    .claim_and_write(&plan.claims, &base, ev, log_floor)
+                    .await?;
+                if !claimed {
+                    // Another caller claimed an identifier first: resolve again, and
+                    // merge what was written here into the contact holding it.
+                    if written && new {
+                        orphan = Some(survivor);
+                    }
+                    continue;
+                }
+                if !written {
+                    continue; // the contact changed since it was read
+                }
+                return Ok(applied(survivor, 0, plan.conflicts));
+            }
             // A contact not written yet is listed before it is written (listings skip
             // it until it is), so a crash cannot leave it unlisted.
             if !self
@@ -484,24 +639,7 @@ impl Store {
                 let () = self.query(&pipe).await?;
             }
 
-            let reason = plan
-                .conflicts
-                .iter()
-                .map(|(ident, other)| {
-                    format!(
-                        "conflict: this {} belongs to {other}, a different person by email or provider id; left there",
-                        ident.kind()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Ok(Applied {
-                outcome: v1::EventOutcome::Applied,
-                contact_id: Some(survivor),
-                reason,
-                merges: absorbed.len(),
-                conflicts: plan.conflicts,
-            });
+            return Ok(applied(survivor, absorbed.len(), plan.conflicts));
         }
         Err(Error::Contention(MAX_ATTEMPTS))
     }
@@ -510,11 +648,8 @@ impl Store {
         if idents.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for ident in idents {
-            pipe.get(index_key(ident));
-        }
-        let raw: Vec<Value> = self.query(&pipe).await?;
+        let mut c = self.conn.clone();
+        let raw: Value = index_read(idents).query_async(&mut c).await?;
         pointer_ids(idents, raw)
     }
 
@@ -599,14 +734,58 @@ impl Store {
         Ok(results.iter().all(|v| !matches!(v, Value::Nil)))
     }
 
-    /// Writes a contact if unchanged since read, with the event's log entry.
-    async fn write(&self, l: &Loaded, ev: &ParsedEvent, log_floor: i64) -> Result<bool, Error> {
+    /// [`Store::claim`] and [`Store::write`] in one round trip: whether every claim
+    /// held, and whether the contact was written. The contact is listed and its
+    /// identifiers claimed before it is written (listings skip it until it is), so a
+    /// crash cannot leave it unlisted; if a claim is lost, the caller resolves again.
+    async fn claim_and_write(
+        &self,
+        idents: &[Identifier],
+        l: &Loaded,
+        ev: &ParsedEvent,
+        log_floor: i64,
+    ) -> Result<(bool, bool), Error> {
+        let mut pipe = redis::pipe();
+        for ident in idents {
+            pipe.cmd("SET")
+                .arg(index_key(ident))
+                .arg(l.id.as_str())
+                .arg("NX");
+        }
+        if l.version == 0 {
+            pipe.zadd(CONTACTS, l.id.as_str(), created_millis(&l.id))
+                .ignore();
+        }
+        pipe.invoke_script(&self.cas_write(l, ev, log_floor)?);
+        let mut c = self.conn.clone();
+        match pipe.query_async::<Vec<Value>>(&mut c).await {
+            Ok(mut replies) => {
+                let written = matches!(replies.pop(), Some(Value::Int(1)));
+                Ok((replies.iter().all(|v| !matches!(v, Value::Nil)), written))
+            }
+            // Redis lost its scripts (a restart): load it; the claims may have been
+            // made, so the caller resolves again.
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                CAS_CONTACT.prepare_invoke().load_async(&mut c).await?;
+                Ok((false, false))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The compare-and-set write of a contact with the event's log entry.
+    fn cas_write<'a>(
+        &self,
+        l: &Loaded,
+        ev: &ParsedEvent,
+        log_floor: i64,
+    ) -> Result<redis::ScriptInvocation<'a>, Error> {
         let data = serde_json::to_vec(&l.record).map_err(|e| Error::Corrupt {
             key: contact_key(&l.id),
             reason: e.to_string(),
         })?;
-        let mut c = self.conn.clone();
-        let ok: i64 = CAS_CONTACT
+        let mut invocation = CAS_CONTACT.prepare_invoke();
+        invocation
             .key(contact_key(&l.id))
             .key(contact_log_key(&l.id))
             .arg(l.version)
@@ -614,7 +793,15 @@ impl Store {
             .arg("")
             .arg(ev.id.as_str())
             .arg(ev.received_at)
-            .arg(log_floor)
+            .arg(log_floor);
+        Ok(invocation)
+    }
+
+    /// Writes a contact if unchanged since read, with the event's log entry.
+    async fn write(&self, l: &Loaded, ev: &ParsedEvent, log_floor: i64) -> Result<bool, Error> {
+        let mut c = self.conn.clone();
+        let ok: i64 = self
+            .cas_write(l, ev, log_floor)?
             .invoke_async(&mut c)
             .await?;
         Ok(ok == 1)
@@ -968,6 +1155,35 @@ impl ZScan {
     }
 }
 
+/// The lease an event's caller takes: its dedup key, a token of this attempt, and the
+/// identifiers whose index entries are read in the same round trip.
+struct Lease {
+    key: String,
+    token: String,
+    idents: Vec<Identifier>,
+}
+
+impl Lease {
+    fn new(ev: &ParsedEvent) -> Self {
+        Self {
+            key: event_key(&ev.id),
+            token: format!("L{}", uuid::Uuid::now_v7().simple()),
+            idents: match &ev.action {
+                Ok(effect) => effect.data.identifiers(),
+                Err(_) => Vec::new(),
+            },
+        }
+    }
+}
+
+/// What became of one event of a batch before the last round trip.
+enum Step {
+    /// Applied (or ignored) now: its log entry and done marker are still to be written.
+    Finish(Applied),
+    /// Applied before: nothing to write.
+    Duplicate(Applied),
+}
+
 /// What taking the lease on an event found.
 enum Acquired {
     /// The lease is ours; where the event's identifiers pointed at that moment.
@@ -976,8 +1192,26 @@ enum Acquired {
     Done(v1::EventRecord),
 }
 
-/// Index values read for `idents`, as contact ids.
-fn pointer_ids(idents: &[Identifier], values: Vec<Value>) -> Result<Vec<Option<ContactId>>, Error> {
+/// One `MGET` of the index entries of `idents` (a cluster client splits it by slot).
+fn index_read(idents: &[Identifier]) -> redis::Cmd {
+    let mut cmd = redis::cmd("MGET");
+    for ident in idents {
+        cmd.arg(index_key(ident));
+    }
+    cmd
+}
+
+/// The reply of [`index_read`], as contact ids.
+fn pointer_ids(idents: &[Identifier], reply: Value) -> Result<Vec<Option<ContactId>>, Error> {
+    let values: Vec<Value> = match reply {
+        Value::Array(values) if values.len() == idents.len() => values,
+        _ => {
+            return Err(Error::Corrupt {
+                key: idents.first().map(index_key).unwrap_or_default(),
+                reason: "MGET answered something other than one value per key".to_owned(),
+            });
+        }
+    };
     values
         .into_iter()
         .zip(idents)
@@ -999,6 +1233,27 @@ fn decode_record(key: &str, bytes: &[u8]) -> Result<v1::EventRecord, Error> {
         key: key.to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// An applied event's outcome on `contact`, naming the identifiers left elsewhere.
+fn applied(contact: ContactId, merges: usize, conflicts: Vec<(Identifier, ContactId)>) -> Applied {
+    let reason = conflicts
+        .iter()
+        .map(|(ident, other)| {
+            format!(
+                "conflict: this {} belongs to {other}, a different person by email or provider id; left there",
+                ident.kind()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Applied {
+        outcome: v1::EventOutcome::Applied,
+        contact_id: Some(contact),
+        reason,
+        merges,
+        conflicts,
+    }
 }
 
 /// Creation time of a contact, from its UUID v7.

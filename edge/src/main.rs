@@ -1,6 +1,8 @@
 //! Parses flags and configuration and wires the edge together; everything else lives in
 //! the library.
 
+use std::io::IsTerminal as _;
+
 use anyhow::Context as _;
 use clap::Parser as _;
 use edge::config::{Args, Config, LogFormat};
@@ -36,7 +38,10 @@ async fn start(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .with_context(|| format!("--log {:?} is not a valid filter", args.log))?;
     let config = Config::load(&args)?;
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a terminal: in a file or a pipe they are noise, and cost CPU per line.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match args.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
