@@ -314,28 +314,26 @@ impl Store {
         // is right, and a failing caller only ever deletes its own lease.
         let mut log = redis::cmd("ZADD");
         log.arg(EVENTS);
-        let mut markers = redis::pipe();
-        let mut finishing = 0;
+        let mut markers = Vec::new();
         for ((ev, _), step) in batch.iter().zip(&steps) {
             if let Ok(Step::Finish(applied)) = step {
                 log.arg(ev.received_at).arg(ev.id.as_str());
-                markers
-                    .cmd("SET")
+                let mut marker = redis::cmd("SET");
+                marker
                     .arg(event_key(&ev.id))
                     .arg(self.done_marker(ev, applied))
                     .arg("EX")
-                    .arg(self.opts.dedup_ttl.as_secs().max(1))
-                    .ignore();
-                finishing += 1;
+                    .arg(self.opts.dedup_ttl.as_secs().max(1));
+                markers.push(marker);
             }
         }
-        let finished = if finishing == 0 {
+        let finished = if markers.is_empty() {
             Ok(())
         } else {
             let mut pipe = redis::pipe();
             pipe.add_command(log).ignore();
-            for cmd in markers.cmd_iter() {
-                pipe.add_command(cmd.clone()).ignore();
+            for marker in markers {
+                pipe.add_command(marker).ignore();
             }
             self.query::<()>(&pipe).await
         };
