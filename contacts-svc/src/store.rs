@@ -717,18 +717,7 @@ impl Store {
         if idents.is_empty() && !new {
             return Ok(true);
         }
-        let mut pipe = redis::pipe();
-        for ident in idents {
-            pipe.cmd("SET")
-                .arg(index_key(ident))
-                .arg(owner.as_str())
-                .arg("NX");
-        }
-        if new {
-            pipe.zadd(CONTACTS, owner.as_str(), created_millis(owner))
-                .ignore();
-        }
-        let results: Vec<Value> = self.query(&pipe).await?;
+        let results: Vec<Value> = self.query(&claims(idents, owner, new)).await?;
         Ok(results.iter().all(|v| !matches!(v, Value::Nil)))
     }
 
@@ -743,17 +732,7 @@ impl Store {
         ev: &ParsedEvent,
         log_floor: i64,
     ) -> Result<(bool, bool), Error> {
-        let mut pipe = redis::pipe();
-        for ident in idents {
-            pipe.cmd("SET")
-                .arg(index_key(ident))
-                .arg(l.id.as_str())
-                .arg("NX");
-        }
-        if l.version == 0 {
-            pipe.zadd(CONTACTS, l.id.as_str(), created_millis(&l.id))
-                .ignore();
-        }
+        let mut pipe = claims(idents, &l.id, l.version == 0);
         pipe.invoke_script(&self.cas_write(l, ev, log_floor)?);
         let mut c = self.conn.clone();
         match pipe.query_async::<Vec<Value>>(&mut c).await {
@@ -1188,6 +1167,23 @@ enum Acquired {
     Lease(Vec<Option<ContactId>>),
     /// The event was applied before.
     Done(v1::EventRecord),
+}
+
+/// Claims `idents` for `owner` with `SET NX` (a nil reply: another contact holds one),
+/// and lists `owner` when it is `new`.
+fn claims(idents: &[Identifier], owner: &ContactId, new: bool) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for ident in idents {
+        pipe.cmd("SET")
+            .arg(index_key(ident))
+            .arg(owner.as_str())
+            .arg("NX");
+    }
+    if new {
+        pipe.zadd(CONTACTS, owner.as_str(), created_millis(owner))
+            .ignore();
+    }
+    pipe
 }
 
 /// One `MGET` of the index entries of `idents` (a cluster client splits it by slot).
