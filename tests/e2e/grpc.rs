@@ -347,42 +347,47 @@ async fn contacts_and_events_page_newest_first() {
     assert!(err.message().contains("page_token"));
 }
 
+/// A `ContactUpserted` event for `email`, as a batch item.
+fn upsert_item(id: &str, email: &str, first_name: Option<&str>) -> v1::ApplyEventsItem {
+    let ts = hookline_proto::prost_types::Timestamp {
+        seconds: 1_790_000_000,
+        nanos: 0,
+    };
+    v1::ApplyEventsItem {
+        event: Some(v1::WebhookEvent {
+            id: id.into(),
+            source: "batch".into(),
+            kind: "test".into(),
+            r#type: "contact".into(),
+            occurred_at: Some(ts),
+            received_at: Some(ts),
+            contact: Some(v1::ContactData {
+                email: Some(email.into()),
+                first_name: first_name.map(Into::into),
+                ..Default::default()
+            }),
+            payload: Some(v1::webhook_event::Payload::ContactUpserted(
+                v1::ContactUpserted {},
+            )),
+        }),
+        request_id: "r".into(),
+        traceparent: String::new(),
+    }
+}
+
 #[tokio::test]
 async fn apply_events_answers_each_event_on_its_own() {
     let redis = Redis::start().await;
     let contacts = ContactsSvc::start(&redis.url()).await;
     let mut grpc = contacts.client().await;
-    let ts = hookline_proto::prost_types::Timestamp {
-        seconds: 1_790_000_000,
-        nanos: 0,
-    };
-    let event = |id: &str, email: &str| v1::WebhookEvent {
-        id: id.into(),
-        source: "batch".into(),
-        kind: "test".into(),
-        r#type: "contact".into(),
-        occurred_at: Some(ts),
-        received_at: Some(ts),
-        contact: Some(v1::ContactData {
-            email: Some(email.into()),
-            ..Default::default()
-        }),
-        payload: Some(v1::webhook_event::Payload::ContactUpserted(
-            v1::ContactUpserted {},
-        )),
-    };
-    let item = |e: v1::WebhookEvent| v1::ApplyEventsItem {
-        event: Some(e),
-        request_id: "r".into(),
-        traceparent: String::new(),
-    };
+    let mut no_id = upsert_item("batch:2", "two@example.com", None);
+    if let Some(event) = no_id.event.as_mut() {
+        event.id = String::new();
+    }
     let items = vec![
-        item(event("batch:1", "one@example.com")),
-        item(v1::WebhookEvent {
-            id: String::new(),
-            ..event("batch:2", "two@example.com")
-        }),
-        item(event("batch:1", "one@example.com")),
+        upsert_item("batch:1", "one@example.com", None),
+        no_id,
+        upsert_item("batch:1", "one@example.com", None),
         v1::ApplyEventsItem::default(),
     ];
     let results = grpc
@@ -407,11 +412,93 @@ async fn apply_events_answers_each_event_on_its_own() {
     assert!(results[1].message.contains("event.id"));
     assert_eq!(results[3].code, i32::from(tonic::Code::InvalidArgument));
 
-    let too_many = vec![item(event("batch:x", "x@example.com")); 1001];
+    let too_many = vec![upsert_item("batch:x", "x@example.com", None); 1001];
     let err = grpc
         .apply_events(v1::ApplyEventsRequest { items: too_many })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("items"));
+}
+
+/// Two new events about one new person in one batch: both read "nobody has this email"
+/// in the batch's first round trip, both create a contact, and only one can claim the
+/// email. The loser's contact, already written, must end up merged into the winner's,
+/// not left behind as a second copy of the person.
+#[tokio::test]
+async fn racing_creators_in_one_batch_leave_one_contact() {
+    let redis = Redis::start().await;
+    let contacts = ContactsSvc::start(&redis.url()).await;
+    let mut grpc = contacts.client().await;
+    // A first event loads the write script, so that the race below writes contacts on
+    // its first attempt instead of both retrying after a NOSCRIPT reply.
+    let warmup = grpc
+        .apply_events(v1::ApplyEventsRequest {
+            items: vec![upsert_item("race:0", "earlier@example.com", None)],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(warmup[0].response.is_some(), "{warmup:?}");
+    let results = grpc
+        .apply_events(v1::ApplyEventsRequest {
+            items: vec![
+                upsert_item("race:1", "race@example.com", Some("Ada")),
+                upsert_item("race:2", "Race@Example.com", None),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let ids: Vec<String> = results
+        .iter()
+        .map(|r| {
+            let applied = r.response.as_ref().expect("both apply");
+            assert_eq!(applied.outcome(), v1::EventOutcome::Applied);
+            applied.contact_id.clone()
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1], "both events name the surviving contact");
+
+    let listed = grpc
+        .list_contacts(v1::ListContactsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .contacts;
+    assert_eq!(listed.len(), 2, "two people, two contacts: {listed:?}");
+    let contact = listed
+        .iter()
+        .find(|c| c.id == ids[0])
+        .expect("the survivor is listed");
+    assert_eq!(contact.first_name, "Ada");
+    // The losing creator's contact was written, then merged into the survivor.
+    assert_eq!(contact.merged_ids.len(), 1, "{contact:?}");
+    let absorbed = grpc
+        .get_contact(v1::GetContactRequest {
+            contact_id: contact.merged_ids[0].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .contact
+        .unwrap();
+    assert_eq!(
+        absorbed.id, contact.id,
+        "the merged id resolves to the survivor"
+    );
+    let events = grpc
+        .list_events(v1::ListEventsRequest {
+            contact_id: contact.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let mut logged: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    logged.sort_unstable();
+    assert_eq!(logged, ["race:1", "race:2"]);
 }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use hookline_proto::v1;
 use hookline_tests::{ContactsSvc, Edge, Http, Redis, Stack, eventually, stripe_checkout};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -115,19 +114,10 @@ async fn an_acknowledged_event_survives_a_redis_crash_with_aof() {
         "duplicate",
         "the done marker survived"
     );
-    let mut grpc = contacts.client().await;
-    let contact = grpc
-        .lookup_contact(v1::LookupContactRequest {
-            key: Some(v1::lookup_contact_request::Key::Email(
-                "durable@example.com".into(),
-            )),
-            phone_region: String::new(),
-        })
+    let contact = contacts
+        .lookup_email("durable@example.com")
         .await
-        .expect("the contact survived")
-        .into_inner()
-        .contact
-        .unwrap();
+        .expect("the contact survived");
     assert_eq!(contact.totals[0].purchased, 1200);
 }
 
@@ -183,4 +173,32 @@ async fn contacts_svc_down_means_retry_later() {
     )
     .await;
     assert_eq!(reply.json()["status"], "applied");
+}
+
+/// Redis forgets its scripts when it restarts (or on SCRIPT FLUSH). The write that
+/// claims identifiers and stores the contact in one pipeline then gets NOSCRIPT: it must
+/// load the script and apply the event, not fail it.
+#[tokio::test]
+async fn events_apply_after_redis_forgets_its_scripts() {
+    let stack = Stack::start().await;
+    let mut redis = stack.redis.conn().await;
+    for n in 1..=3 {
+        let () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut redis)
+            .await
+            .expect("SCRIPT FLUSH");
+        let email = format!("scripts{n}@example.com");
+        let body = stripe_checkout(
+            &format!("evt_scripts_{n}"),
+            &email,
+            100 * n,
+            &format!("pi_scripts_{n}"),
+        );
+        let reply = stack.post_stripe(&body).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert_eq!(reply.json()["status"], "applied");
+        let contact = stack.contacts.lookup_email(&email).await.expect("found");
+        assert_eq!(contact.totals[0].purchased, 100 * n);
+    }
 }

@@ -3,16 +3,6 @@
 use hookline_proto::v1;
 use hookline_tests::{STRIPE_SECRET, Stack, now_secs, stripe_checkout, stripe_sign};
 
-async fn lookup_email(stack: &Stack, email: &str) -> Result<v1::Contact, tonic::Status> {
-    let mut grpc = stack.contacts.client().await;
-    grpc.lookup_contact(v1::LookupContactRequest {
-        key: Some(v1::lookup_contact_request::Key::Email(email.to_owned())),
-        phone_region: String::new(),
-    })
-    .await
-    .map(|r| r.into_inner().contact.expect("contact"))
-}
-
 async fn events(stack: &Stack) -> Vec<v1::EventRecord> {
     let mut grpc = stack.contacts.client().await;
     grpc.list_events(v1::ListEventsRequest::default())
@@ -36,7 +26,7 @@ async fn a_signed_checkout_creates_a_contact_found_by_email_in_any_case() {
         "JENNY.ROSEN@EXAMPLE.COM",
         " Jenny.Rosen@example.COM ",
     ] {
-        let contact = lookup_email(&stack, spelling).await.expect("found");
+        let contact = stack.contacts.lookup_email(spelling).await.expect("found");
         assert_eq!(contact.email, "jenny.rosen@example.com");
         assert_eq!(contact.email_original, "Jenny.Rosen@Example.com");
         assert_eq!(contact.phone, "+14155550100");
@@ -117,7 +107,9 @@ async fn forged_stale_tampered_or_reserialized_requests_are_refused_and_store_no
         "a refused request stored something"
     );
     assert_eq!(
-        lookup_email(&stack, "mallory@example.com")
+        stack
+            .contacts
+            .lookup_email("mallory@example.com")
             .await
             .unwrap_err()
             .code(),
@@ -142,7 +134,11 @@ async fn the_same_event_delivered_20_times_at_once_takes_effect_once() {
         }
     }
     assert_eq!(applied, 1);
-    let contact = lookup_email(&stack, "dup@example.com").await.unwrap();
+    let contact = stack
+        .contacts
+        .lookup_email("dup@example.com")
+        .await
+        .unwrap();
     assert_eq!(contact.purchases.len(), 1);
     assert_eq!(contact.totals[0].purchased, 2500);
     assert_eq!(events(&stack).await.len(), 1);
@@ -206,7 +202,11 @@ async fn a_refund_before_its_purchase_ends_on_the_buyer() {
         "applied"
     );
 
-    let contact = lookup_email(&stack, "refunded@example.com").await.unwrap();
+    let contact = stack
+        .contacts
+        .lookup_email("refunded@example.com")
+        .await
+        .unwrap();
     assert!(contact.refunded);
     assert_eq!(contact.refunds.len(), 1);
     assert_eq!(contact.totals[0].purchased, 3000);
@@ -303,7 +303,9 @@ async fn a_delivery_while_another_caller_holds_the_event_is_told_to_retry() {
     );
     assert!(reply.headers.contains_key("retry-after"));
     assert_eq!(
-        lookup_email(&stack, "leased@example.com")
+        stack
+            .contacts
+            .lookup_email("leased@example.com")
             .await
             .unwrap_err()
             .code(),

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hookline_proto::v1::contacts_service_client::ContactsServiceClient;
+use hookline_proto::v1::{self, contacts_service_client::ContactsServiceClient};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -246,6 +246,18 @@ impl ContactsSvc {
             async move { ContactsServiceClient::connect(url).await.ok() }
         })
         .await
+    }
+
+    /// The contact holding `email`, over a fresh connection.
+    pub async fn lookup_email(&self, email: &str) -> Result<v1::Contact, tonic::Status> {
+        self.client()
+            .await
+            .lookup_contact(v1::LookupContactRequest {
+                key: Some(v1::lookup_contact_request::Key::Email(email.to_owned())),
+                phone_region: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().contact.unwrap_or_default())
     }
 
     /// Stops the server gracefully and waits for it.
