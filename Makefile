@@ -26,7 +26,8 @@ lint: ## formatting, clippy -D warnings, buf lint
 fmt: ## format the code
 	cargo fmt --all
 
-bench: tools ## benchmark against a no-op baseline (release build, private Redis with AOF)
+bench: ## benchmark against a no-op baseline (release build, private Redis with AOF)
+	@dev/tools.sh redis-server
 	@dev/bench.sh
 
 tools: ## install what the tests need: redis-server (apt) and grpcurl (pip)
