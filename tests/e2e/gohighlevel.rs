@@ -505,17 +505,8 @@ async fn a_ghl_contact_links_an_appointment_only_contact_and_a_stripe_buyer() {
         );
         assert_eq!(by_ghl.totals[0].purchased, 9900);
         // Every absorbed id still resolves to the survivor.
-        let mut grpc = stack.contacts.client().await;
         for merged in &by_ghl.merged_ids {
-            let got = grpc
-                .get_contact(v1::GetContactRequest {
-                    contact_id: merged.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .contact
-                .unwrap();
+            let got = stack.contacts.get_contact(merged).await.expect("resolves");
             assert_eq!(got.id, by_ghl.id);
         }
     }
@@ -548,19 +539,11 @@ async fn two_ghl_contacts_sharing_an_email_stay_apart_and_the_conflict_is_logged
         b.email, "jordan.avery@example.com",
         "both keep the email they were given"
     );
-    let mut grpc = stack.contacts.client().await;
-    let log = grpc
-        .list_events(v1::ListEventsRequest {
-            contact_id: b.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let log = stack.contacts.contact_events(&b.id).await;
     assert_eq!(log.len(), 1);
     assert!(log[0].reason.contains("conflict"));
     // Filters of the webhook log.
+    let mut grpc = stack.contacts.client().await;
     let by_source = grpc
         .list_events(v1::ListEventsRequest {
             source: "ghl".into(),

@@ -476,28 +476,15 @@ async fn racing_creators_in_one_batch_leave_one_contact() {
     assert_eq!(contact.first_name, "Ada");
     // The losing creator's contact was written, then merged into the survivor.
     assert_eq!(contact.merged_ids.len(), 1, "{contact:?}");
-    let absorbed = grpc
-        .get_contact(v1::GetContactRequest {
-            contact_id: contact.merged_ids[0].clone(),
-        })
+    let absorbed = contacts
+        .get_contact(&contact.merged_ids[0])
         .await
-        .unwrap()
-        .into_inner()
-        .contact
-        .unwrap();
+        .expect("resolves");
     assert_eq!(
         absorbed.id, contact.id,
         "the merged id resolves to the survivor"
     );
-    let events = grpc
-        .list_events(v1::ListEventsRequest {
-            contact_id: contact.id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = contacts.contact_events(&contact.id).await;
     let mut logged: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     logged.sort_unstable();
     assert_eq!(logged, ["race:1", "race:2"]);

@@ -260,6 +260,30 @@ impl ContactsSvc {
             .map(|r| r.into_inner().contact.unwrap_or_default())
     }
 
+    /// The contact `id` resolves to (the survivor, for a merged id).
+    pub async fn get_contact(&self, id: &str) -> Result<v1::Contact, tonic::Status> {
+        self.client()
+            .await
+            .get_contact(v1::GetContactRequest {
+                contact_id: id.to_owned(),
+            })
+            .await
+            .map(|r| r.into_inner().contact.unwrap_or_default())
+    }
+
+    /// The first page of the webhook log entries of contact `id`, newest first.
+    pub async fn contact_events(&self, id: &str) -> Vec<v1::EventRecord> {
+        self.client()
+            .await
+            .list_events(v1::ListEventsRequest {
+                contact_id: id.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().events)
+            .unwrap_or_else(|e| panic!("ListEvents of {id}: {e}"))
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
