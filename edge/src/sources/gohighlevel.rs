@@ -684,4 +684,4 @@ pub fn to_minor_units(v: &Value, exponent: u32) -> Option<i64> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -570,7 +570,7 @@ fn config_errors_name_the_key() {
 
 // Normalization.
 
-fn at(rfc3339: &str) -> Timestamp {
+pub(crate) fn at(rfc3339: &str) -> Timestamp {
     proto_timestamp(rfc3339.parse().expect("RFC 3339"))
 }
 
@@ -613,14 +613,15 @@ fn appointment_of(
     })
 }
 
-fn ext(id: &str) -> Vec<v1::ExternalId> {
+/// The external id list of one GoHighLevel contact.
+pub(crate) fn ghl_contact_id(id: &str) -> Vec<v1::ExternalId> {
     vec![v1::ExternalId {
         system: "ghl_contact".to_owned(),
         id: id.to_owned(),
     }]
 }
 
-fn tags(list: &[&str]) -> Option<v1::TagList> {
+pub(crate) fn tags(list: &[&str]) -> Option<v1::TagList> {
     Some(v1::TagList {
         tags: list.iter().map(|t| (*t).to_owned()).collect(),
     })
@@ -633,7 +634,7 @@ fn jordan(tag_list: &[&str]) -> v1::ContactData {
         first_name: Some("Jordan".to_owned()),
         last_name: Some("Avery".to_owned()),
         name: Some("Jordan Avery".to_owned()),
-        external_ids: ext("P4FmErxTM1cHho4PAAAN"),
+        external_ids: ghl_contact_id("P4FmErxTM1cHho4PAAAN"),
         phone_region: "US".to_owned(),
         tags: tags(tag_list),
         dnd: Some(false),
@@ -657,6 +658,21 @@ fn normalizes_every_fixture() {
     use v1::AppointmentStatus as S;
     let jordan_call = "Discovery Call - Jordan Avery";
     let sam_call = "Discovery Call - Sam Okafor";
+    // The same delivery, pretty-printed in the fixture and compact as signed.
+    let showed = event(
+        "40f4bb62-515a-4dc0-b2a0-6162272349f5",
+        "AppointmentUpdate",
+        "2026-12-03T15:41:07.903Z",
+        ghl_contact(JORDAN),
+        appointment_of(
+            "FN1XdtXNMPqAXiuF3XRc",
+            CALENDAR,
+            S::Attended,
+            ("2026-12-03T15:00:00Z", "2026-12-03T15:30:00Z"),
+            jordan_call,
+            false,
+        ),
+    );
     let cases: [(&str, &[u8], v1::WebhookEvent); 14] = [
         (
             "AppointmentCreate: confirmed, -05:00 offset",
@@ -679,38 +695,12 @@ fn normalizes_every_fixture() {
         (
             "AppointmentUpdate: showed, Z with milliseconds, the same instants",
             fixture!("AppointmentUpdate-showed.json"),
-            event(
-                "40f4bb62-515a-4dc0-b2a0-6162272349f5",
-                "AppointmentUpdate",
-                "2026-12-03T15:41:07.903Z",
-                ghl_contact(JORDAN),
-                appointment_of(
-                    "FN1XdtXNMPqAXiuF3XRc",
-                    CALENDAR,
-                    S::Attended,
-                    ("2026-12-03T15:00:00Z", "2026-12-03T15:30:00Z"),
-                    jordan_call,
-                    false,
-                ),
-            ),
+            showed.clone(),
         ),
         (
             "AppointmentUpdate: the signed compact body normalizes as the pretty one",
             BODY,
-            event(
-                "40f4bb62-515a-4dc0-b2a0-6162272349f5",
-                "AppointmentUpdate",
-                "2026-12-03T15:41:07.903Z",
-                ghl_contact(JORDAN),
-                appointment_of(
-                    "FN1XdtXNMPqAXiuF3XRc",
-                    CALENDAR,
-                    S::Attended,
-                    ("2026-12-03T15:00:00Z", "2026-12-03T15:30:00Z"),
-                    jordan_call,
-                    false,
-                ),
-            ),
+            showed,
         ),
         (
             "AppointmentUpdate: noshow, -08:00 offset",
@@ -790,7 +780,7 @@ fn normalizes_every_fixture() {
                     first_name: Some("Morgan".to_owned()),
                     last_name: Some("Lee".to_owned()),
                     name: Some("Morgan Lee".to_owned()),
-                    external_ids: ext(MORGAN),
+                    external_ids: ghl_contact_id(MORGAN),
                     phone_region: "US".to_owned(),
                     tags: tags(&["consultation"]),
                     dnd: Some(false),
@@ -850,7 +840,7 @@ fn normalizes_every_fixture() {
                     email: Some("jordan.avery@example.com".to_owned()),
                     phone: Some("+15550100199".to_owned()),
                     name: Some("Jordan Avery".to_owned()),
-                    external_ids: ext(JORDAN),
+                    external_ids: ghl_contact_id(JORDAN),
                     payment_refs: vec!["ghl_invoice:6a3f1c9e2b7d4e8f0a1b2c3d".to_owned()],
                     ..v1::ContactData::default()
                 },

@@ -1,10 +1,10 @@
 use std::path::Path;
 
-use hookline_proto::prost_types::Timestamp;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::*;
 use crate::config::{Args, Config};
+use crate::sources::gohighlevel::tests::{at, ghl_contact_id, tags};
 use crate::sources::{Source, timestamp};
 
 macro_rules! fixture {
@@ -257,23 +257,6 @@ fn config() {
 }
 
 // Normalization.
-
-fn at(rfc3339: &str) -> Timestamp {
-    proto_timestamp(rfc3339.parse().expect("RFC 3339"))
-}
-
-fn ghl_contact_id(id: &str) -> Vec<v1::ExternalId> {
-    vec![v1::ExternalId {
-        system: "ghl_contact".to_owned(),
-        id: id.to_owned(),
-    }]
-}
-
-fn tags(list: &[&str]) -> Option<v1::TagList> {
-    Some(v1::TagList {
-        tags: list.iter().map(|t| (*t).to_owned()).collect(),
-    })
-}
 
 fn event(
     body: &[u8],
