@@ -378,19 +378,9 @@ fn signature_header<'a>(
     name: &'static str,
     label: &'static str,
 ) -> Result<Option<&'a [u8]>, VerifyError> {
-    let mut values = headers.get_all(name).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(VerifyError::DuplicateHeader(label));
-    }
-    let value = value.as_bytes().trim_ascii();
+    let value = super::one_header(headers, name, label)?;
     // GHL's own sample code reads `N/A` as "no signature" (§1.4).
-    if value.is_empty() || value.eq_ignore_ascii_case(b"N/A") {
-        return Ok(None);
-    }
-    Ok(Some(value))
+    Ok(value.filter(|v| !v.eq_ignore_ascii_case(b"N/A")))
 }
 
 fn decode(value: &[u8], label: &'static str) -> Result<Vec<u8>, VerifyError> {

@@ -102,17 +102,9 @@ impl GoHighLevelWorkflow {
 /// The token of a `Bearer` `Authorization` header; `None` when there is no header or
 /// it is blank.
 fn bearer_token(headers: &http::HeaderMap) -> Result<Option<Vec<u8>>, VerifyError> {
-    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
+    let Some(value) = super::one_header(headers, "authorization", "Authorization")? else {
         return Ok(None);
     };
-    if values.next().is_some() {
-        return Err(VerifyError::DuplicateHeader("Authorization"));
-    }
-    let value = value.as_bytes().trim_ascii();
-    if value.is_empty() {
-        return Ok(None);
-    }
     let split = value.iter().position(|b| *b == b' ').unwrap_or(value.len());
     let (scheme, token) = value.split_at(split);
     if !scheme.eq_ignore_ascii_case(b"bearer") {

@@ -88,6 +88,24 @@ impl Source {
     }
 }
 
+/// The one value of header `name`, trimmed; `None` when it is absent or blank. Two or
+/// more fields are refused: which one would count is exactly what a forger would probe.
+pub fn one_header<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+    label: &'static str,
+) -> Result<Option<&'a [u8]>, VerifyError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(VerifyError::DuplicateHeader(label));
+    }
+    let value = value.as_bytes().trim_ascii();
+    Ok((!value.is_empty()).then_some(value))
+}
+
 /// A protobuf timestamp from milliseconds since the Unix epoch.
 pub fn timestamp(ms: i64) -> Timestamp {
     Timestamp {

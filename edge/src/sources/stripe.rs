@@ -120,21 +120,12 @@ impl Stripe {
 }
 
 fn single_header(headers: &http::HeaderMap) -> Result<&str, VerifyError> {
-    let mut values = headers.get_all(HEADER).iter();
-    let value = values
-        .next()
+    let value = super::one_header(headers, HEADER, "Stripe-Signature")?
         .ok_or(VerifyError::MissingHeader("Stripe-Signature"))?;
-    if values.next().is_some() {
-        return Err(VerifyError::DuplicateHeader("Stripe-Signature"));
-    }
-    let value = value
-        .to_str()
-        .map_err(|_| VerifyError::Malformed("not ASCII"))?
-        .trim_matches([' ', '\t']);
-    if value.is_empty() {
-        return Err(VerifyError::MissingHeader("Stripe-Signature"));
-    }
-    Ok(value)
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|v| v.is_ascii())
+        .ok_or(VerifyError::Malformed("not ASCII"))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -373,7 +364,7 @@ pub fn normalize(source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookE
             return unreadable(source, KIND, body, received_at_ms, reason);
         }
     };
-    let id = ev.id.as_deref().unwrap_or_default();
+    let id = ev.id.as_deref().map(str::trim).unwrap_or_default();
     let event_type = ev.event_type.as_deref().unwrap_or_default();
     // Snapshot events carry Unix seconds; thin events an ISO string (they are ignored).
     let occurred_at_ms = ev

@@ -1097,6 +1097,15 @@ mod normalization {
         check(vec![
             // Checkout Session
             case(
+                "event id: surrounding whitespace is not part of it",
+                patch(
+                    GUEST_PAID,
+                    r#""id": "evt_1QhkLnHookLine0001CsPaid""#,
+                    r#""id": " evt_1QhkLnHookLine0001CsPaid ""#,
+                ),
+                guest_paid(),
+            ),
+            case(
                 "session: customer_details.email wins over customer_email",
                 patch(
                     GUEST_PAID,
@@ -1769,6 +1778,11 @@ mod ignored {
             anonymous(
                 "id empty",
                 r#"{"id":"","object":"event","type":"customer.created"}"#,
+                "no event id",
+            ),
+            anonymous(
+                "id blank",
+                r#"{"id":" \t ","object":"event","type":"customer.created"}"#,
                 "no event id",
             ),
             anonymous("id null", r#"{"id":null,"object":"event"}"#, "no event id"),
