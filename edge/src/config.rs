@@ -308,30 +308,29 @@ fn parse_source(name: &str, table: toml::Table, r: &Resolver<'_>) -> Result<Sour
         None => return Err(ConfigError::new(key("kind"), "is required")),
     };
     let value = toml::Value::Table(table);
+    // The table as the source's own raw config; an unknown or mistyped key names the source.
+    fn raw<T: serde::de::DeserializeOwned>(
+        name: &str,
+        value: toml::Value,
+    ) -> Result<T, ConfigError> {
+        value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::new(format!("sources.{name}"), e.message()))
+    }
     match kind.as_str() {
-        "stripe" => {
-            let raw: stripe::RawConfig = value.try_into().map_err(|e: toml::de::Error| {
-                ConfigError::new(format!("sources.{name}"), e.message())
-            })?;
-            Ok(Source::Stripe(stripe::Stripe::from_config(name, raw, r)?))
-        }
-        gohighlevel::KIND => {
-            let raw: gohighlevel::RawConfig = value.try_into().map_err(|e: toml::de::Error| {
-                ConfigError::new(format!("sources.{name}"), e.message())
-            })?;
-            Ok(Source::GoHighLevel(gohighlevel::GoHighLevel::from_config(
-                name, raw, r,
-            )?))
-        }
-        gohighlevel_workflow::KIND => {
-            let raw: gohighlevel_workflow::RawConfig =
-                value.try_into().map_err(|e: toml::de::Error| {
-                    ConfigError::new(format!("sources.{name}"), e.message())
-                })?;
-            Ok(Source::GoHighLevelWorkflow(
-                gohighlevel_workflow::GoHighLevelWorkflow::from_config(name, raw, r)?,
-            ))
-        }
+        stripe::KIND => Ok(Source::Stripe(stripe::Stripe::from_config(
+            name,
+            raw(name, value)?,
+            r,
+        )?)),
+        gohighlevel::KIND => Ok(Source::GoHighLevel(gohighlevel::GoHighLevel::from_config(
+            name,
+            raw(name, value)?,
+            r,
+        )?)),
+        gohighlevel_workflow::KIND => Ok(Source::GoHighLevelWorkflow(
+            gohighlevel_workflow::GoHighLevelWorkflow::from_config(name, raw(name, value)?, r)?,
+        )),
         other => Err(ConfigError::new(
             key("kind"),
             format!("unknown kind {other:?} (known: stripe, gohighlevel, gohighlevel-workflow)"),

@@ -178,8 +178,18 @@ async fn call(mut client: ContactsServiceClient<Channel>, batch: Vec<Job>, timeo
         Ok(Err(status)) => Err(status),
         Err(_) => Err(late()),
     };
+    let answer = answer.and_then(|results| {
+        if results.len() == count {
+            Ok(results)
+        } else {
+            Err(tonic::Status::internal(format!(
+                "contacts-svc answered {} results for {count} events",
+                results.len()
+            )))
+        }
+    });
     match answer {
-        Ok(results) if results.len() == count => {
+        Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
                 let answer = match (result.code, result.response) {
                     (0, Some(response)) => Ok(response),
@@ -187,15 +197,6 @@ async fn call(mut client: ContactsServiceClient<Channel>, batch: Vec<Job>, timeo
                     (code, _) => Err(tonic::Status::new(code.into(), result.message)),
                 };
                 let _ = reply.send(answer);
-            }
-        }
-        Ok(results) => {
-            let status = tonic::Status::internal(format!(
-                "contacts-svc answered {} results for {count} events",
-                results.len()
-            ));
-            for reply in replies {
-                let _ = reply.send(Err(status.clone()));
             }
         }
         Err(status) => {

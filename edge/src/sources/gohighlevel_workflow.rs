@@ -168,7 +168,7 @@ fn is_blank(v: &Value) -> bool {
 
 fn text(v: &Value) -> Option<String> {
     match v {
-        Value::String(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
+        Value::String(s) => super::non_blank(Some(s)),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
