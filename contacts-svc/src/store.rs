@@ -271,6 +271,9 @@ impl Store {
             })
             .collect();
         let results = self.apply_unique(&unique).await;
+        if unique.len() == batch.len() {
+            return results; // no copies: nothing to answer twice
+        }
         let mut firsts = results.iter();
         copy_of
             .iter()
@@ -347,17 +350,21 @@ impl Store {
     }
 
     /// Resolves and applies one event of a batch, given what its first round trip found
-    /// (`None`: another caller holds its lease).
+    /// (`None`: another caller holds its lease; an error: a stored value it cannot read).
     async fn apply_leased(
         &self,
         ev: &ParsedEvent,
         explicit: Option<&ContactId>,
         lease: &Lease,
-        first: Option<Acquired>,
+        first: Result<Option<Acquired>, Error>,
     ) -> Result<Step, Error> {
         let acquired = match first {
-            Some(acquired) => acquired,
-            None => self.acquire(lease).await?,
+            Ok(Some(acquired)) => acquired,
+            Ok(None) => self.acquire(lease).await?,
+            Err(e) => {
+                self.release(lease).await;
+                return Err(e);
+            }
         };
         let pointers = match acquired {
             Acquired::Lease(pointers) => pointers,
@@ -395,18 +402,23 @@ impl Store {
                 Ok(Step::Finish(applied))
             }
             Err(e) => {
-                // Let a retry apply the event right away instead of after the lease.
-                let mut c = self.conn.clone();
-                let released: Result<i64, _> = DELETE_IF
-                    .key(&lease.key)
-                    .arg(&lease.token)
-                    .invoke_async(&mut c)
-                    .await;
-                if let Err(re) = released {
-                    tracing::debug!(error = %re, "lease not released, it will expire");
-                }
+                self.release(lease).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Gives up the lease if it is still ours, so that a retry can apply the event right
+    /// away instead of after the lease expires.
+    async fn release(&self, lease: &Lease) {
+        let mut c = self.conn.clone();
+        let released: Result<i64, _> = DELETE_IF
+            .key(&lease.key)
+            .arg(&lease.token)
+            .invoke_async(&mut c)
+            .await;
+        if let Err(e) = released {
+            tracing::debug!(error = %e, "lease not released, it will expire");
         }
     }
 
@@ -418,7 +430,7 @@ impl Store {
         let mut pause = Duration::from_millis(2);
         loop {
             let found = self.try_acquire(std::slice::from_ref(lease)).await?;
-            if let Some(acquired) = found.into_iter().next().flatten() {
+            if let Some(acquired) = found.into_iter().next().transpose()?.flatten() {
                 return Ok(acquired);
             }
             if started.elapsed() >= self.opts.lease_wait {
@@ -430,8 +442,13 @@ impl Store {
     }
 
     /// In one round trip, tries to take the lease on each event and reads where its
-    /// identifiers point. `None` where another caller holds the lease.
-    async fn try_acquire(&self, leases: &[Lease]) -> Result<Vec<Option<Acquired>>, Error> {
+    /// identifiers point. `None` where another caller holds the lease; an error of one
+    /// event (a stored value it cannot read) is that event's alone, and it may hold its
+    /// lease.
+    async fn try_acquire(
+        &self,
+        leases: &[Lease],
+    ) -> Result<Vec<Result<Option<Acquired>, Error>>, Error> {
         let mut pipe = redis::pipe();
         for lease in leases {
             // SET … NX GET answers the value in place, nil when the lease is taken.
@@ -450,19 +467,13 @@ impl Store {
         let mut replies = replies.into_iter();
         let mut found = Vec::with_capacity(leases.len());
         for lease in leases {
-            let current: Option<Vec<u8>> =
-                redis::from_redis_value(replies.next().unwrap_or(Value::Nil))
-                    .map_err(|e| Error::Redis(e.into()))?;
-            let pointers = if lease.idents.is_empty() {
-                Vec::new()
+            let reply = replies.next().unwrap_or(Value::Nil);
+            let index = if lease.idents.is_empty() {
+                None
             } else {
-                pointer_ids(&lease.idents, replies.next().unwrap_or(Value::Nil))?
+                Some(replies.next().unwrap_or(Value::Nil))
             };
-            found.push(match current.as_deref() {
-                None => Some(Acquired::Lease(pointers)),
-                Some([b'D', rest @ ..]) => Some(Acquired::Done(decode_record(&lease.key, rest)?)),
-                Some(_) => None,
-            });
+            found.push(acquired(lease, reply, index));
         }
         Ok(found)
     }
@@ -498,7 +509,7 @@ impl Store {
         let mut value = Vec::with_capacity(1 + record.encoded_len());
         value.push(b'D');
         // A Vec grows as needed, so encoding into it cannot run out of room.
-        value.extend_from_slice(&record.encode_to_vec());
+        let _ = record.encode(&mut value);
         value
     }
 
@@ -743,7 +754,7 @@ impl Store {
             // Redis lost its scripts (a restart): load it; the claims may have been
             // made, so the caller resolves again.
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                CAS_CONTACT.prepare_invoke().load_async(&mut c).await?;
+                CAS_CONTACT.load_async(&mut c).await?;
                 Ok((false, false))
             }
             Err(e) => Err(e.into()),
@@ -1184,6 +1195,22 @@ fn claims(idents: &[Identifier], owner: &ContactId, new: bool) -> redis::Pipelin
             .ignore();
     }
     pipe
+}
+
+/// What one event's replies in [`Store::try_acquire`] say: the lease with where the
+/// identifiers point (`index`, the `MGET` reply), the record of an event applied before,
+/// or `None` while another caller holds the lease.
+fn acquired(lease: &Lease, reply: Value, index: Option<Value>) -> Result<Option<Acquired>, Error> {
+    let current: Option<Vec<u8>> =
+        redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))?;
+    match current.as_deref() {
+        None => Ok(Some(Acquired::Lease(match index {
+            Some(reply) => pointer_ids(&lease.idents, reply)?,
+            None => Vec::new(),
+        }))),
+        Some([b'D', rest @ ..]) => Ok(Some(Acquired::Done(decode_record(&lease.key, rest)?))),
+        Some(_) => Ok(None),
+    }
 }
 
 /// One `MGET` of the index entries of `idents` (a cluster client splits it by slot).

@@ -489,3 +489,56 @@ async fn racing_creators_in_one_batch_leave_one_contact() {
     logged.sort_unstable();
     assert_eq!(logged, ["race:1", "race:2"]);
 }
+
+/// A stored value one event cannot read (here an index entry that is not a contact id)
+/// fails that event alone: the rest of its batch applies, and its lease is given back
+/// at once, so the sender's retry is not told "in progress" for the lease's lifetime.
+#[tokio::test]
+async fn a_corrupt_entry_fails_only_its_own_event_of_a_batch() {
+    let redis = Redis::start().await;
+    let contacts = ContactsSvc::start(&redis.url()).await;
+    let mut grpc = contacts.client().await;
+    let mut conn = redis.conn().await;
+    let () = redis::cmd("SET")
+        .arg("hl:idx:email:corrupt@example.com")
+        .arg("not a contact id")
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    let results = grpc
+        .apply_events(v1::ApplyEventsRequest {
+            items: vec![
+                upsert_item("corrupt:1", "corrupt@example.com", None),
+                upsert_item("corrupt:2", "fine@example.com", None),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(
+        results[0].code,
+        i32::from(tonic::Code::Internal),
+        "{results:?}"
+    );
+    assert!(
+        !results[0].message.contains("corrupt@"),
+        "a 5xx says nothing about its cause: {results:?}"
+    );
+    let applied = results[1]
+        .response
+        .as_ref()
+        .expect("the other event applies");
+    assert_eq!(applied.outcome(), v1::EventOutcome::Applied);
+    let marker = |id: &str| redis::cmd("EXISTS").arg(format!("hl:ev:{{{id}}}")).clone();
+    let done: bool = marker("corrupt:2")
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS");
+    assert!(done, "the applied event has its marker under this key");
+    let leased: bool = marker("corrupt:1")
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS");
+    assert!(!leased, "the failed event's lease is released");
+}
