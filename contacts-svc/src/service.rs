@@ -286,7 +286,6 @@ impl ContactsService for Service {
         let event = ParsedEvent {
             id: id.clone(),
             source: "api".to_owned(),
-            kind: "api".to_owned(),
             event_type: "UpsertContact".to_owned(),
             occurred_at,
             received_at: now,

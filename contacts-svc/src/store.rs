@@ -575,11 +575,21 @@ impl Store {
                 version: 0,
                 record: Record::default(),
             });
-            let stale_pointer = idents.iter().zip(&raw).any(|(ident, pointer)| {
-                pointer.as_ref().is_some_and(|p| *p != survivor)
-                    && !plan.conflicts.iter().any(|(i, _)| i == ident)
-            });
-            if plan.targets.len() <= 1 && !stale_pointer {
+            // Identifiers that name another contact than the survivor (one it absorbs, or
+            // a merged id), except those left with their owner in a conflict.
+            let mut repoints: Vec<(Identifier, ContactId)> = idents
+                .iter()
+                .zip(&raw)
+                .filter_map(|(ident, pointer)| match pointer {
+                    Some(p)
+                        if *p != survivor && !plan.conflicts.iter().any(|(i, _)| i == ident) =>
+                    {
+                        Some((ident.clone(), p.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if plan.targets.len() <= 1 && repoints.is_empty() {
                 // Nothing to merge or repoint: claim, list and write in one round trip.
                 base.record.join(delta.clone());
                 let new = base.version == 0;
@@ -623,16 +633,6 @@ impl Store {
             }
             if !self.absorb(&survivor, &absorbed).await? {
                 continue; // an absorbed contact changed meanwhile: merge it again
-            }
-            // Identifiers that still name a contact the survivor absorbed, or a merged id.
-            let mut repoints: Vec<(Identifier, ContactId)> = Vec::new();
-            for (ident, pointer) in idents.iter().zip(&raw) {
-                if let Some(p) = pointer
-                    && *p != survivor
-                    && !plan.conflicts.iter().any(|(i, _)| i == ident)
-                {
-                    repoints.push((ident.clone(), p.clone()));
-                }
             }
             for other in &absorbed {
                 for ident in other.record.identifiers() {

@@ -218,7 +218,6 @@ pub struct EventEffect {
 pub struct ParsedEvent {
     pub id: EventId,
     pub source: String,
-    pub kind: String,
     pub event_type: String,
     pub occurred_at: i64,
     pub received_at: i64,
@@ -270,10 +269,12 @@ impl ParsedEvent {
             }),
             Err(ignored) => Err(ignored),
         };
+        // The kind names the sender's software; nothing depends on it, but it is checked
+        // like every other text field.
+        check_text("event.kind", &ev.kind)?;
         Ok(Self {
             id,
             source: ev.source.clone(),
-            kind: check_text("event.kind", &ev.kind)?,
             event_type: check_text("event.type", &ev.r#type)?,
             occurred_at,
             received_at: millis("event.received_at", ev.received_at.as_ref())?,
@@ -290,7 +291,6 @@ fn effect(
     payload: Option<&v1::webhook_event::Payload>,
 ) -> Result<Result<Effect, Ignored>, Error> {
     use v1::webhook_event::Payload;
-    let text = |f: &str, s: &str| check_text(f, s);
     Ok(Ok(match payload {
         None => return Err(Error::invalid("event.payload", "is required")),
         Some(Payload::Ignored(i)) => {
@@ -335,11 +335,11 @@ fn effect(
             }
             let purchase = PurchaseRec {
                 amount: p.amount,
-                currency: text("event.purchase_completed.currency", &p.currency)?
+                currency: check_text("event.purchase_completed.currency", &p.currency)?
                     .to_ascii_lowercase(),
                 refs,
                 subscription: p.subscription_id.clone(),
-                description: text("event.purchase_completed.description", &p.description)?,
+                description: check_text("event.purchase_completed.description", &p.description)?,
                 first_at: occurred_at,
                 stamp: Stamp {
                     at: occurred_at,
@@ -364,7 +364,7 @@ fn effect(
                 refund_id,
                 refund: RefundRec {
                     amount: r.amount,
-                    currency: text("event.refund_updated.currency", &r.currency)?
+                    currency: check_text("event.refund_updated.currency", &r.currency)?
                         .to_ascii_lowercase(),
                     charge: r.charge_id.clone(),
                     payment_intent: r.payment_intent_id.clone(),
@@ -391,7 +391,7 @@ fn effect(
                         "event.appointment_updated.end_time",
                         a.end_time.as_ref(),
                     )?,
-                    title: text("event.appointment_updated.title", &a.title)?,
+                    title: check_text("event.appointment_updated.title", &a.title)?,
                     deleted: a.deleted,
                 },
             }
@@ -404,9 +404,9 @@ fn effect(
             Effect::Opportunity {
                 id: o.opportunity_id.clone(),
                 opportunity: OpportunityRec {
-                    status: text("event.opportunity_updated.status", &o.status)?,
+                    status: check_text("event.opportunity_updated.status", &o.status)?,
                     value: o.monetary_value,
-                    name: text("event.opportunity_updated.name", &o.name)?,
+                    name: check_text("event.opportunity_updated.name", &o.name)?,
                     pipeline: o.pipeline_id.clone(),
                     stage: o.pipeline_stage_id.clone(),
                 },

@@ -222,7 +222,8 @@ impl Phone {
         Ok(phone)
     }
 
-    /// E.164 form of `raw`, or `None` when it cannot be read with confidence.
+    /// E.164 form of `raw` (already trimmed), or `None` when it cannot be read with
+    /// confidence.
     ///
     /// The `phonenumber` crate (0.3) strips national prefixes from numbers written
     /// with an explicit country code (`+20 12 2220 3198` becomes `+20 2222 03198`), so
@@ -231,9 +232,8 @@ impl Phone {
     /// fictional NANP ranges (555-01xx) count as readable. A leading `00`, the
     /// international prefix of most of the world, is read as `+`.
     fn e164(raw: &str, region: Region) -> Option<String> {
-        let trimmed = raw.trim_start();
-        if trimmed.starts_with('+') {
-            return Self::international(trimmed, region);
+        if raw.starts_with('+') {
+            return Self::international(raw, region);
         }
         if !phonenumber::is_viable(raw) {
             return None;
@@ -245,7 +245,7 @@ impl Phone {
             (n.is_valid() || nanp).then_some(formatted)
         });
         national.or_else(|| {
-            let rest = trimmed.strip_prefix("00")?;
+            let rest = raw.strip_prefix("00")?;
             Self::international(&format!("+{rest}"), region)
         })
     }
