@@ -13,7 +13,7 @@ as_root() {
 apt_install() {
   echo "installing $* with apt-get" >&2
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
 for tool in "$@"; do

@@ -371,8 +371,10 @@ impl Env {
         all
     }
 
-    async fn apply_all(&self, events: &[Ev]) {
+    /// Applies `events` in order; their outcomes.
+    async fn apply_all(&self, events: &[Ev]) -> Vec<v1::EventOutcome> {
         let mut grpc = self.grpc.clone();
+        let mut outcomes = Vec::with_capacity(events.len());
         for ev in events {
             let answer = grpc
                 .apply_event(v1::ApplyEventRequest {
@@ -382,7 +384,9 @@ impl Env {
                 .unwrap_or_else(|e| panic!("{ev:?}: {e}"))
                 .into_inner();
             assert_ne!(answer.outcome(), v1::EventOutcome::Ignored, "{ev:?}");
+            outcomes.push(answer.outcome());
         }
+        outcomes
     }
 }
 
@@ -450,8 +454,14 @@ fn eight_parallel_appliers_of_overlapping_events_converge() {
                 async move { env.apply_all(&order).await }
             });
             futures::future::join_all(appliers).await;
-            // Whatever an applier skipped, another applied; all events are in.
-            env.apply_all(&events).await;
+            // Every event was applied by one of the appliers: delivering each again
+            // finds it done.
+            let again = env.apply_all(&events).await;
+            prop_assert!(
+                again.iter().all(|o| *o == v1::EventOutcome::Duplicate),
+                "{:?}",
+                again
+            );
             prop_assert_eq!(env.final_state().await, expected);
             Ok(())
         })

@@ -1,10 +1,12 @@
 //! contacts-svc as internal callers and engineers see it: grpcurl by reflection, health,
 //! validation errors, idempotent upserts and paging.
 
+use std::time::Duration;
+
 use tokio::process::Command;
 
 use hookline_proto::v1;
-use hookline_tests::{ContactsSvc, Redis, Stack, grpcurl, stripe_checkout};
+use hookline_tests::{ContactsSvc, Redis, Stack, eventually, grpcurl, stripe_checkout};
 
 /// Runs grpcurl without blocking the runtime that serves the call.
 async fn grpcurl_output(args: &[&str]) -> std::process::Output {
@@ -81,23 +83,27 @@ async fn grpcurl_lists_describes_and_calls_by_reflection() {
 #[tokio::test]
 async fn health_is_not_serving_until_redis_answers() {
     // Start contacts-svc against a Redis that is not there yet.
-    let port = hookline_tests::free_port();
-    let contacts = ContactsSvc::start(&format!("redis://127.0.0.1:{port}/0")).await;
+    let mut redis = Redis::start().await;
+    redis.kill().await;
+    let contacts = ContactsSvc::start(&redis.url()).await;
     let addr = contacts.addr.to_string();
-    let out = grpcurl_output(&[
-        "-plaintext",
-        "-d",
-        r#"{"service":"contacts.v1.ContactsService"}"#,
-        &addr,
-        "grpc.health.v1.Health/Check",
-    ])
-    .await;
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("NOT_SERVING"),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let health = || async {
+        let out = grpcurl_output(&[
+            "-plaintext",
+            "-d",
+            r#"{"service":"contacts.v1.ContactsService"}"#,
+            &addr,
+            "grpc.health.v1.Health/Check",
+        ])
+        .await;
+        format!(
+            "{} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let text = health().await;
+    assert!(text.contains("NOT_SERVING"), "{text}");
     let mut grpc = contacts.client().await;
     let err = grpc
         .get_contact(v1::GetContactRequest {
@@ -106,6 +112,14 @@ async fn health_is_not_serving_until_redis_answers() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+
+    // Once Redis answers, so does the health check.
+    redis.restart().await;
+    eventually(Duration::from_secs(10), "health SERVING", || async {
+        let text = health().await;
+        (text.contains("SERVING") && !text.contains("NOT_SERVING")).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -306,6 +320,7 @@ async fn contacts_and_events_page_newest_first() {
             "p0@example.com"
         ]
     );
+    assert_eq!(pages, 3, "pages of at most 2");
     let none = grpc
         .list_contacts(v1::ListContactsRequest {
             page_size: 10,
@@ -319,7 +334,10 @@ async fn contacts_and_events_page_newest_first() {
 
     let mut ids = Vec::new();
     let mut token = String::new();
+    let mut pages = 0;
     loop {
+        pages += 1;
+        assert!(pages < 10, "paging does not end");
         let page = grpc
             .list_events(v1::ListEventsRequest {
                 page_size: 3,
@@ -335,8 +353,12 @@ async fn contacts_and_events_page_newest_first() {
             break;
         }
     }
-    assert_eq!(ids.len(), 5);
-    assert_eq!(ids[0], "stripe:evt_page_4");
+    assert_eq!(pages, 2, "pages of at most 3");
+    let newest_first: Vec<String> = (0..5)
+        .rev()
+        .map(|i| format!("stripe:evt_page_{i}"))
+        .collect();
+    assert_eq!(ids, newest_first);
     let err = grpc
         .list_events(v1::ListEventsRequest {
             page_token: "garbage".into(),

@@ -33,7 +33,9 @@ where
 {
     let until = tokio::time::Instant::now() + deadline;
     loop {
-        if let Some(v) = check().await {
+        // A check that hangs (a request that never gets an answer) fails at the
+        // deadline too, instead of holding the test forever.
+        if let Ok(Some(v)) = tokio::time::timeout_at(until, check()).await {
             return v;
         }
         assert!(
@@ -303,7 +305,8 @@ impl Drop for ContactsSvc {
 #[derive(Debug)]
 pub struct Edge {
     pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    /// Held while the edge runs: dropping it starts the edge's shutdown.
+    _stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -321,20 +324,13 @@ impl Edge {
         }));
         Self {
             addr,
-            stop: Some(stop),
+            _stop: stop,
             task,
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
     }
 }
 
