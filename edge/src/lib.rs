@@ -34,8 +34,6 @@ pub struct State {
     pub contacts: Contacts,
     pub max_body_bytes: usize,
     pub metrics: Metrics,
-    /// Whether `GET /metrics` is served on the webhook port (no separate listener).
-    pub metrics_on_main_port: bool,
 }
 
 /// A configured source and its name, shared with metric labels.
@@ -79,8 +77,12 @@ async fn serve_all(
         contacts,
         max_body_bytes: config.max_body_bytes,
         metrics: Metrics::new(),
-        metrics_on_main_port: metrics.is_none(),
     });
+    // Metrics go on the webhook port unless they have a listener of their own.
+    let webhook_routes = match metrics {
+        Some(_) => Routes::Webhooks,
+        None => Routes::All,
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics_server = metrics.map(|listener| {
         let state = state.clone();
@@ -104,7 +106,7 @@ async fn serve_all(
         state,
         shutdown,
         config.shutdown_grace,
-        Routes::Webhooks,
+        webhook_routes,
     )
     .await;
     let _ = stop.send(true);

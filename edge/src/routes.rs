@@ -12,7 +12,9 @@ use crate::webhook::{self, json_response};
 /// Which routes a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Routes {
-    /// Webhooks and probes (and metrics, unless they have their own listener).
+    /// Webhooks, probes and `GET /metrics`: the one listener.
+    All,
+    /// Webhooks and probes, when metrics have a listener of their own.
     Webhooks,
     /// `GET /metrics` only.
     Metrics,
@@ -26,9 +28,8 @@ where
 {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let metrics_here = routes == Routes::Metrics || state.metrics_on_main_port;
     match (req.method(), segments.as_slice()) {
-        (&Method::GET, ["metrics"]) if metrics_here => {
+        (&Method::GET, ["metrics"]) if routes != Routes::Webhooks => {
             let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

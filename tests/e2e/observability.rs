@@ -6,8 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hookline_tests::{
-    Http, Redis, Stack, eventually, free_port, metric, now_secs, stripe_checkout, stripe_sign,
-    workspace_bin,
+    Edge, Http, Redis, Stack, eventually, free_port, metric, now_secs, stripe_checkout,
+    stripe_sign, workspace_bin,
 };
 
 #[tokio::test]
@@ -135,6 +135,44 @@ async fn counters_move_with_applied_duplicate_and_rejected_events() {
             .status,
         404
     );
+}
+
+/// With `--metrics-listen`, metrics are served there and only there: the webhook port
+/// no longer answers `/metrics`, and the metrics port answers nothing else.
+#[tokio::test]
+async fn a_separate_metrics_listener_serves_metrics_alone() {
+    let unused = free_port();
+    let edge = Edge::start_with_metrics_listener(&format!(
+        "contacts_url = \"http://127.0.0.1:{unused}\"\n\
+         [sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_metrics_listener\"]\n"
+    ))
+    .await;
+    let metrics = format!("http://{}", edge.metrics_addr.expect("a metrics listener"));
+    let http = Http::new();
+    let unknown = http
+        .post(&edge.url("/webhooks/nope"), b"{}".to_vec(), &[])
+        .await;
+    assert_eq!(unknown.status, 404);
+
+    let scraped = http.get(&format!("{metrics}/metrics")).await;
+    assert_eq!(scraped.status, 200);
+    let text = String::from_utf8_lossy(&scraped.body);
+    assert_eq!(
+        metric(
+            &text,
+            "hookline_edge_webhook_requests_total",
+            &[("source", "unknown"), ("status", "404")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(http.get(&edge.url("/metrics")).await.status, 404);
+    assert_eq!(http.get(&edge.url("/healthz")).await.status, 200);
+    assert_eq!(http.get(&format!("{metrics}/healthz")).await.status, 404);
+    let post = http
+        .post(&format!("{metrics}/webhooks/stripe"), b"{}".to_vec(), &[])
+        .await;
+    assert_eq!(post.status, 404);
 }
 
 #[tokio::test]

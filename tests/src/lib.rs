@@ -305,6 +305,8 @@ impl Drop for ContactsSvc {
 #[derive(Debug)]
 pub struct Edge {
     pub addr: SocketAddr,
+    /// The metrics listener, when it is separate ([`Edge::start_with_metrics_listener`]).
+    pub metrics_addr: Option<SocketAddr>,
     /// Held while the edge runs: dropping it starts the edge's shutdown.
     _stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -313,17 +315,33 @@ pub struct Edge {
 impl Edge {
     /// Starts the edge with `toml` (whose `contacts_url` the caller sets).
     pub async fn start(toml: &str) -> Self {
+        Self::start_on(toml, None).await
+    }
+
+    /// [`Edge::start`] with `GET /metrics` on a listener of its own.
+    pub async fn start_with_metrics_listener(toml: &str) -> Self {
+        let metrics = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind metrics");
+        Self::start_on(toml, Some(metrics)).await
+    }
+
+    async fn start_on(toml: &str, metrics: Option<TcpListener>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind edge");
         let addr = listener.local_addr().expect("local address");
+        let metrics_addr = metrics
+            .as_ref()
+            .map(|m| m.local_addr().expect("local address"));
         let args = edge::config::Args::for_file("test.toml");
         let config = edge::Config::parse(toml, Path::new("."), &args, &|_| None)
             .unwrap_or_else(|e| panic!("test config: {e}"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(edge::run(listener, None, config, async {
+        let task = tokio::spawn(edge::run(listener, metrics, config, async {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            metrics_addr,
             _stop: stop,
             task,
         }
