@@ -165,7 +165,7 @@ pub async fn serve(
                 let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let metrics = metrics.clone();
                     async move {
-                        let mut resp = if req.uri().path() == "/metrics" {
+                        let resp = if req.uri().path() == "/metrics" {
                             let mut r = http::Response::new(Full::new(Bytes::from(metrics.encode())));
                             r.headers_mut().insert(
                                 http::header::CONTENT_TYPE,
@@ -175,11 +175,10 @@ pub async fn serve(
                             );
                             r
                         } else {
-                            http::Response::new(Full::new(Bytes::from_static(b"not found\n")))
+                            let mut r = http::Response::new(Full::new(Bytes::from_static(b"not found\n")));
+                            *r.status_mut() = http::StatusCode::NOT_FOUND;
+                            r
                         };
-                        if req.uri().path() != "/metrics" {
-                            *resp.status_mut() = http::StatusCode::NOT_FOUND;
-                        }
                         Ok::<_, Infallible>(resp)
                     }
                 });

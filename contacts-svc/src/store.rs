@@ -31,9 +31,7 @@ use hookline_proto::v1;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands as _, Script, Value};
 
-use crate::contact::{
-    self, ContactId, EventEffect, EventId, Identifier, Ignored, ParsedEvent, Record,
-};
+use crate::contact::{self, ContactId, EventEffect, Identifier, Ignored, ParsedEvent, Record};
 use crate::error::Error;
 
 /// Tuning of deduplication and leases.
@@ -133,11 +131,11 @@ const SCAN_BUDGET: usize = 2000;
 const CONTACTS: &str = "hl:contacts";
 const EVENTS: &str = "hl:events";
 
-fn event_key(id: &EventId) -> String {
+fn event_key(id: impl std::fmt::Display) -> String {
     format!("hl:ev:{{{id}}}")
 }
 
-fn contact_key(id: &ContactId) -> String {
+fn contact_key(id: impl std::fmt::Display) -> String {
     format!("hl:c:{{{id}}}")
 }
 
@@ -283,12 +281,11 @@ impl Store {
                     None => firsts.next(),
                 };
                 match result {
-                    Some(Ok(applied)) if copy.is_some() => Ok(Applied {
-                        outcome: v1::EventOutcome::Duplicate,
-                        merges: 0,
-                        conflicts: Vec::new(),
-                        ..applied.clone()
-                    }),
+                    Some(Ok(applied)) if copy.is_some() => Ok(unchanged(
+                        v1::EventOutcome::Duplicate,
+                        applied.contact_id.clone(),
+                        applied.reason.clone(),
+                    )),
                     Some(result) => result.clone(),
                     None => Err(Error::Contention(0)), // one result per event: unreachable
                 }
@@ -369,13 +366,11 @@ impl Store {
         let pointers = match acquired {
             Acquired::Lease(pointers) => pointers,
             Acquired::Done(done) => {
-                return Ok(Step::Duplicate(Applied {
-                    outcome: v1::EventOutcome::Duplicate,
-                    contact_id: ContactId::parse(&done.contact_id).ok(),
-                    reason: done.reason,
-                    merges: 0,
-                    conflicts: Vec::new(),
-                }));
+                return Ok(Step::Duplicate(unchanged(
+                    v1::EventOutcome::Duplicate,
+                    ContactId::parse(&done.contact_id).ok(),
+                    done.reason,
+                )));
             }
         };
         let result = match &ev.action {
@@ -383,13 +378,9 @@ impl Store {
                 self.apply_effect(ev, effect, &lease.idents, pointers, explicit)
                     .await
             }
-            Err(Ignored { reason, .. }) => Ok(Applied {
-                outcome: v1::EventOutcome::Ignored,
-                contact_id: None,
-                reason: reason.clone(),
-                merges: 0,
-                conflicts: Vec::new(),
-            }),
+            Err(Ignored { reason, .. }) => {
+                Ok(unchanged(v1::EventOutcome::Ignored, None, reason.clone()))
+            }
         };
         match result {
             Ok(mut applied) => {
@@ -553,9 +544,9 @@ impl Store {
                 }
                 None => None,
             };
-            let records: BTreeMap<ContactId, Record> = contacts
+            let records: BTreeMap<ContactId, &Record> = contacts
                 .iter()
-                .map(|(k, v)| (k.clone(), v.record.clone()))
+                .map(|(k, v)| (k.clone(), &v.record))
                 .collect();
             let mut plan = contact::plan(&effect.data, explicit_live.as_ref(), &hits, &records);
             if let Some(o) = &orphan {
@@ -684,13 +675,7 @@ impl Store {
         let mut id = id.clone();
         for _ in 0..MAX_REDIRECTS {
             let key = contact_key(&id);
-            let (v, d, r): ContactRow = redis::cmd("HMGET")
-                .arg(&key)
-                .arg("v")
-                .arg("d")
-                .arg("r")
-                .query_async(&mut c)
-                .await?;
+            let (v, d, r): ContactRow = contact_row(&key).query_async(&mut c).await?;
             if let Some(r) = r {
                 id = ContactId::parse(&r).map_err(|_| Error::Corrupt {
                     key,
@@ -699,10 +684,7 @@ impl Store {
                 continue;
             }
             let record = match d {
-                Some(d) => serde_json::from_slice(&d).map_err(|e| Error::Corrupt {
-                    key,
-                    reason: e.to_string(),
-                })?,
+                Some(d) => decode_contact(&key, &d)?,
                 None => Record::default(),
             };
             return Ok(Loaded {
@@ -860,11 +842,7 @@ impl Store {
         while let Some(batch) = pager.next_batch(self).await? {
             let mut pipe = redis::pipe();
             for (member, _) in &batch {
-                pipe.cmd("HMGET")
-                    .arg(format!("hl:c:{{{member}}}"))
-                    .arg("v")
-                    .arg("d")
-                    .arg("r");
+                pipe.add_command(contact_row(&contact_key(member)));
             }
             let rows: Vec<ContactRow> = self.query(&pipe).await?;
             let mut items = Vec::with_capacity(rows.len());
@@ -876,10 +854,7 @@ impl Store {
                     items.push(None);
                     continue;
                 };
-                let record: Record = serde_json::from_slice(&d).map_err(|e| Error::Corrupt {
-                    key: contact_key(&id),
-                    reason: e.to_string(),
-                })?;
+                let record = decode_contact(&contact_key(&id), &d)?;
                 items.push(keep(&record).then_some(Loaded {
                     id,
                     version,
@@ -975,7 +950,7 @@ impl Store {
         &self,
         ids: impl Iterator<Item = &'a str>,
     ) -> Result<Vec<Option<v1::EventRecord>>, Error> {
-        let keys: Vec<String> = ids.map(|id| format!("hl:ev:{{{id}}}")).collect();
+        let keys: Vec<String> = ids.map(event_key).collect();
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -1249,6 +1224,20 @@ fn pointer_ids(idents: &[Identifier], reply: Value) -> Result<Vec<Option<Contact
         .collect()
 }
 
+/// The `HMGET` of a contact's row: its version, record and redirect.
+fn contact_row(key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(key).arg("v").arg("d").arg("r");
+    cmd
+}
+
+fn decode_contact(key: &str, bytes: &[u8]) -> Result<Record, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 fn decode_record(key: &str, bytes: &[u8]) -> Result<v1::EventRecord, Error> {
     v1::EventRecord::decode(bytes).map_err(|e| Error::Corrupt {
         key: key.to_owned(),
@@ -1274,6 +1263,17 @@ fn applied(contact: ContactId, merges: usize, conflicts: Vec<(Identifier, Contac
         reason,
         merges,
         conflicts,
+    }
+}
+
+/// The answer for an event that changed no contact: a duplicate, or an ignored event.
+fn unchanged(outcome: v1::EventOutcome, contact_id: Option<ContactId>, reason: String) -> Applied {
+    Applied {
+        outcome,
+        contact_id,
+        reason,
+        merges: 0,
+        conflicts: Vec::new(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Which stored contacts an event concerns: the targets to merge, the identifiers to
 //! claim, and the conflicts to leave alone.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use super::{ContactFields, ContactId, Identifier, Record, compatible};
@@ -32,13 +33,13 @@ pub fn plan(
     own: &ContactFields,
     explicit: Option<&ContactId>,
     hits: &[(Identifier, Option<ContactId>)],
-    contacts: &BTreeMap<ContactId, Record>,
+    contacts: &BTreeMap<ContactId, impl Borrow<Record>>,
 ) -> Plan {
     let mut plan = Plan::default();
     let mut external = own.external_ids.clone();
     let mut email = own.email.as_ref().map(|e| e.normalized.clone());
     let mut take = |id: &ContactId, through_phone: bool| -> bool {
-        let Some(r) = contacts.get(id) else {
+        let Some(r) = contacts.get(id).map(Borrow::borrow) else {
             return true;
         };
         let their_email = r.email.as_ref().map(|e| &e.v.normalized);
