@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use hookline_tests::{Redis, eventually, free_port, workspace_bin};
+use hookline_tests::{Redis, TempFile, eventually, free_port, workspace_bin};
 
 /// Runs a binary to completion; returns its exit code and stderr.
 fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
@@ -19,24 +19,22 @@ fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     )
 }
 
-fn write_config(text: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!(
-        "hookline-edge-{}.toml",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[test]
 fn bad_flags_and_configs_fail_with_one_clear_line() {
-    let missing = write_config(
+    let missing = TempFile::new(
+        "hookline-edge",
         "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:STRIPE_WEBHOOK_SECRET\"]\n",
     );
-    let unknown_kind = write_config("[sources.acme]\nkind = \"carrier-pigeon\"\n");
-    let bad_secret =
-        write_config("[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"sk_live_oops\"]\n");
-    let unknown_key = write_config(
+    let unknown_kind = TempFile::new(
+        "hookline-edge",
+        "[sources.acme]\nkind = \"carrier-pigeon\"\n",
+    );
+    let bad_secret = TempFile::new(
+        "hookline-edge",
+        "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"sk_live_oops\"]\n",
+    );
+    let unknown_key = TempFile::new(
+        "hookline-edge",
         "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\nsecret = \"typo\"\n",
     );
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
@@ -48,29 +46,29 @@ fn bad_flags_and_configs_fail_with_one_clear_line() {
         ),
         (
             "edge",
-            vec!["--config".into(), missing.display().to_string()],
+            vec!["--config".into(), missing.arg()],
             "sources.stripe.secrets[0]: environment variable STRIPE_WEBHOOK_SECRET is not set",
         ),
         (
             "edge",
-            vec!["--config".into(), unknown_kind.display().to_string()],
+            vec!["--config".into(), unknown_kind.arg()],
             "sources.acme.kind: unknown kind \"carrier-pigeon\"",
         ),
         (
             "edge",
-            vec!["--config".into(), bad_secret.display().to_string()],
+            vec!["--config".into(), bad_secret.arg()],
             "sources.stripe.secrets[0]: is not a Stripe endpoint secret",
         ),
         (
             "edge",
-            vec!["--config".into(), unknown_key.display().to_string()],
+            vec!["--config".into(), unknown_key.arg()],
             "sources.stripe: unknown field `secret`",
         ),
         (
             "edge",
             vec![
                 "--config".into(),
-                missing.display().to_string(),
+                missing.arg(),
                 "--listen".into(),
                 "nowhere".into(),
             ],
@@ -102,6 +100,14 @@ fn bad_flags_and_configs_fail_with_one_clear_line() {
             "{bin} {args:?}: {stderr:?} should contain {needle:?}"
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
+        // clap's usage errors come with a usage hint; every other error is one line.
+        if !stderr.starts_with("error:") {
+            assert_eq!(
+                stderr.trim_end().lines().count(),
+                1,
+                "{bin} {args:?}: {stderr}"
+            );
+        }
         assert!(
             !stderr.contains("sk_live_oops"),
             "a secret reached stderr: {stderr}"
@@ -114,9 +120,12 @@ async fn both_services_stop_gracefully_on_sigterm() {
     let redis = Redis::start().await;
     let grpc_port = free_port();
     let http_port = free_port();
-    let config = write_config(&format!(
-        "listen = \"127.0.0.1:{http_port}\"\ncontacts_url = \"http://127.0.0.1:{grpc_port}\"\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n"
-    ));
+    let config = TempFile::new(
+        "hookline-edge",
+        &format!(
+            "listen = \"127.0.0.1:{http_port}\"\ncontacts_url = \"http://127.0.0.1:{grpc_port}\"\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n"
+        ),
+    );
     let mut contacts = tokio::process::Command::new(workspace_bin("contacts-svc"))
         .args([
             "--listen",
@@ -128,7 +137,7 @@ async fn both_services_stop_gracefully_on_sigterm() {
         .spawn()
         .unwrap();
     let mut edge = tokio::process::Command::new(workspace_bin("edge"))
-        .args(["--config", &config.display().to_string()])
+        .args(["--config", &config.arg()])
         .kill_on_drop(true)
         .spawn()
         .unwrap();

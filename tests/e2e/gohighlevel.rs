@@ -2,7 +2,7 @@
 //! with the TEST-ONLY keys, looked up afterwards by GHL contact id, email and phone.
 
 use hookline_proto::v1;
-use hookline_tests::{Reply, Stack, fixture, grpcurl, stripe_checkout};
+use hookline_tests::{Reply, Stack, fixture, run_grpcurl, stripe_checkout};
 
 const ED25519_PRIVATE: &str = "gohighlevel/test-vectors/TEST-ONLY-ed25519-private.pem";
 const ED25519_PUBLIC: &str = "gohighlevel/test-vectors/TEST-ONLY-ed25519-public.pem";
@@ -115,23 +115,15 @@ async fn every_marketplace_fixture_ends_up_on_the_right_contact() {
         r#"{"phone":"(555) 010-0199"}"#,
         r#"{"phone":"+1 555 010 0199"}"#,
     ] {
-        let out = tokio::process::Command::new(grpcurl())
-            .args([
-                "-plaintext",
-                "-d",
-                request,
-                &addr,
-                "contacts.v1.ContactsService/LookupContact",
-            ])
-            .output()
-            .await
-            .expect("grpcurl");
-        assert!(
-            out.status.success(),
-            "{request}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = run_grpcurl(&[
+            "-plaintext",
+            "-d",
+            request,
+            &addr,
+            "contacts.v1.ContactsService/LookupContact",
+        ])
+        .await;
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
         let c = &json["contact"];
         assert_eq!(c["email"], "jordan.avery@example.com", "{request}");
         assert_eq!(c["phone"], "+15550100199");

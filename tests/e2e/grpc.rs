@@ -3,29 +3,10 @@
 
 use std::time::Duration;
 
-use tokio::process::Command;
-
 use hookline_proto::v1;
-use hookline_tests::{ContactsSvc, Redis, Stack, eventually, grpcurl, stripe_checkout};
-
-/// Runs grpcurl without blocking the runtime that serves the call.
-async fn grpcurl_output(args: &[&str]) -> std::process::Output {
-    Command::new(grpcurl())
-        .args(args)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run grpcurl ({e}); make test installs it"))
-}
-
-async fn run_grpcurl(args: &[&str]) -> String {
-    let out = grpcurl_output(args).await;
-    assert!(
-        out.status.success(),
-        "grpcurl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
+use hookline_tests::{
+    ContactsSvc, Redis, Stack, eventually, grpcurl_output, run_grpcurl, stripe_checkout,
+};
 
 #[tokio::test]
 async fn grpcurl_lists_describes_and_calls_by_reflection() {

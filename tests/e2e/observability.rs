@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use hookline_tests::{
-    Edge, Http, Redis, Stack, eventually, free_port, metric, now_secs, stripe_checkout,
+    Edge, Http, Redis, Stack, TempFile, eventually, free_port, metric, now_secs, stripe_checkout,
     stripe_sign, workspace_bin,
 };
 
@@ -182,19 +182,14 @@ async fn logs_correlate_both_services_and_never_hold_secrets_or_personal_data() 
     const TOKEN: &str = "workflow-token-that-must-not-be-logged";
     let redis = Redis::start().await;
     let (grpc, http_port) = (free_port(), free_port());
-    let config = std::env::temp_dir().join(format!(
-        "hookline-logs-{}.toml",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::write(
-        &config,
-        format!(
+    let config = TempFile::new(
+        "hookline-logs",
+        &format!(
             "listen = \"127.0.0.1:{http_port}\"\ncontacts_url = \"http://127.0.0.1:{grpc}\"\n\
              [sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:HOOKLINE_TEST_SECRET\"]\n\
              [sources.ghl-workflow]\nkind = \"gohighlevel-workflow\"\ntoken = \"{TOKEN}\"\n"
         ),
-    )
-    .unwrap();
+    );
     // Everything at debug level, so that libraries' logs are checked too.
     let contacts = tokio::process::Command::new(workspace_bin("contacts-svc"))
         .args([
@@ -212,7 +207,7 @@ async fn logs_correlate_both_services_and_never_hold_secrets_or_personal_data() 
     let edge = tokio::process::Command::new(workspace_bin("edge"))
         .args([
             "--config",
-            &config.display().to_string(),
+            &config.arg(),
             "--log",
             "debug",
             "--log-format",

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hookline_tests::{ContactsSvc, Edge, Http, Redis, Stack, eventually, stripe_checkout};
+use hookline_tests::{ContactsSvc, Redis, Stack, eventually, stripe_checkout};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -68,43 +68,25 @@ async fn redis_down_means_retry_later_and_the_retry_succeeds_after_it_returns() 
 
 #[tokio::test]
 async fn an_acknowledged_event_survives_a_redis_crash_with_aof() {
-    let mut redis = Redis::start_with(true).await;
-    let contacts = ContactsSvc::start(&redis.url()).await;
-    let edge = Edge::start(&format!(
-        "contacts_url = \"{}\"\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"{}\"]\n",
-        contacts.url(),
-        hookline_tests::STRIPE_SECRET
-    ))
-    .await;
-    let http = Http::new();
-    let post = |body: Vec<u8>| {
-        let sig = hookline_tests::stripe_sign(
-            hookline_tests::STRIPE_SECRET,
-            hookline_tests::now_secs(),
-            &body,
-        );
-        let url = edge.url("/webhooks/stripe");
-        let http = http.clone();
-        async move { http.post(&url, body, &[("stripe-signature", &sig)]).await }
-    };
+    let mut stack = Stack::start_with_redis(Redis::start_with(true).await).await;
     let body = stripe_checkout("evt_durable", "durable@example.com", 1200, "pi_durable");
     let reply = eventually(
         Duration::from_secs(10),
         "the event to be applied",
         || async {
-            let r = post(body.clone()).await;
+            let r = stack.post_stripe(&body).await;
             (r.status == 200).then_some(r)
         },
     )
     .await;
     assert_eq!(reply.json()["status"], "applied");
 
-    redis.restart().await; // SIGKILL, then start on the same AOF
+    stack.redis.restart().await; // SIGKILL, then start on the same AOF
     let reply = eventually(
         Duration::from_secs(10),
         "the redelivery to be answered",
         || async {
-            let r = post(body.clone()).await;
+            let r = stack.post_stripe(&body).await;
             (r.status == 200).then_some(r)
         },
     )
@@ -114,7 +96,8 @@ async fn an_acknowledged_event_survives_a_redis_crash_with_aof() {
         "duplicate",
         "the done marker survived"
     );
-    let contact = contacts
+    let contact = stack
+        .contacts
         .lookup_email("durable@example.com")
         .await
         .expect("the contact survived");
@@ -133,18 +116,7 @@ async fn contacts_svc_down_means_retry_later() {
     let addr = contacts.addr;
     contacts.stop().await;
     let body = stripe_checkout("evt_svc_down", "down@example.com", 100, "pi_down");
-    let sig = hookline_tests::stripe_sign(
-        hookline_tests::STRIPE_SECRET,
-        hookline_tests::now_secs(),
-        &body,
-    );
-    let reply = http
-        .post(
-            &edge.url("/webhooks/stripe"),
-            body.clone(),
-            &[("stripe-signature", &sig)],
-        )
-        .await;
+    let reply = edge.post_stripe(&http, &body).await;
     assert_eq!(reply.status, 503);
     assert_eq!(reply.headers["retry-after"], "5");
     assert_eq!(http.get(&edge.url("/readyz")).await.status, 503);
@@ -156,18 +128,7 @@ async fn contacts_svc_down_means_retry_later() {
         Duration::from_secs(15),
         "the edge to reach contacts-svc again",
         || async {
-            let sig = hookline_tests::stripe_sign(
-                hookline_tests::STRIPE_SECRET,
-                hookline_tests::now_secs(),
-                &body,
-            );
-            let r = http
-                .post(
-                    &edge.url("/webhooks/stripe"),
-                    body.clone(),
-                    &[("stripe-signature", &sig)],
-                )
-                .await;
+            let r = edge.post_stripe(&http, &body).await;
             (r.status == 200).then_some(r)
         },
     )

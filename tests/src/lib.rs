@@ -350,6 +350,17 @@ impl Edge {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// POSTs a Stripe event signed now with [`STRIPE_SECRET`] to `/webhooks/stripe`.
+    pub async fn post_stripe(&self, http: &Http, body: &[u8]) -> Reply {
+        let sig = stripe_sign(STRIPE_SECRET, now_secs(), body);
+        http.post(
+            &self.url("/webhooks/stripe"),
+            body.to_vec(),
+            &[("stripe-signature", &sig)],
+        )
+        .await
+    }
 }
 
 impl Drop for Edge {
@@ -370,15 +381,22 @@ pub struct Stack {
 impl Stack {
     /// The whole pipeline with a `stripe` source signed with [`STRIPE_SECRET`].
     pub async fn start() -> Self {
-        Self::start_with_sources(&format!(
-            "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"{STRIPE_SECRET}\"]\n"
-        ))
-        .await
+        Self::start_with_redis(Redis::start().await).await
+    }
+
+    /// [`Stack::start`] on a Redis the caller started (with AOF, say).
+    pub async fn start_with_redis(redis: Redis) -> Self {
+        let sources =
+            format!("[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"{STRIPE_SECRET}\"]\n");
+        Self::start_on(redis, &sources).await
     }
 
     /// The whole pipeline with these `[sources.*]` tables and a 64 KiB body limit.
     pub async fn start_with_sources(sources: &str) -> Self {
-        let redis = Redis::start().await;
+        Self::start_on(Redis::start().await, sources).await
+    }
+
+    async fn start_on(redis: Redis, sources: &str) -> Self {
         let contacts = ContactsSvc::start(&redis.url()).await;
         let toml = format!(
             "contacts_url = \"{}\"\nmax_body_bytes = 65536\ncontacts_timeout_ms = 5000\n{sources}",
@@ -412,14 +430,7 @@ impl Stack {
 
     /// POSTs a Stripe event signed now with [`STRIPE_SECRET`].
     pub async fn post_stripe(&self, body: &[u8]) -> Reply {
-        let sig = stripe_sign(STRIPE_SECRET, now_secs(), body);
-        self.http
-            .post(
-                &self.edge.url("/webhooks/stripe"),
-                body.to_vec(),
-                &[("stripe-signature", &sig)],
-            )
-            .await
+        self.edge.post_stripe(&self.http, body).await
     }
 }
 
@@ -571,6 +582,51 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 /// Path of grpcurl: `$GRPCURL`, or `grpcurl` on the PATH.
 pub fn grpcurl() -> String {
     std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".to_owned())
+}
+
+/// Runs grpcurl without blocking the runtime that serves the call.
+pub async fn grpcurl_output(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(grpcurl())
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run grpcurl ({e}); make test installs it"))
+}
+
+/// Runs grpcurl, which must succeed; its standard output.
+pub async fn run_grpcurl(args: &[&str]) -> String {
+    let out = grpcurl_output(args).await;
+    assert!(
+        out.status.success(),
+        "grpcurl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// A file in the temporary directory, removed when dropped.
+#[derive(Debug)]
+pub struct TempFile(PathBuf);
+
+impl TempFile {
+    /// Writes `text` to a new file whose name starts with `prefix`.
+    pub fn new(prefix: &str, text: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("{prefix}-{}.toml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, text).expect("write a temporary file");
+        Self(path)
+    }
+
+    /// The path, as an argument.
+    pub fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Reads one sample from an OpenMetrics exposition: the value of `name` whose labels

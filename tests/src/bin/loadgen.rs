@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
@@ -573,12 +573,6 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// One client connection: the request handle and the connection future, driven by the
 /// same task (rather than a spawned one) so an answer costs one task wake-up, not two.
 struct Client {
@@ -681,7 +675,7 @@ async fn connection(id: u64, plan: Arc<Plan>, shared: Arc<Shared>) -> Tally {
             Kind::BadSignature => WRONG_SECRET,
             Kind::Fresh | Kind::Duplicate => &plan.secret,
         };
-        let signature = hookline_tests::stripe_sign(secret, now_secs(), &body);
+        let signature = hookline_tests::stripe_sign(secret, hookline_tests::now_secs(), &body);
         let req = Request::post(plan.path.as_str())
             .header(header::HOST, plan.authority.clone())
             .header(header::CONTENT_TYPE, "application/json")
@@ -844,8 +838,8 @@ async fn run(args: RunArgs, threads: usize) -> Result<(), String> {
     let (addr, authority, path) = target(&args.url).await?;
 
     // Ids carry the run's start time, so several runs against one Redis never collide.
-    let run_id = format!("{:08x}", now_secs() & 0xffff_ffff);
-    let bodies = Bodies::new(&run_id, args.size, now_secs());
+    let run_id = format!("{:08x}", hookline_tests::now_secs() & 0xffff_ffff);
+    let bodies = Bodies::new(&run_id, args.size, hookline_tests::now_secs());
     let body_bytes = bodies.len();
     let plan = Arc::new(Plan {
         addr,
@@ -1355,7 +1349,7 @@ mod tests {
     fn bodies_verify_with_the_edge() {
         let bodies = Bodies::new("0badcafe", 1024, 0);
         let body = bodies.event(42);
-        let t = now_secs();
+        let t = hookline_tests::now_secs();
         let verifier = edge::sources::stripe::Stripe::new([DEFAULT_SECRET.as_bytes()], 300);
         let verify = |secret: &str| {
             let mut headers = http::HeaderMap::new();
