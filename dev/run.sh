@@ -52,10 +52,23 @@ fi
 
 cargo build --quiet --bins
 target/debug/contacts-svc --listen 127.0.0.1:50051 --redis-url "$redis_url" &
-pids+=($!)
+contacts_pid=$!
+pids+=("$contacts_pid")
 target/debug/edge --config dev/edge.toml &
-pids+=($!)
-wait_for "the edge" curl -sf -o /dev/null http://127.0.0.1:8080/readyz
+edge_pid=$!
+pids+=("$edge_pid")
+# Ready means these two processes run and the edge answers: another edge left on the
+# port would answer too.
+ours_ready() {
+  for pid in "$contacts_pid" "$edge_pid"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "a service exited at start (is port 8080 or 50051 taken?)" >&2
+      exit 1
+    fi
+  done
+  curl -sf -o /dev/null http://127.0.0.1:8080/readyz
+}
+wait_for "the edge" ours_ready
 
 cat <<TXT
 
@@ -74,4 +87,5 @@ See the contact, found by its email in any letter case:
 
 Ctrl-C stops everything.
 TXT
-wait "${pids[@]}"
+# Everything stops as soon as one process exits (the EXIT trap stops the rest).
+wait -n "${pids[@]}"
