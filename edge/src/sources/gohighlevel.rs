@@ -244,7 +244,7 @@ impl GoHighLevel {
         let ed25519 = signature_header(d.headers, ED25519_HEADER, ED25519_LABEL)?;
         let rsa = signature_header(d.headers, RSA_HEADER, RSA_LABEL)?;
         if let Some(value) = ed25519 {
-            let raw = decode(value, ED25519_LABEL)?;
+            let raw = decode(value, "X-GHL-Signature is not base64")?;
             let signature = ed25519_dalek::Signature::from_slice(&raw)
                 .map_err(|_| VerifyError::Malformed("X-GHL-Signature is not 64 bytes"))?;
             return self
@@ -255,7 +255,7 @@ impl GoHighLevel {
         }
         match rsa {
             Some(value) if self.options.allow_legacy_rsa => {
-                let raw = decode(value, RSA_LABEL)?;
+                let raw = decode(value, "X-WH-Signature is not base64")?;
                 if raw.len() * 8 != self.rsa_bits {
                     return Err(VerifyError::Malformed(
                         "X-WH-Signature does not have the key's length",
@@ -383,14 +383,11 @@ fn signature_header<'a>(
     Ok(value.filter(|v| !v.eq_ignore_ascii_case(b"N/A")))
 }
 
-fn decode(value: &[u8], label: &'static str) -> Result<Vec<u8>, VerifyError> {
-    STANDARD.decode(value).map_err(|_| {
-        VerifyError::Malformed(if label == ED25519_LABEL {
-            "X-GHL-Signature is not base64"
-        } else {
-            "X-WH-Signature is not base64"
-        })
-    })
+/// The signature bytes of a base64 header value; `malformed` says which header it was.
+fn decode(value: &[u8], malformed: &'static str) -> Result<Vec<u8>, VerifyError> {
+    STANDARD
+        .decode(value)
+        .map_err(|_| VerifyError::Malformed(malformed))
 }
 
 /// The `X-GHL-Signature` value GHL would send for `body`, made with an Ed25519 private
