@@ -149,6 +149,7 @@ impl Service {
                 .map(|c| c.to_string())
                 .unwrap_or_default(),
             reason: applied.reason,
+            notes: Vec::new(),
         })
     }
 }
@@ -198,6 +199,9 @@ fn outcome_name(o: v1::EventOutcome) -> &'static str {
         v1::EventOutcome::Applied => "applied",
         v1::EventOutcome::Duplicate => "duplicate",
         v1::EventOutcome::Ignored => "ignored",
+        v1::EventOutcome::RetryLater => "retry_later",
+        v1::EventOutcome::BodyRequired => "body_required",
+        v1::EventOutcome::Rejected => "rejected",
         v1::EventOutcome::Unspecified => "unspecified",
     }
 }
@@ -216,6 +220,7 @@ impl ContactsService for Service {
             .map(Response::new)
     }
 
+    #[allow(deprecated)] // replaced by the typed outcomes next
     async fn apply_events(
         &self,
         request: Request<v1::ApplyEventsRequest>,

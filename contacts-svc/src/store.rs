@@ -496,6 +496,7 @@ impl Store {
                 Err(ignored) => ignored.body.clone(),
                 Ok(_) => Vec::new(),
             },
+            ..v1::EventRecord::default()
         };
         let mut value = Vec::with_capacity(1 + record.encoded_len());
         value.push(b'D');
@@ -1152,7 +1153,7 @@ enum Acquired {
     /// The lease is ours; where the event's identifiers pointed at that moment.
     Lease(Vec<Option<ContactId>>),
     /// The event was applied before.
-    Done(v1::EventRecord),
+    Done(Box<v1::EventRecord>),
 }
 
 /// Claims `idents` for `owner` with `SET NX` (a nil reply: another contact holds one),
@@ -1183,7 +1184,9 @@ fn acquired(lease: &Lease, reply: Value, index: Option<Value>) -> Result<Option<
             Some(reply) => pointer_ids(&lease.idents, reply)?,
             None => Vec::new(),
         }))),
-        Some([b'D', rest @ ..]) => Ok(Some(Acquired::Done(decode_record(&lease.key, rest)?))),
+        Some([b'D', rest @ ..]) => Ok(Some(Acquired::Done(Box::new(decode_record(
+            &lease.key, rest,
+        )?)))),
         Some(_) => Ok(None),
     }
 }

@@ -168,6 +168,7 @@ async fn dispatch(
 }
 
 /// One `ApplyEvents` call; every job gets its own result, or the call's error.
+#[allow(deprecated)] // replaced by the typed outcomes next
 async fn call(mut client: ContactsServiceClient<Channel>, batch: Vec<Job>, timeout: Duration) {
     let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.item, j.reply)).unzip();
     let count = items.len();

@@ -155,6 +155,7 @@ where
     })
 }
 
+#[allow(deprecated)] // replaced by the typed outcomes next
 /// Hands the event to contacts-svc. An event it refuses as malformed cannot succeed on
 /// a retry, so it is recorded as ignored, with the reason, for inspection and replay.
 async fn apply(
@@ -178,6 +179,7 @@ async fn apply(
         received_at: event.received_at,
         contact: None,
         payload: None,
+        ..v1::WebhookEvent::default()
     };
     match state.contacts.apply(event, trace).await {
         Ok(answer) => Ok(answer),
@@ -200,6 +202,7 @@ async fn apply(
                         outcome: v1::EventOutcome::Ignored.into(),
                         contact_id: String::new(),
                         reason,
+                        notes: Vec::new(),
                     })
                 }
                 other => other.map_err(retry),

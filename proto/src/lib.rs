@@ -20,3 +20,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// Fully qualified name of the service, as health checks and reflection report it.
 pub const SERVICE_NAME: &str = "contacts.v1.ContactsService";
+
+/// Source names that contacts-svc uses for events of its own (`api:<idempotency key>`
+/// for UpsertContact): no configured source may take them, or its event ids could
+/// collide with those.
+pub const RESERVED_SOURCES: &[&str] = &["api"];

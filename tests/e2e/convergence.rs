@@ -215,6 +215,7 @@ impl Ev {
             received_at: ts(100_000),
             contact: Some(contact),
             payload: Some(payload),
+            ..v1::WebhookEvent::default()
         }
     }
 

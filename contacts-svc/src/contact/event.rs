@@ -257,7 +257,7 @@ impl ParsedEvent {
             default_region,
             Some(&mut notes),
         )?;
-        let action = match effect(&id, occurred_at, ev.payload.as_ref())? {
+        let action = match effect(&id, occurred_at, ev)? {
             Ok(_) if data.identifiers().is_empty() => {
                 Err(Ignored::because("no contact identifiers"))
             }
@@ -288,15 +288,22 @@ impl ParsedEvent {
 fn effect(
     id: &EventId,
     occurred_at: i64,
-    payload: Option<&v1::webhook_event::Payload>,
+    ev: &v1::WebhookEvent,
 ) -> Result<Result<Effect, Ignored>, Error> {
     use v1::webhook_event::Payload;
-    Ok(Ok(match payload {
+    Ok(Ok(match ev.payload.as_ref() {
         None => return Err(Error::invalid("event.payload", "is required")),
         Some(Payload::Ignored(i)) => {
+            #[allow(deprecated)] // older edges send the body inside the payload
+            let legacy = &i.body;
+            let body = if ev.raw_body.is_empty() {
+                legacy
+            } else {
+                &ev.raw_body
+            };
             return Ok(Err(Ignored {
                 reason: check_text("event.ignored.reason", &i.reason)?,
-                body: i.body.clone(),
+                body: body.clone(),
             }));
         }
         Some(Payload::AppLifecycle(a)) => {

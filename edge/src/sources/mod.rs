@@ -142,18 +142,23 @@ impl Envelope<'_> {
             received_at: Some(timestamp(self.received_at_ms)),
             contact: Some(contact),
             payload: Some(payload),
+            ..v1::WebhookEvent::default()
         }
     }
 
-    /// An authentic event that changes no contact, kept with its body for replay.
+    /// An authentic event that changes no contact, sent with its raw body so that it is
+    /// recorded whole for inspection and replay.
     pub fn ignored(&self, reason: impl Into<String>, body: &[u8]) -> v1::WebhookEvent {
-        self.event(
-            v1::ContactData::default(),
-            v1::webhook_event::Payload::Ignored(v1::EventIgnored {
-                reason: reason.into(),
-                body: body.to_vec(),
-            }),
-        )
+        v1::WebhookEvent {
+            raw_body: body.to_vec(),
+            ..self.event(
+                v1::ContactData::default(),
+                v1::webhook_event::Payload::Ignored(v1::EventIgnored {
+                    reason: reason.into(),
+                    ..v1::EventIgnored::default()
+                }),
+            )
+        }
     }
 }
 

@@ -697,6 +697,7 @@ mod want {
             received_at: Some(RECEIVED),
             contact: Some(contact),
             payload: Some(payload),
+            ..v1::WebhookEvent::default()
         }
     }
 
@@ -1671,8 +1672,10 @@ mod ignored {
                 contact: Some(v1::ContactData::default()),
                 payload: Some(Payload::Ignored(v1::EventIgnored {
                     reason,
-                    body: c.body.clone(),
+                    ..v1::EventIgnored::default()
                 })),
+                raw_body: c.body.clone(),
+                ..v1::WebhookEvent::default()
             };
             if got != want {
                 failures.push(format!("{}:\n  got  {got:?}\n  want {want:?}", c.name));
