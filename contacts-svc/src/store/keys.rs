@@ -1,0 +1,169 @@
+//! The key layout (see the module docs of `store`) and the scripts that change keys
+//! atomically: every script touches the keys of one slot.
+
+use std::sync::LazyLock;
+
+use hookline_proto::prost::Message as _;
+use hookline_proto::v1;
+use redis::{Script, Value};
+
+use crate::contact::{ContactId, Identifier, Record};
+use crate::error::Error;
+
+/// The fields `v` (version), `d` (record) and `r` (survivor) of a contact hash.
+pub(super) type ContactRow = (Option<u64>, Option<Vec<u8>>, Option<String>);
+
+pub(super) const CONTACTS: &str = "hl:contacts";
+
+pub(super) const EVENTS: &str = "hl:events";
+
+pub(super) fn event_key(id: impl std::fmt::Display) -> String {
+    format!("hl:ev:{{{id}}}")
+}
+
+pub(super) fn contact_key(id: impl std::fmt::Display) -> String {
+    format!("hl:c:{{{id}}}")
+}
+
+pub(super) fn contact_log_key(id: &ContactId) -> String {
+    format!("hl:c:{{{id}}}:log")
+}
+
+pub(super) fn index_key(ident: &Identifier) -> String {
+    match ident {
+        Identifier::External { system, id } => format!("hl:idx:ext:{system}:{id}"),
+        Identifier::PaymentRef(r) => format!("hl:idx:pay:{r}"),
+        Identifier::Email(e) => format!("hl:idx:email:{e}"),
+        Identifier::Phone(p) => format!("hl:idx:phone:{p}"),
+    }
+}
+
+/// Writes a contact if its version is still the one read: either new data, or a
+/// redirect to the contact that absorbed it. Also logs the event, and every 32nd write
+/// drops log entries older than the dedup TTL.
+pub(super) static CAS_CONTACT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if v ~= tonumber(ARGV[1]) then return 0 end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'v', v + 1, 'r', ARGV[3])
+  redis.call('HDEL', KEYS[1], 'd')
+else
+  redis.call('HSET', KEYS[1], 'v', v + 1, 'd', ARGV[2])
+end
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
+  if v % 32 == 31 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6])
+  end
+end
+return 1
+",
+    )
+});
+
+/// Deletes a key if it still holds the given value (releases a lease).
+pub(super) static DELETE_IF: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
+/// Points an index entry at another contact if it still names the old one.
+pub(super) static REPOINT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end
+return 0
+",
+    )
+});
+
+/// Claims `idents` for `owner` with `SET NX` (a nil reply: another contact holds one),
+/// and lists `owner` when it is `new`.
+pub(super) fn claims(idents: &[Identifier], owner: &ContactId, new: bool) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for ident in idents {
+        pipe.cmd("SET")
+            .arg(index_key(ident))
+            .arg(owner.as_str())
+            .arg("NX");
+    }
+    if new {
+        pipe.zadd(CONTACTS, owner.as_str(), created_millis(owner))
+            .ignore();
+    }
+    pipe
+}
+
+/// One `MGET` of the index entries of `idents` (a cluster client splits it by slot).
+pub(super) fn index_read(idents: &[Identifier]) -> redis::Cmd {
+    let mut cmd = redis::cmd("MGET");
+    for ident in idents {
+        cmd.arg(index_key(ident));
+    }
+    cmd
+}
+
+/// The reply of [`index_read`], as contact ids.
+pub(super) fn pointer_ids(
+    idents: &[Identifier],
+    reply: Value,
+) -> Result<Vec<Option<ContactId>>, Error> {
+    let values: Vec<Value> = match reply {
+        Value::Array(values) if values.len() == idents.len() => values,
+        _ => {
+            return Err(Error::Corrupt {
+                key: idents.first().map(index_key).unwrap_or_default(),
+                reason: "MGET answered something other than one value per key".to_owned(),
+            });
+        }
+    };
+    values
+        .into_iter()
+        .zip(idents)
+        .map(|(v, ident)| {
+            let corrupt = |reason: &str| Error::Corrupt {
+                key: index_key(ident),
+                reason: reason.to_owned(),
+            };
+            let s: Option<String> =
+                redis::from_redis_value(v).map_err(|_| corrupt("not a string"))?;
+            s.map(|s| ContactId::parse(&s).map_err(|_| corrupt("not a contact id")))
+                .transpose()
+        })
+        .collect()
+}
+
+/// The `HMGET` of a contact's row: its version, record and redirect.
+pub(super) fn contact_row(key: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(key).arg("v").arg("d").arg("r");
+    cmd
+}
+
+pub(super) fn decode_contact(key: &str, bytes: &[u8]) -> Result<Record, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+pub(super) fn decode_record(key: &str, bytes: &[u8]) -> Result<v1::EventRecord, Error> {
+    v1::EventRecord::decode(bytes).map_err(|e| Error::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Creation time of a contact, from its UUID v7.
+pub(super) fn created_millis(id: &ContactId) -> i64 {
+    id.as_str()
+        .get(3..15)
+        .and_then(|hex| i64::from_str_radix(hex, 16).ok())
+        .unwrap_or(0)
+}

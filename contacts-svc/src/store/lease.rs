@@ -1,0 +1,166 @@
+//! Leases on event ids (`SET NX PX`), taken for a whole batch in one round trip
+//! together with the index entries of each event's identifiers, and the done marker an
+//! applied event leaves behind.
+
+use std::time::{Duration, Instant};
+
+use hookline_proto::prost::Message as _;
+use hookline_proto::v1;
+use redis::Value;
+
+use super::keys::{DELETE_IF, decode_record, event_key, index_read, pointer_ids};
+use super::{Applied, Store, millis_u64, now_millis};
+use crate::contact::{self, ContactId, Identifier, ParsedEvent};
+use crate::error::Error;
+
+/// The lease an event's caller takes: its dedup key, a token of this attempt, and the
+/// identifiers whose index entries are read in the same round trip.
+pub(super) struct Lease {
+    pub(super) key: String,
+    pub(super) token: String,
+    pub(super) idents: Vec<Identifier>,
+}
+
+impl Lease {
+    pub(super) fn new(ev: &ParsedEvent) -> Self {
+        Self {
+            key: event_key(&ev.id),
+            token: format!("L{}", uuid::Uuid::now_v7().simple()),
+            idents: match &ev.action {
+                Ok(effect) => effect.data.identifiers(),
+                Err(_) => Vec::new(),
+            },
+        }
+    }
+}
+
+/// What taking the lease on an event found.
+pub(super) enum Acquired {
+    /// The lease is ours; where the event's identifiers pointed at that moment.
+    Lease(Vec<Option<ContactId>>),
+    /// The event was applied before.
+    Done(Box<v1::EventRecord>),
+}
+
+/// What one event's replies in [`Store::try_acquire`] say: the lease with where the
+/// identifiers point (`index`, the `MGET` reply), the record of an event applied before,
+/// or `None` while another caller holds the lease.
+pub(super) fn acquired(
+    lease: &Lease,
+    reply: Value,
+    index: Option<Value>,
+) -> Result<Option<Acquired>, Error> {
+    let current: Option<Vec<u8>> =
+        redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))?;
+    match current.as_deref() {
+        None => Ok(Some(Acquired::Lease(match index {
+            Some(reply) => pointer_ids(&lease.idents, reply)?,
+            None => Vec::new(),
+        }))),
+        Some([b'D', rest @ ..]) => Ok(Some(Acquired::Done(Box::new(decode_record(
+            &lease.key, rest,
+        )?)))),
+        Some(_) => Ok(None),
+    }
+}
+
+impl Store {
+    /// Gives up the lease if it is still ours, so that a retry can apply the event right
+    /// away instead of after the lease expires.
+    pub(super) async fn release(&self, lease: &Lease) {
+        let mut c = self.conn.clone();
+        let released: Result<i64, _> = DELETE_IF
+            .key(&lease.key)
+            .arg(&lease.token)
+            .invoke_async(&mut c)
+            .await;
+        if let Err(e) = released {
+            tracing::debug!(error = %e, "lease not released, it will expire");
+        }
+    }
+
+    /// Takes the lease on an event held by another caller, waiting (up to `lease_wait`)
+    /// for it to finish: answering DUPLICATE before the first has taken effect would
+    /// acknowledge an event that may still fail.
+    pub(super) async fn acquire(&self, lease: &Lease) -> Result<Acquired, Error> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let found = self.try_acquire(std::slice::from_ref(lease)).await?;
+            if let Some(acquired) = found.into_iter().next().transpose()?.flatten() {
+                return Ok(acquired);
+            }
+            if started.elapsed() >= self.opts.lease_wait {
+                return Err(Error::InProgress(lease.key.clone()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// In one round trip, tries to take the lease on each event and reads where its
+    /// identifiers point. `None` where another caller holds the lease; an error of one
+    /// event (a stored value it cannot read) is that event's alone, and it may hold its
+    /// lease.
+    pub(super) async fn try_acquire(
+        &self,
+        leases: &[Lease],
+    ) -> Result<Vec<Result<Option<Acquired>, Error>>, Error> {
+        let mut pipe = redis::pipe();
+        for lease in leases {
+            // SET … NX GET answers the value in place, nil when the lease is taken.
+            pipe.cmd("SET")
+                .arg(&lease.key)
+                .arg(&lease.token)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis_u64(self.opts.lease))
+                .arg("GET");
+            if !lease.idents.is_empty() {
+                pipe.add_command(index_read(&lease.idents));
+            }
+        }
+        let replies: Vec<Value> = self.query(&pipe).await?;
+        let mut replies = replies.into_iter();
+        let mut found = Vec::with_capacity(leases.len());
+        for lease in leases {
+            let reply = replies.next().unwrap_or(Value::Nil);
+            let index = if lease.idents.is_empty() {
+                None
+            } else {
+                Some(replies.next().unwrap_or(Value::Nil))
+            };
+            found.push(acquired(lease, reply, index));
+        }
+        Ok(found)
+    }
+
+    /// The done marker of an event: "D" and its webhook log record.
+    pub(super) fn done_marker(&self, ev: &ParsedEvent, applied: &Applied) -> Vec<u8> {
+        let record = v1::EventRecord {
+            event_id: ev.id.to_string(),
+            source: ev.source.clone(),
+            r#type: ev.event_type.clone(),
+            outcome: applied.outcome.into(),
+            contact_id: applied
+                .contact_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            reason: applied.reason.clone(),
+            occurred_at: Some(contact::timestamp(ev.occurred_at)),
+            received_at: Some(contact::timestamp(ev.received_at)),
+            applied_at: Some(contact::timestamp(now_millis())),
+            body: match &ev.action {
+                Err(ignored) => ignored.body.clone(),
+                Ok(_) => Vec::new(),
+            },
+            ..v1::EventRecord::default()
+        };
+        let mut value = Vec::with_capacity(1 + record.encoded_len());
+        value.push(b'D');
+        // A Vec grows as needed, so encoding into it cannot run out of room.
+        let _ = record.encode(&mut value);
+        value
+    }
+}

@@ -1,0 +1,142 @@
+//! All Redis access; nothing else in contacts-svc sees Redis. The key layout and the
+//! scripts are in `keys.rs`, leases and done markers in `lease.rs`, resolving and
+//! writing contacts in `apply.rs`, reads and listings in `read.rs`.
+//!
+//! ```text
+//! hl:ev:{<event id>}          string  "L<token>" while one caller applies the event (lease,
+//!                                     PX), then "D" + EventRecord protobuf (EX dedup TTL)
+//! hl:c:{<contact id>}         hash    v: version, d: record (JSON), r: survivor id once merged
+//! hl:c:{<contact id>}:log     zset    ids of the events applied to the contact, by receipt
+//! hl:idx:<kind>:<value>       string  contact id holding an identifier (created with SET NX)
+//! hl:contacts                 zset    live contact ids by creation time
+//! hl:events                   zset    every event id by receipt time: the webhook log
+//! ```
+//!
+//! The layout is ready for Redis Cluster: every key of one contact shares the hash tag
+//! `{<contact id>}`, and each script touches the keys of one slot only. A contact's
+//! update and its log entry are one script, so a crash leaves nothing half applied.
+//! Everything else (index claims, merges, the global log) is idempotent and ordered so
+//! that a retry after a crash completes the work.
+//!
+//! Round trips: an `ApplyEvents` batch shares its first and last. One pipeline takes
+//! every event's lease and reads its index entries (`SET … NX GET`, `MGET`); each event
+//! then claims its identifiers, lists a new contact and writes it in one pipeline of its
+//! own (merges take a few more); one pipeline writes every webhook log entry (a single
+//! `ZADD`) and done marker. A new event costs three round trips whatever the batch size.
+
+mod apply;
+mod keys;
+mod lease;
+mod read;
+
+use std::time::Duration;
+
+use hookline_proto::v1;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::contact::{ContactId, Identifier, Record};
+use crate::error::Error;
+
+pub use read::{Cursor, EventFilter, Page};
+
+/// Tuning of deduplication and leases.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How long an applied event id is remembered; must outlive every sender's retries.
+    pub dedup_ttl: Duration,
+    /// How long one caller may hold an event before another may take it over.
+    pub lease: Duration,
+    /// How long a second delivery of an event in progress waits for the first.
+    pub lease_wait: Duration,
+    /// Timeout of every Redis command.
+    pub command_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            dedup_ttl: Duration::from_secs(30 * 24 * 3600),
+            lease: Duration::from_secs(10),
+            lease_wait: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What became of an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub outcome: v1::EventOutcome,
+    pub contact_id: Option<ContactId>,
+    pub reason: String,
+    /// Contacts absorbed into `contact_id` by this event.
+    pub merges: usize,
+    /// Identifiers left on another contact (see `contact::plan`).
+    pub conflicts: Vec<(Identifier, ContactId)>,
+}
+
+/// A contact as stored: its live id (after following merges), version and record.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub id: ContactId,
+    pub version: u64,
+    pub record: Record,
+}
+
+/// Handle on the Redis database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    opts: StoreOptions,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("opts", &self.opts).finish()
+    }
+}
+
+impl Store {
+    /// Prepares a connection to `url` without connecting: the connection is made on
+    /// first use and re-made in the background whenever it breaks.
+    pub fn open(url: &str, opts: StoreOptions) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(opts.command_timeout))
+            .set_response_timeout(Some(opts.command_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self { conn, opts })
+    }
+
+    pub async fn ping(&self) -> Result<(), Error> {
+        let mut c = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Runs `pipe` (no scripts: those are invoked on their own, which reloads them if a
+    /// Redis restart emptied its script cache).
+    pub(super) async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, Error> {
+        let mut c = self.conn.clone();
+        Ok(pipe.query_async(&mut c).await?)
+    }
+}
+
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis_i64)
+}
+
+pub(super) fn millis_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(super) fn millis_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
