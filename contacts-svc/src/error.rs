@@ -20,7 +20,11 @@ pub enum Error {
     /// Concurrent writers kept changing the same contacts; retrying later is safe.
     #[error("gave up after {0} attempts against concurrent updates")]
     Contention(u32),
-    /// Stored data could not be read back (a bug or outside interference).
+    /// The call's deadline passed before the event was done; retrying later is safe.
+    #[error("out of time before the event was applied")]
+    Deadline,
+    /// Stored data could not be read back (a bug or outside interference). `key` names
+    /// where, with any email or phone in it masked: errors are logged.
     #[error("corrupt record {key}: {reason}")]
     Corrupt { key: String, reason: String },
 }
@@ -41,6 +45,7 @@ impl Error {
             Self::InProgress(_) => "in_progress",
             Self::Redis(_) => "redis",
             Self::Contention(_) => "contention",
+            Self::Deadline => "deadline",
             Self::Corrupt { .. } => "corrupt",
         }
     }

@@ -43,6 +43,26 @@ struct Job {
     reply: oneshot::Sender<Answer>,
 }
 
+impl Job {
+    /// Whether nobody waits for the answer any more: the sender went away or the
+    /// request's deadline passed while the job was queued. Such an event is not sent:
+    /// the sender was told to retry (or heard nothing), so applying it now would only
+    /// race its own redelivery.
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+/// The next queued job somebody still waits for; `None` once every handle is gone.
+async fn next_live(jobs: &mut mpsc::Receiver<Job>) -> Option<Job> {
+    loop {
+        let job = jobs.recv().await?;
+        if !job.abandoned() {
+            return Some(job);
+        }
+    }
+}
+
 /// Handle on contacts-svc; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Contacts {
@@ -142,8 +162,8 @@ async fn dispatch(
             return;
         };
         let first = match pending.take() {
-            Some(job) => job,
-            None => match jobs.recv().await {
+            Some(job) if !job.abandoned() => job,
+            _ => match next_live(&mut jobs).await {
                 Some(job) => job,
                 None => return,
             },
@@ -152,6 +172,9 @@ async fn dispatch(
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             let Ok(job) = jobs.try_recv() else { break };
+            if job.abandoned() {
+                continue;
+            }
             bytes += job.item.encoded_len();
             if bytes > MAX_BATCH_BYTES {
                 pending = Some(job); // first of the next batch
@@ -168,7 +191,6 @@ async fn dispatch(
 }
 
 /// One `ApplyEvents` call; every job gets its own result, or the call's error.
-#[allow(deprecated)] // replaced by the typed outcomes next
 async fn call(mut client: ContactsServiceClient<Channel>, batch: Vec<Job>, timeout: Duration) {
     let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.item, j.reply)).unzip();
     let count = items.len();
@@ -192,12 +214,7 @@ async fn call(mut client: ContactsServiceClient<Channel>, batch: Vec<Job>, timeo
     match answer {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
-                let answer = match (result.code, result.response) {
-                    (0, Some(response)) => Ok(response),
-                    (0, None) => Err(tonic::Status::internal("contacts-svc gave no answer")),
-                    (code, _) => Err(tonic::Status::new(code.into(), result.message)),
-                };
-                let _ = reply.send(answer);
+                let _ = reply.send(outcome(result));
             }
         }
         Err(status) => {
@@ -205,5 +222,16 @@ async fn call(mut client: ContactsServiceClient<Channel>, batch: Vec<Job>, timeo
                 let _ = reply.send(Err(status.clone()));
             }
         }
+    }
+}
+
+/// One event's answer: its typed outcome, or the status a contacts-svc older than typed
+/// outcomes answered instead.
+#[allow(deprecated)] // `code` and `message` are read from older services only
+fn outcome(result: v1::ApplyEventsResult) -> Answer {
+    match (result.response, result.code) {
+        (Some(r), _) if r.outcome() != v1::EventOutcome::Unspecified => Ok(r),
+        (_, 0) => Err(tonic::Status::internal("contacts-svc gave no outcome")),
+        (_, code) => Err(tonic::Status::new(code.into(), result.message)),
     }
 }

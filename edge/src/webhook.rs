@@ -10,7 +10,7 @@ use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use serde_json::json;
 
 use crate::error::Error;
-use crate::sources::{Delivery, Source};
+use crate::sources::Delivery;
 use crate::{Configured, State};
 
 /// How long a sender may take to send the body.
@@ -57,6 +57,9 @@ where
             if !done.reason.is_empty() {
                 body["reason"] = done.reason.into();
             }
+            if !done.notes.is_empty() {
+                body["notes"] = done.notes.into();
+            }
             json_response(StatusCode::OK, &body, &trace.request_id)
         }
         Err(e) => {
@@ -88,6 +91,7 @@ struct Done {
     event_id: String,
     event_type: String,
     reason: String,
+    notes: Vec<String>,
 }
 
 async fn process<B>(
@@ -138,77 +142,79 @@ where
         .to_owned();
     let event_type = event.r#type.clone();
     let called = Instant::now();
-    let answer = apply(state, source, event, trace).await;
-    state.metrics.contacts_call(called.elapsed());
-    let answer = answer?;
-    let outcome = match v1::EventOutcome::try_from(answer.outcome) {
-        Ok(v1::EventOutcome::Applied) => "applied",
-        Ok(v1::EventOutcome::Duplicate) => "duplicate",
-        _ => "ignored",
+    let delivery = Normalized {
+        configured,
+        body: &body,
+        received_at_ms: now_ms,
     };
+    let answer = apply(state, &delivery, event, trace).await;
+    state.metrics.contacts_call(called.elapsed());
+    let (outcome, answer) = answer?;
     state.metrics.event(&configured.name, &event_type, outcome);
     Ok(Done {
         outcome,
         event_id,
         event_type,
         reason: answer.reason,
+        notes: answer.notes,
     })
 }
 
-#[allow(deprecated)] // replaced by the typed outcomes next
-/// Hands the event to contacts-svc. An event it refuses as malformed cannot succeed on
-/// a retry, so it is recorded as ignored, with the reason, for inspection and replay.
+/// An authentic delivery, from which its event can be made again.
+struct Normalized<'a> {
+    configured: &'a Configured,
+    body: &'a Bytes,
+    received_at_ms: i64,
+}
+
+/// Hands the event to contacts-svc and reads what became of it: applied, duplicate or
+/// ignored (the sender is told 200), or anything else, after which the sender must
+/// deliver again. This is the one place that decides. An event contacts-svc will not
+/// apply is recorded whole: asked for the raw body, the edge sends the event once more
+/// with it (normalizing is pure, so it is the same event).
 async fn apply(
     state: &State,
-    source: &Source,
+    delivery: &Normalized<'_>,
     event: v1::WebhookEvent,
     trace: &Trace,
-) -> Result<v1::ApplyEventResponse, Error> {
-    let retry = |status: tonic::Status| Error::RetryLater {
+) -> Result<(&'static str, v1::ApplyEventResponse), Error> {
+    let source = &delivery.configured.source;
+    let retry = |cause: String| Error::RetryLater {
         status: source.retry_status(),
-        cause: format!("{:?}: {}", status.code(), status.message()),
+        cause,
     };
-    // The envelope alone, kept for the fallback below: cloning the whole event (an
-    // ignored one carries its raw body) for every webhook would be wasted work.
-    let envelope = v1::WebhookEvent {
-        id: event.id.clone(),
-        source: event.source.clone(),
-        kind: event.kind.clone(),
-        r#type: event.r#type.clone(),
-        occurred_at: event.occurred_at,
-        received_at: event.received_at,
-        contact: None,
-        payload: None,
-        ..v1::WebhookEvent::default()
+    let call = |event| async {
+        state
+            .contacts
+            .apply(event, trace)
+            .await
+            .map_err(|s| retry(format!("{:?}: {}", s.code(), s.message())))
     };
-    match state.contacts.apply(event, trace).await {
-        Ok(answer) => Ok(answer),
-        Err(status) if status.code() == tonic::Code::InvalidArgument => {
-            tracing::warn!(event_id = %envelope.id, error = status.message(), "event refused as malformed, recording it as ignored");
-            let reason = format!("refused by contacts-svc: {}", status.message());
-            let ignored = v1::WebhookEvent {
-                payload: Some(v1::webhook_event::Payload::Ignored(v1::EventIgnored {
-                    reason: reason.clone(),
-                    body: Vec::new(),
-                })),
-                ..envelope
-            };
-            match state.contacts.apply(ignored, trace).await {
-                // Not even the envelope is acceptable (an absurd event id, say): it
-                // cannot be recorded, and no retry would change that.
-                Err(again) if again.code() == tonic::Code::InvalidArgument => {
-                    tracing::warn!(error = again.message(), "malformed event not recorded");
-                    Ok(v1::ApplyEventResponse {
-                        outcome: v1::EventOutcome::Ignored.into(),
-                        contact_id: String::new(),
-                        reason,
-                        notes: Vec::new(),
-                    })
-                }
-                other => other.map_err(retry),
-            }
+    let mut answer = call(event).await?;
+    if answer.outcome() == v1::EventOutcome::BodyRequired {
+        let mut event = source.normalize(
+            &delivery.configured.name,
+            delivery.body,
+            delivery.received_at_ms,
+        );
+        event.raw_body = Some(delivery.body.to_vec());
+        answer = call(event).await?;
+    }
+    match answer.outcome() {
+        v1::EventOutcome::Applied => Ok(("applied", answer)),
+        v1::EventOutcome::Duplicate => Ok(("duplicate", answer)),
+        v1::EventOutcome::Ignored => Ok(("ignored", answer)),
+        v1::EventOutcome::RetryLater => Err(retry(answer.reason)),
+        // The event breaks the contract: a bug here or a version mismatch, never the
+        // sender's content. Its retries wait for the fix.
+        v1::EventOutcome::Rejected => {
+            tracing::error!(source = %delivery.configured.name, reason = %answer.reason, "contacts-svc rejected an event");
+            Err(retry(format!("rejected: {}", answer.reason)))
         }
-        Err(status) => Err(retry(status)),
+        v1::EventOutcome::BodyRequired | v1::EventOutcome::Unspecified => Err(retry(format!(
+            "contacts-svc answered {:?}",
+            answer.outcome()
+        ))),
     }
 }
 

@@ -520,10 +520,9 @@ async fn two_ghl_contacts_sharing_an_email_stay_apart_and_the_conflict_is_logged
     let reply = post_signed(&stack, serde_json::to_vec(&second).unwrap()).await;
     assert_eq!(reply.json()["status"], "applied");
     assert!(
-        reply.json()["reason"]
+        reply.json()["notes"][0]
             .as_str()
-            .unwrap()
-            .contains("conflict"),
+            .is_some_and(|n| n.contains("conflict")),
         "{:?}",
         reply.body
     );
@@ -537,7 +536,7 @@ async fn two_ghl_contacts_sharing_an_email_stay_apart_and_the_conflict_is_logged
     );
     let log = stack.contacts.contact_events(&b.id).await;
     assert_eq!(log.len(), 1);
-    assert!(log[0].reason.contains("conflict"));
+    assert!(log[0].notes.iter().any(|n| n.contains("conflict")));
     // Filters of the webhook log.
     let mut grpc = stack.contacts.client().await;
     let by_source = grpc

@@ -375,7 +375,6 @@ fn upsert_item(id: &str, email: &str, first_name: Option<&str>) -> v1::ApplyEven
 }
 
 #[tokio::test]
-#[allow(deprecated)] // replaced by the typed outcomes next
 async fn apply_events_answers_each_event_on_its_own() {
     let redis = Redis::start().await;
     let contacts = ContactsSvc::start(&redis.url()).await;
@@ -408,9 +407,18 @@ async fn apply_events_answers_each_event_on_its_own() {
     let contact_of = |i: usize| results[i].response.as_ref().map(|a| a.contact_id.clone());
     assert!(contact_of(0).is_some_and(|c| !c.is_empty()));
     assert_eq!(contact_of(0), contact_of(2));
-    assert_eq!(results[1].code, i32::from(tonic::Code::InvalidArgument));
-    assert!(results[1].message.contains("event.id"));
-    assert_eq!(results[3].code, i32::from(tonic::Code::InvalidArgument));
+    // An event that breaks the contract is rejected, naming the field; nothing stored.
+    assert_eq!(outcomes[1], Some(v1::EventOutcome::Rejected));
+    assert_eq!(outcomes[3], Some(v1::EventOutcome::Rejected));
+    let reason = |i: usize| results[i].response.as_ref().map(|a| a.reason.clone());
+    assert!(
+        reason(1).is_some_and(|r| r.contains("event.id")),
+        "{results:?}"
+    );
+    assert!(
+        reason(3).is_some_and(|r| r.contains("event")),
+        "{results:?}"
+    );
 
     let too_many = vec![upsert_item("batch:x", "x@example.com", None); 1001];
     let err = grpc
@@ -494,7 +502,6 @@ async fn racing_creators_in_one_batch_leave_one_contact() {
 /// fails that event alone: the rest of its batch applies, and its lease is given back
 /// at once, so the sender's retry is not told "in progress" for the lease's lifetime.
 #[tokio::test]
-#[allow(deprecated)] // replaced by the typed outcomes next
 async fn a_corrupt_entry_fails_only_its_own_event_of_a_batch() {
     let redis = Redis::start().await;
     let contacts = ContactsSvc::start(&redis.url()).await;
@@ -517,14 +524,15 @@ async fn a_corrupt_entry_fails_only_its_own_event_of_a_batch() {
         .unwrap()
         .into_inner()
         .results;
+    let failed = results[0].response.as_ref().unwrap();
     assert_eq!(
-        results[0].code,
-        i32::from(tonic::Code::Internal),
+        failed.outcome(),
+        v1::EventOutcome::RetryLater,
         "{results:?}"
     );
     assert!(
-        !results[0].message.contains("corrupt@"),
-        "a 5xx says nothing about its cause: {results:?}"
+        !failed.reason.contains("corrupt@"),
+        "a failure says nothing about its cause: {results:?}"
     );
     let applied = results[1]
         .response

@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod content;
 mod convergence;
 mod gohighlevel;
 mod grpc;
 mod http_surface;
+mod identity;
 mod observability;
 mod resilience;
 mod stripe;

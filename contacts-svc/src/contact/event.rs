@@ -2,13 +2,14 @@
 //! requests turned into effects on a contact.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use hookline_proto::{prost_types, v1};
 
+use super::text::Reader;
 use super::{
     AppointmentRec, Attendance, Email, EventId, Identifier, MAX_TAGS, OpportunityRec, PaymentRefs,
-    Phone, PurchaseRec, RefundRec, RefundStatus, Region, Stamp, check_id, check_system, check_text,
-    identifiers,
+    Phone, PurchaseRec, RefundRec, RefundStatus, Region, Stamp, check_system, identifiers,
 };
 use crate::error::Error;
 
@@ -27,34 +28,22 @@ pub struct ContactFields {
 }
 
 impl ContactFields {
-    /// Validates `data`. `prefix` names the message in errors ("event.contact").
-    ///
-    /// With `notes`, a malformed field is dropped and described there instead of
-    /// failing the whole call: an authentic webhook event should still record the
-    /// purchase even if the provider holds a malformed email. Callers of the API get
-    /// `InvalidArgument` instead.
+    /// Reads `data` with `r`: for an event, a malformed field is left out and noted
+    /// rather than failing the event (a purchase must be recorded even if the provider
+    /// holds a malformed email); a caller of the API gets `InvalidArgument` instead.
+    /// `prefix` names the message in errors and notes ("event.contact").
     pub fn parse(
         prefix: &str,
         data: &v1::ContactData,
         default_region: Region,
-        mut notes: Option<&mut Vec<String>>,
+        r: &mut Reader<'_>,
     ) -> Result<Self, Error> {
         let field = |name: &str| format!("{prefix}.{name}");
-        let mut keep = |r: Result<(), Error>| -> Result<bool, Error> {
-            match (r, notes.as_deref_mut()) {
-                (Ok(()), _) => Ok(true),
-                (Err(e), Some(notes)) => {
-                    notes.push(format!("{e}; dropped"));
-                    Ok(false)
-                }
-                (Err(e), None) => Err(e),
-            }
-        };
         let region =
             match Region::parse_or(&field("phone_region"), &data.phone_region, default_region) {
-                Ok(r) => r,
+                Ok(region) => region,
                 Err(e) => {
-                    keep(Err(e))?;
+                    r.drop(e)?;
                     default_region
                 }
             };
@@ -62,13 +51,13 @@ impl ContactFields {
         if let Some(s) = data.email.as_deref().filter(|s| !s.trim().is_empty()) {
             match Email::parse(&field("email"), s) {
                 Ok(e) => parsed.email = Some(e),
-                Err(e) => _ = keep(Err(e))?,
+                Err(e) => r.drop(e)?,
             }
         }
         if let Some(s) = data.phone.as_deref().filter(|s| !s.trim().is_empty()) {
-            match Phone::parse(&field("phone"), s, region) {
+            match Phone::parse(&field("phone"), s, region, r) {
                 Ok(p) => parsed.phone = Some(p),
-                Err(e) => _ = keep(Err(e))?,
+                Err(e) => r.drop(e)?,
             }
         }
         for (name, value, slot) in [
@@ -77,49 +66,61 @@ impl ContactFields {
             ("name", &data.name, &mut parsed.name),
         ] {
             if let Some(v) = value {
-                match check_text(&field(name), v) {
-                    Ok(v) => *slot = Some(v).filter(|v| !v.is_empty()),
-                    Err(e) => _ = keep(Err(e))?,
-                }
+                *slot = Some(r.text(&field(name), v)?).filter(|v| !v.is_empty());
             }
         }
         if let Some(list) = &data.tags {
-            let mut tags = Vec::with_capacity(list.tags.len());
-            let mut ok = keep(if list.tags.len() > MAX_TAGS {
-                Err(Error::invalid(field("tags"), "has more than 256 tags"))
-            } else {
-                Ok(())
-            })?;
+            if list.tags.len() > MAX_TAGS {
+                r.drop(Error::invalid(
+                    field("tags"),
+                    format!(
+                        "has {} tags, more than 256: the first 256 are kept",
+                        list.tags.len()
+                    ),
+                ))?;
+            }
+            let mut tags = Vec::with_capacity(list.tags.len().min(MAX_TAGS));
             for t in list.tags.iter().take(MAX_TAGS) {
-                match check_text(&field("tags"), t) {
-                    Ok(t) if !t.is_empty() => tags.push(t),
-                    Ok(_) => {}
-                    Err(e) => ok &= keep(Err(e))?,
+                let t = r.text(&field("tags"), t)?;
+                if !t.is_empty() {
+                    tags.push(t);
                 }
             }
             tags.sort();
             tags.dedup();
-            if ok {
-                parsed.tags = Some(tags);
-            }
+            parsed.tags = Some(tags);
         }
         for x in &data.external_ids {
-            let valid = check_system(&field("external_ids.system"), &x.system)
-                .and_then(|()| check_id(&field("external_ids.id"), &x.id))
-                .and_then(|()| match parsed.external_ids.get(&x.system) {
-                    Some(prev) if *prev != x.id => Err(Error::invalid(
-                        field("external_ids"),
-                        "holds two ids of one system",
-                    )),
-                    _ => Ok(()),
-                });
-            if keep(valid)? {
-                parsed.external_ids.insert(x.system.clone(), x.id.clone());
+            let system = match check_system(&field("external_ids.system"), &x.system) {
+                Ok(()) => &x.system,
+                Err(e) => {
+                    r.drop(e)?;
+                    continue;
+                }
+            };
+            let id = match r.id(&field("external_ids.id"), &x.id) {
+                Ok(id) => id,
+                Err(e) => {
+                    r.drop(e)?;
+                    continue;
+                }
+            };
+            match parsed.external_ids.get(system) {
+                Some(prev) if *prev != id => r.drop(Error::invalid(
+                    field("external_ids"),
+                    "holds two ids of one system",
+                ))?,
+                _ => {
+                    parsed.external_ids.insert(system.clone(), id);
+                }
             }
         }
-        for r in &data.payment_refs {
-            if keep(check_id(&field("payment_refs"), r))? {
-                parsed.payment_refs.insert(r.clone());
+        for reference in &data.payment_refs {
+            match r.id(&field("payment_refs"), reference) {
+                Ok(reference) => {
+                    parsed.payment_refs.insert(reference);
+                }
+                Err(e) => r.drop(e)?,
             }
         }
         parsed.dnd = data.dnd;
@@ -216,14 +217,22 @@ pub struct EventEffect {
 /// A validated `ApplyEvent` request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParsedEvent {
+    /// The id deliveries are deduplicated by.
     pub id: EventId,
+    /// The id this delivery is recorded under: `id`, or for a content-derived id with
+    /// a dedup window one occurrence of it (the same body may take effect again later).
+    pub record_id: EventId,
+    /// The provider's id as received, when `id` is its digest.
+    pub original_id: Option<String>,
+    /// For a content-derived id: how long a delivery of the same id is a duplicate.
+    pub dedup_window: Option<Duration>,
     pub source: String,
     pub event_type: String,
     pub occurred_at: i64,
     pub received_at: i64,
     /// What it does; `Err` for an authentic event that changes no contact.
     pub action: Result<EventEffect, Ignored>,
-    /// Fields dropped because they were malformed, for the event log.
+    /// What was changed while reading it (a text cut, a field left out), for the log.
     pub notes: Vec<String>,
 }
 
@@ -231,98 +240,127 @@ pub struct ParsedEvent {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ignored {
     pub reason: String,
-    pub body: Vec<u8>,
-}
-
-impl Ignored {
-    fn because(reason: &str) -> Self {
-        Self {
-            reason: reason.to_owned(),
-            body: Vec::new(),
-        }
-    }
+    /// The raw body of the delivery; `None` when the event came without it (it must be
+    /// sent again with it before it is recorded).
+    pub body: Option<Vec<u8>>,
 }
 
 impl ParsedEvent {
-    /// Validates an event from the edge. Errors name the offending field; malformed
-    /// contact fields are dropped and noted rather than refusing an authentic event.
+    /// Reads an event from the edge. This is the one place that decides whether an
+    /// event is ignored: when the edge could not read it as a change (its payload says
+    /// so), or when no identifier of a person is left. Its content never fails it: text
+    /// is cleaned and cut, unusable ids are replaced by digests, malformed fields are
+    /// left out, each noted. An error means the event breaks the contract itself (no
+    /// id, no source, no receipt time, no payload): a bug of the sender, not content.
     pub fn parse(ev: &v1::WebhookEvent, default_region: Region) -> Result<Self, Error> {
-        let id = EventId::parse("event.id", &ev.id)?;
-        check_id("event.source", &ev.source)?;
-        let occurred_at = millis("event.occurred_at", ev.occurred_at.as_ref())?;
+        let (id, original_id) = EventId::of_event(&ev.source, &ev.id)?;
+        check_system("event.source", &ev.source)?;
+        if hookline_proto::RESERVED_SOURCES.contains(&ev.source.as_str()) {
+            return Err(Error::invalid(
+                "event.source",
+                "is reserved for contacts-svc's own events",
+            ));
+        }
+        let received_at = millis("event.received_at", ev.received_at.as_ref())?;
         let mut notes = Vec::new();
+        let mut r = Reader::lenient(&mut notes);
+        // A provider's time out of range (or none) cannot order anything: the receipt
+        // time does, as for senders that state none.
+        let occurred_at = match optional_millis("event.occurred_at", ev.occurred_at.as_ref()) {
+            Ok(Some(at)) => at,
+            Ok(None) => received_at,
+            Err(e) => {
+                r.drop(e)?;
+                received_at
+            }
+        };
+        let dedup_window = (ev.dedup_window_secs > 0)
+            .then(|| Duration::from_secs(u64::from(ev.dedup_window_secs)));
+        let record_id = match dedup_window {
+            Some(_) => id.occurrence(received_at),
+            None => id.clone(),
+        };
+        let event_type = r.text("event.type", &ev.r#type)?;
         let data = ContactFields::parse(
             "event.contact",
             ev.contact.as_ref().unwrap_or(&v1::ContactData::default()),
             default_region,
-            Some(&mut notes),
+            &mut r,
         )?;
-        let action = match effect(&id, occurred_at, ev)? {
-            Ok(_) if data.identifiers().is_empty() => {
-                Err(Ignored::because("no contact identifiers"))
-            }
+        let body = raw_body(ev);
+        let action = match effect(&record_id, occurred_at, ev, &mut r)? {
+            Err(reason) => Err(Ignored { reason, body }),
+            Ok(_) if data.identifiers().is_empty() => Err(Ignored {
+                reason: "no contact identifiers".to_owned(),
+                body,
+            }),
             Ok(effect) => Ok(EventEffect {
-                event_id: id.clone(),
+                event_id: record_id.clone(),
                 occurred_at,
                 data,
                 effect,
             }),
-            Err(ignored) => Err(ignored),
         };
-        // The kind names the sender's software; nothing depends on it, but it is checked
-        // like every other text field.
-        check_text("event.kind", &ev.kind)?;
         Ok(Self {
             id,
+            record_id,
+            original_id,
+            dedup_window,
             source: ev.source.clone(),
-            event_type: check_text("event.type", &ev.r#type)?,
+            event_type,
             occurred_at,
-            received_at: millis("event.received_at", ev.received_at.as_ref())?,
+            received_at,
             action,
             notes,
         })
     }
 }
 
-/// The effect of an event's payload, or why it has none.
+/// The raw body the event carries, if any: `raw_body`, or inside an ignored payload as
+/// older edges send it.
+fn raw_body(ev: &v1::WebhookEvent) -> Option<Vec<u8>> {
+    if let Some(body) = &ev.raw_body {
+        return Some(body.clone());
+    }
+    match &ev.payload {
+        #[allow(deprecated)] // older edges send the body inside the payload
+        Some(v1::webhook_event::Payload::Ignored(i)) if !i.body.is_empty() => Some(i.body.clone()),
+        _ => None,
+    }
+}
+
+/// The effect of an event's payload, or why it has none. Every value comes from the
+/// provider's content and is read leniently by `r`; only a missing payload or a missing
+/// id of the object it describes is an error, since the edge always sets them.
 fn effect(
-    id: &EventId,
+    event_id: &EventId,
     occurred_at: i64,
     ev: &v1::WebhookEvent,
-) -> Result<Result<Effect, Ignored>, Error> {
+    r: &mut Reader<'_>,
+) -> Result<Result<Effect, String>, Error> {
     use v1::webhook_event::Payload;
     Ok(Ok(match ev.payload.as_ref() {
         None => return Err(Error::invalid("event.payload", "is required")),
-        Some(Payload::Ignored(i)) => {
-            #[allow(deprecated)] // older edges send the body inside the payload
-            let legacy = &i.body;
-            let body = if ev.raw_body.is_empty() {
-                legacy
-            } else {
-                &ev.raw_body
-            };
-            return Ok(Err(Ignored {
-                reason: check_text("event.ignored.reason", &i.reason)?,
-                body: body.clone(),
-            }));
-        }
+        Some(Payload::Ignored(i)) => return Ok(Err(r.text("event.ignored.reason", &i.reason)?)),
         Some(Payload::AppLifecycle(a)) => {
-            return Ok(Err(Ignored::because(if a.installed {
+            return Ok(Err(if a.installed {
                 "app installed"
             } else {
                 "app uninstalled"
-            })));
+            }
+            .to_owned()));
         }
         Some(Payload::ContactUpserted(_)) => Effect::Profile,
         Some(Payload::ContactDeleted(_)) => Effect::Deleted,
         Some(Payload::PurchaseCompleted(p)) => {
-            check_id("event.purchase_completed.purchase_id", &p.purchase_id)?;
-            let set = |field: &str, v: &str| -> Result<BTreeSet<String>, Error> {
-                if v.is_empty() {
-                    return Ok(BTreeSet::new());
-                }
-                check_id(field, v)?;
-                Ok(BTreeSet::from([v.to_owned()]))
+            let purchase_id = r.id("event.purchase_completed.purchase_id", &p.purchase_id)?;
+            let mut set = |field: &str, v: &str| -> Result<BTreeSet<String>, Error> {
+                let v = r.optional_id(field, v)?;
+                Ok(if v.is_empty() {
+                    BTreeSet::new()
+                } else {
+                    BTreeSet::from([v])
+                })
             };
             let mut refs = PaymentRefs {
                 payment_intent: set(
@@ -337,88 +375,95 @@ fn effect(
                 charge: set("event.purchase_completed.charge_id", &p.charge_id)?,
                 other: BTreeSet::new(),
             };
-            if !refs.kinds().iter().any(|s| s.contains(&p.purchase_id)) {
-                refs.other.insert(p.purchase_id.clone());
+            if !refs.kinds().iter().any(|s| s.contains(&purchase_id)) {
+                refs.other.insert(purchase_id);
             }
-            let purchase = PurchaseRec {
+            Effect::Purchase(PurchaseRec {
                 amount: p.amount,
-                currency: check_text("event.purchase_completed.currency", &p.currency)?
+                currency: r
+                    .text("event.purchase_completed.currency", &p.currency)?
                     .to_ascii_lowercase(),
                 refs,
-                subscription: p.subscription_id.clone(),
-                description: check_text("event.purchase_completed.description", &p.description)?,
+                subscription: r.optional_id(
+                    "event.purchase_completed.subscription_id",
+                    &p.subscription_id,
+                )?,
+                description: r.text("event.purchase_completed.description", &p.description)?,
                 first_at: occurred_at,
                 stamp: Stamp {
                     at: occurred_at,
-                    ev: id.as_str().to_owned(),
+                    ev: event_id.as_str().to_owned(),
                 },
-            };
-            Effect::Purchase(purchase)
+            })
         }
-        Some(Payload::RefundUpdated(r)) => {
-            let refund_id = (!r.refund_id.is_empty()).then(|| r.refund_id.clone());
-            if let Some(rid) = &refund_id {
-                check_id("event.refund_updated.refund_id", rid)?;
-            }
-            let cumulative = (r.charge_amount_refunded > 0).then_some(r.charge_amount_refunded);
-            if refund_id.is_none() && (cumulative.is_none() || r.charge_id.is_empty()) {
-                return Err(Error::invalid(
-                    "event.refund_updated",
-                    "needs a refund_id, or a charge_id with charge_amount_refunded",
+        Some(Payload::RefundUpdated(refund)) => {
+            let refund_id = r.optional_id("event.refund_updated.refund_id", &refund.refund_id)?;
+            let charge = r.optional_id("event.refund_updated.charge_id", &refund.charge_id)?;
+            let cumulative =
+                (refund.charge_amount_refunded > 0).then_some(refund.charge_amount_refunded);
+            if refund_id.is_empty() && (cumulative.is_none() || charge.is_empty()) {
+                return Ok(Err(
+                    "refund has neither a refund id nor a charge with a refunded amount".to_owned(),
                 ));
             }
             Effect::Refund {
-                refund_id,
+                refund_id: (!refund_id.is_empty()).then_some(refund_id),
                 refund: RefundRec {
-                    amount: r.amount,
-                    currency: check_text("event.refund_updated.currency", &r.currency)?
+                    amount: refund.amount,
+                    currency: r
+                        .text("event.refund_updated.currency", &refund.currency)?
                         .to_ascii_lowercase(),
-                    charge: r.charge_id.clone(),
-                    payment_intent: r.payment_intent_id.clone(),
-                    status: RefundStatus::from_proto(r.status),
+                    charge,
+                    payment_intent: r.optional_id(
+                        "event.refund_updated.payment_intent_id",
+                        &refund.payment_intent_id,
+                    )?,
+                    status: RefundStatus::from_proto(refund.status),
                 },
                 charge_cumulative: cumulative,
             }
         }
         Some(Payload::AppointmentUpdated(a)) => {
-            check_id(
-                "event.appointment_updated.appointment_id",
-                &a.appointment_id,
+            let mut instant = |field: &str, ts: Option<&prost_types::Timestamp>| {
+                optional_millis(field, ts).or_else(|e| r.drop(e).map(|()| None))
+            };
+            let start = instant(
+                "event.appointment_updated.start_time",
+                a.start_time.as_ref(),
             )?;
+            let end = instant("event.appointment_updated.end_time", a.end_time.as_ref())?;
             Effect::Appointment {
-                id: a.appointment_id.clone(),
+                id: r.id(
+                    "event.appointment_updated.appointment_id",
+                    &a.appointment_id,
+                )?,
                 appointment: AppointmentRec {
                     status: Attendance::from_proto(a.status),
-                    calendar: a.calendar_id.clone(),
-                    start: optional_millis(
-                        "event.appointment_updated.start_time",
-                        a.start_time.as_ref(),
-                    )?,
-                    end: optional_millis(
-                        "event.appointment_updated.end_time",
-                        a.end_time.as_ref(),
-                    )?,
-                    title: check_text("event.appointment_updated.title", &a.title)?,
+                    calendar: r
+                        .optional_id("event.appointment_updated.calendar_id", &a.calendar_id)?,
+                    start,
+                    end,
+                    title: r.text("event.appointment_updated.title", &a.title)?,
                     deleted: a.deleted,
                 },
             }
         }
-        Some(Payload::OpportunityUpdated(o)) => {
-            check_id(
+        Some(Payload::OpportunityUpdated(o)) => Effect::Opportunity {
+            id: r.id(
                 "event.opportunity_updated.opportunity_id",
                 &o.opportunity_id,
-            )?;
-            Effect::Opportunity {
-                id: o.opportunity_id.clone(),
-                opportunity: OpportunityRec {
-                    status: check_text("event.opportunity_updated.status", &o.status)?,
-                    value: o.monetary_value,
-                    name: check_text("event.opportunity_updated.name", &o.name)?,
-                    pipeline: o.pipeline_id.clone(),
-                    stage: o.pipeline_stage_id.clone(),
-                },
-            }
-        }
+            )?,
+            opportunity: OpportunityRec {
+                status: r.text("event.opportunity_updated.status", &o.status)?,
+                value: o.monetary_value,
+                name: r.text("event.opportunity_updated.name", &o.name)?,
+                pipeline: r.optional_id("event.opportunity_updated.pipeline_id", &o.pipeline_id)?,
+                stage: r.optional_id(
+                    "event.opportunity_updated.pipeline_stage_id",
+                    &o.pipeline_stage_id,
+                )?,
+            },
+        },
     }))
 }
 

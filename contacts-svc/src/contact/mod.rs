@@ -6,11 +6,14 @@
 mod event;
 mod plan;
 mod record;
+pub mod text;
 mod view;
 
 pub use event::*;
 pub use plan::*;
 pub use record::*;
+
+use text::{Reader, check_id};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -19,12 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
-/// Longest identifier, id or name accepted from a caller or provider.
-pub(crate) const MAX_ID_LEN: usize = 256;
 /// Longest email address (RFC 5321 path limit).
 pub(crate) const MAX_EMAIL_LEN: usize = 254;
-/// Longest free-text field (names, descriptions, titles).
-pub(crate) const MAX_TEXT_LEN: usize = 1024;
 /// Most tags on one contact.
 pub(crate) const MAX_TAGS: usize = 256;
 
@@ -87,9 +86,32 @@ impl fmt::Display for ContactId {
 pub struct EventId(String);
 
 impl EventId {
+    /// An id a caller chose (an idempotency key): refused unless usable as a key.
     pub fn parse(field: &str, s: &str) -> Result<Self, Error> {
         check_id(field, s)?;
         Ok(Self(s.to_owned()))
+    }
+
+    /// The id of a webhook event of `source`. A provider's id that cannot serve as a key
+    /// (spaces, control characters, over 256 bytes) becomes `<source>:sha256:<hex>` of
+    /// it, so the event is still deduplicated; the original is returned beside it, for
+    /// the record (cut to the free-text limit).
+    pub fn of_event(source: &str, s: &str) -> Result<(Self, Option<String>), Error> {
+        if s.is_empty() {
+            return Err(Error::invalid("event.id", "is required"));
+        }
+        if text::usable_id(s) {
+            return Ok((Self(s.to_owned()), None));
+        }
+        let digest = Self(format!("{source}:{}", text::digest_id(s)));
+        let mut notes = Vec::new();
+        let original = Reader::lenient(&mut notes).text("event.id", s)?;
+        Ok((digest, Some(original)))
+    }
+
+    /// This id followed by `@<suffix>`: one occurrence of an event whose id repeats.
+    pub fn occurrence(&self, suffix: impl fmt::Display) -> Self {
+        Self(format!("{}@{suffix}", self.0))
     }
 
     pub fn as_str(&self) -> &str {
@@ -101,23 +123,6 @@ impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Checks an opaque id: non-empty, bounded, printable ASCII without spaces.
-pub(crate) fn check_id(field: &str, s: &str) -> Result<(), Error> {
-    if s.is_empty() {
-        return Err(Error::invalid(field, "is required"));
-    }
-    if s.len() > MAX_ID_LEN {
-        return Err(Error::invalid(field, "is longer than 256 bytes"));
-    }
-    if !s.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::invalid(
-            field,
-            "must be printable ASCII without spaces",
-        ));
-    }
-    Ok(())
 }
 
 /// Checks an external id system name: 1 to 64 of a-z, 0-9, '_' and '-'.
@@ -134,17 +139,6 @@ pub(crate) fn check_system(field: &str, s: &str) -> Result<(), Error> {
             "must be 1 to 64 of a-z, 0-9, '_' and '-'",
         ))
     }
-}
-
-pub(crate) fn check_text(field: &str, s: &str) -> Result<String, Error> {
-    let s = s.trim();
-    if s.len() > MAX_TEXT_LEN {
-        return Err(Error::invalid(field, "is longer than 1024 bytes"));
-    }
-    if s.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "contains control characters"));
-    }
-    Ok(s.to_owned())
 }
 
 /// An email address: `normalized` (trimmed, lower-case) is what matching uses,
@@ -198,9 +192,10 @@ pub struct Phone {
 
 impl Phone {
     /// Reads `s` as a phone number, in `region` when it has no country code. Fails only
-    /// on empty or oversized input; unreadable numbers are kept raw with `valid: false`.
-    pub fn parse(field: &str, s: &str, region: Region) -> Result<Self, Error> {
-        let raw = check_text(field, s)?;
+    /// on empty or unreadable text (see [`Reader::text`]); numbers that are not phone
+    /// numbers are kept raw with `valid: false`.
+    pub fn parse(field: &str, s: &str, region: Region, r: &mut Reader<'_>) -> Result<Self, Error> {
+        let raw = r.text(field, s)?;
         if raw.is_empty() {
             return Err(Error::invalid(field, "is empty"));
         }
@@ -215,7 +210,7 @@ impl Phone {
 
     /// Strict form for lookups: the number must be readable.
     pub fn parse_strict(field: &str, s: &str, region: Region) -> Result<Self, Error> {
-        let phone = Self::parse(field, s, region)?;
+        let phone = Self::parse(field, s, region, &mut Reader::strict())?;
         if !phone.valid {
             return Err(Error::invalid(field, "is not a phone number"));
         }

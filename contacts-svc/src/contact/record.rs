@@ -513,7 +513,8 @@ impl Record {
         let mut totals: BTreeMap<String, i64> = BTreeMap::new();
         for r in self.refunds.values().filter(|r| r.v.status.counts()) {
             if r.v.charge.is_empty() {
-                *totals.entry(r.v.currency.clone()).or_default() += r.v.amount;
+                let t = totals.entry(r.v.currency.clone()).or_default();
+                *t = t.saturating_add(r.v.amount);
             } else {
                 let e = by_charge.entry(&r.v.charge).or_insert((0, &r.v.currency));
                 e.0 = e.0.saturating_add(r.v.amount);

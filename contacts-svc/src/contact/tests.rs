@@ -1,6 +1,7 @@
 use hookline_proto::v1;
 use proptest::prelude::*;
 
+use super::text::Reader;
 use super::*;
 
 fn us() -> Region {
@@ -46,7 +47,7 @@ fn phones() {
     #[track_caller]
     fn check(input: &str, region: &str, expected: &str, valid: bool) {
         let region = Region::parse("r", region).unwrap();
-        let p = Phone::parse("phone", input, region).unwrap();
+        let p = Phone::parse("phone", input, region, &mut Reader::strict()).unwrap();
         assert_eq!(
             (p.value.as_str(), p.valid),
             (expected, valid),
@@ -81,9 +82,21 @@ fn phones() {
     check("+123456789012345678", "US", "+123456789012345678", false);
     check("0014155", "US", "0014155", false);
     check("N/A", "US", "N/A", false);
-    // Only emptiness and oversize fail.
-    assert!(Phone::parse("phone", "  ", us()).is_err());
-    assert!(Phone::parse("phone", &"1".repeat(2000), us()).is_err());
+    // Only emptiness fails, and for a caller oversize; an event's is cut instead.
+    assert!(Phone::parse("phone", "  ", us(), &mut Reader::strict()).is_err());
+    assert!(Phone::parse("phone", &"1".repeat(2000), us(), &mut Reader::strict()).is_err());
+    let mut notes = Vec::new();
+    let long = Phone::parse(
+        "phone",
+        &"1".repeat(2000),
+        us(),
+        &mut Reader::lenient(&mut notes),
+    );
+    assert_eq!(
+        long.map(|p| (p.value.len(), p.valid)).ok(),
+        Some((1024, false))
+    );
+    assert_eq!(notes.len(), 1);
     assert!(Phone::parse_strict("phone", "garbage", us()).is_err());
 }
 
@@ -600,14 +613,90 @@ fn lenient_parsing_drops_malformed_fields() {
         }],
         ..v1::ContactData::default()
     };
-    assert!(ContactFields::parse("data", &data, us(), None).is_err());
+    assert!(ContactFields::parse("data", &data, us(), &mut Reader::strict()).is_err());
     let mut notes = Vec::new();
-    let f = ContactFields::parse("event.contact", &data, us(), Some(&mut notes)).unwrap();
+    let f = ContactFields::parse(
+        "event.contact",
+        &data,
+        us(),
+        &mut Reader::lenient(&mut notes),
+    )
+    .unwrap();
     assert_eq!(f.email, None);
     assert_eq!(f.phone.unwrap().value, "+14155550100");
     assert!(f.external_ids.is_empty());
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert!(notes[0].starts_with("event.contact.email"), "{notes:?}");
+}
+
+#[test]
+fn money_never_overflows_whatever_the_amounts() {
+    let cases: [(&str, i64, i64); 4] = [
+        ("maximal purchases and refunds", i64::MAX, i64::MAX),
+        ("minimal amounts", i64::MIN, i64::MIN),
+        ("mixed", i64::MAX, i64::MIN),
+        ("ordinary", 4900, 1000),
+    ];
+    for (name, purchase_amount, refund_amount) in cases {
+        let records = [
+            purchase_event("e1", 1, purchase("pi_1", "", "", purchase_amount)),
+            purchase_event("e2", 2, purchase("pi_2", "", "", purchase_amount)),
+            refund_event(
+                "e3",
+                3,
+                Some("re_1"),
+                "",
+                refund_amount,
+                RefundStatus::Succeeded,
+                None,
+            ),
+            refund_event(
+                "e4",
+                4,
+                Some("re_2"),
+                "",
+                refund_amount,
+                RefundStatus::Succeeded,
+                None,
+            ),
+            refund_event(
+                "e5",
+                5,
+                Some("re_3"),
+                "ch_1",
+                refund_amount,
+                RefundStatus::Succeeded,
+                None,
+            ),
+            refund_event(
+                "e6",
+                6,
+                Some("re_4"),
+                "ch_1",
+                refund_amount,
+                RefundStatus::Succeeded,
+                None,
+            ),
+            refund_event(
+                "e7",
+                7,
+                None,
+                "ch_1",
+                0,
+                RefundStatus::Succeeded,
+                Some(refund_amount),
+            ),
+        ];
+        // Sums saturate: in a debug build an overflow would panic right here.
+        let contact = fold(records).to_proto(&ContactId::generate());
+        let usd = contact.totals.iter().find(|t| t.currency == "usd");
+        let purchased = usd.map_or(0, |t| t.purchased);
+        assert_eq!(
+            purchased,
+            purchase_amount.saturating_add(purchase_amount),
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -736,7 +825,7 @@ proptest! {
     #[test]
     fn parsers_never_panic(s in ".{0,64}") {
         let _ = Email::parse("e", &s);
-        let _ = Phone::parse("p", &s, us());
+        let _ = Phone::parse("p", &s, us(), &mut Reader::strict());
         let _ = ContactId::parse(&s);
         let _ = Region::parse("r", &s);
         let _ = crate::store::Cursor::decode(&s);

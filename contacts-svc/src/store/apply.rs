@@ -3,37 +3,60 @@
 //! claims new identifiers, merges and writes, guarded by versions.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use hookline_proto::v1;
 use redis::Value;
 
 use super::keys::{
-    CAS_CONTACT, CONTACTS, EVENTS, REPOINT, claims, contact_key, contact_log_key, event_key,
-    index_key,
+    CAS_CONTACT, CONTACTS, DELETE_IF, EVENTS, LuaCall, REPOINT, claims, contact_key,
+    contact_log_key, created_millis, index_key, is_noscript,
 };
 use super::lease::{Acquired, Lease};
-use super::{Applied, Loaded, Store, millis_i64};
+use super::{Applied, Loaded, Store, millis_i64, now_millis};
 use crate::contact::{self, ContactId, EventEffect, Identifier, Ignored, ParsedEvent, Record};
 use crate::error::Error;
 
 /// Attempts at resolving and writing before giving up against concurrent writers.
 pub(super) const MAX_ATTEMPTS: u32 = 32;
+/// Pauses while another call's claimed contact is being written.
+const PAUSE_MIN: Duration = Duration::from_millis(2);
+const PAUSE_MAX: Duration = Duration::from_millis(50);
+
+/// The identifiers whose index entries name a contact that is not written yet (and is
+/// not `mine`), with that contact.
+fn unwritten_claims<'a>(
+    idents: &'a [Identifier],
+    pointers: &'a [Option<ContactId>],
+    loaded: &BTreeMap<ContactId, Loaded>,
+    mine: &ContactId,
+) -> Vec<(&'a Identifier, &'a ContactId)> {
+    idents
+        .iter()
+        .zip(pointers)
+        .filter_map(|(ident, pointer)| {
+            let id = pointer.as_ref()?;
+            let unwritten = id != mine && loaded.get(id).is_some_and(|l| l.version == 0);
+            unwritten.then_some((ident, id))
+        })
+        .collect()
+}
 
 /// What became of one event of a batch before the last round trip.
 pub(super) enum Step {
-    /// Applied (or ignored) now: its log entry and done marker are still to be written.
+    /// Applied or ignored now: its log entry and done marker are still to be written.
     Finish(Applied),
-    /// Applied before: nothing to write.
-    Duplicate(Applied),
+    /// Nothing to write: a duplicate, or an ignored event that must come with its body.
+    Answer(Applied),
 }
 
-/// An applied event's outcome on `contact`, naming the identifiers left elsewhere.
+/// An applied event's outcome on `contact`, noting the identifiers left elsewhere.
 pub(super) fn applied(
     contact: ContactId,
     merges: usize,
     conflicts: Vec<(Identifier, ContactId)>,
 ) -> Applied {
-    let reason = conflicts
+    let notes = conflicts
         .iter()
         .map(|(ident, other)| {
             format!(
@@ -41,18 +64,18 @@ pub(super) fn applied(
                 ident.kind()
             )
         })
-        .collect::<Vec<_>>()
-        .join("; ");
+        .collect();
     Applied {
         outcome: v1::EventOutcome::Applied,
         contact_id: Some(contact),
-        reason,
+        reason: String::new(),
+        notes,
         merges,
         conflicts,
     }
 }
 
-/// The answer for an event that changed no contact: a duplicate, or an ignored event.
+/// The answer for an event that changed no contact now.
 pub(super) fn unchanged(
     outcome: v1::EventOutcome,
     contact_id: Option<ContactId>,
@@ -62,26 +85,30 @@ pub(super) fn unchanged(
         outcome,
         contact_id,
         reason,
+        notes: Vec::new(),
         merges: 0,
         conflicts: Vec::new(),
     }
 }
 
 impl Store {
-    /// Applies `ev` exactly once. `explicit` is a contact the caller named.
+    /// Applies `ev` exactly once, by `deadline`. `explicit` is a contact the caller named.
     pub async fn apply(
         &self,
         ev: &ParsedEvent,
         explicit: Option<&ContactId>,
+        deadline: Instant,
     ) -> Result<Applied, Error> {
-        self.apply_batch(&[(ev, explicit)])
+        // `apply_batch` answers every event of the batch: this one.
+        self.apply_batch(&[(ev, explicit)], deadline)
             .await
-            .pop()
-            .unwrap_or(Err(Error::Contention(0)))
+            .swap_remove(0)
     }
 
     /// Applies each event exactly once; one result per event, in order. Events are
-    /// independent: one failing leaves the others applied.
+    /// independent: one failing leaves the others applied, and one still unfinished at
+    /// `deadline` gives its lease back and answers [`Error::Deadline`] while the others
+    /// are recorded.
     ///
     /// The first and the last round trip are shared by the whole batch: one pipeline
     /// takes every lease and reads every index entry, and one writes every webhook log
@@ -90,43 +117,35 @@ impl Store {
     pub async fn apply_batch(
         &self,
         batch: &[(&ParsedEvent, Option<&ContactId>)],
+        deadline: Instant,
     ) -> Vec<Result<Applied, Error>> {
         // A second copy of an event in the same batch waits for the first, as a second
-        // delivery would: it is a duplicate if the first applies, and fails with it.
+        // delivery would: it is a duplicate if the first took effect, and fails with it.
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         let mut unique = Vec::with_capacity(batch.len());
-        let copy_of: Vec<Option<usize>> = batch
+        // For each event: its index in `unique`, and whether it is a copy.
+        let places: Vec<(usize, bool)> = batch
             .iter()
             .map(|(ev, explicit)| match seen.get(ev.id.as_str()) {
-                Some(&first) => Some(first),
+                Some(&first) => (first, true),
                 None => {
                     seen.insert(ev.id.as_str(), unique.len());
                     unique.push((*ev, *explicit));
-                    None
+                    (unique.len() - 1, false)
                 }
             })
             .collect();
-        let results = self.apply_unique(&unique).await;
-        if unique.len() == batch.len() {
-            return results; // no copies: nothing to answer twice
-        }
-        let mut firsts = results.iter();
-        copy_of
-            .iter()
-            .map(|copy| {
-                let result = match copy {
-                    Some(first) => results.get(*first),
-                    None => firsts.next(),
-                };
-                match result {
-                    Some(Ok(applied)) if copy.is_some() => Ok(unchanged(
-                        v1::EventOutcome::Duplicate,
-                        applied.contact_id.clone(),
-                        applied.reason.clone(),
-                    )),
-                    Some(result) => result.clone(),
-                    None => Err(Error::Contention(0)), // one result per event: unreachable
-                }
+        let results = self.apply_unique(&unique, deadline).await;
+        // `results[i]` answers `unique[i]`.
+        places
+            .into_iter()
+            .map(|(first, copy)| match &results[first] {
+                Ok(a) if copy && a.outcome != v1::EventOutcome::BodyRequired => Ok(unchanged(
+                    v1::EventOutcome::Duplicate,
+                    a.contact_id.clone(),
+                    a.reason.clone(),
+                )),
+                result => result.clone(),
             })
             .collect()
     }
@@ -135,6 +154,7 @@ impl Store {
     pub(super) async fn apply_unique(
         &self,
         batch: &[(&ParsedEvent, Option<&ContactId>)],
+        deadline: Instant,
     ) -> Vec<Result<Applied, Error>> {
         let leases: Vec<Lease> = batch.iter().map(|(ev, _)| Lease::new(ev)).collect();
         let first = match self.try_acquire(&leases).await {
@@ -142,7 +162,18 @@ impl Store {
             Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
         };
         let steps = futures::future::join_all(batch.iter().zip(&leases).zip(first).map(
-            |(((ev, explicit), lease), first)| self.apply_leased(ev, *explicit, lease, first),
+            |(((ev, explicit), lease), first)| async move {
+                let step = self.apply_leased(ev, *explicit, lease, first);
+                match tokio::time::timeout_at(deadline.into(), step).await {
+                    Ok(step) => step,
+                    // Whatever it wrote so far is completed by the retry (applying is
+                    // idempotent), which must not wait for this lease to expire.
+                    Err(_) => {
+                        self.release(lease).await;
+                        Err(Error::Deadline)
+                    }
+                }
+            },
         ))
         .await;
 
@@ -155,14 +186,8 @@ impl Store {
         let mut markers = Vec::new();
         for ((ev, _), step) in batch.iter().zip(&steps) {
             if let Ok(Step::Finish(applied)) = step {
-                log.arg(ev.received_at).arg(ev.id.as_str());
-                let mut marker = redis::cmd("SET");
-                marker
-                    .arg(event_key(&ev.id))
-                    .arg(self.done_marker(ev, applied))
-                    .arg("EX")
-                    .arg(self.opts.dedup_ttl.as_secs().max(1));
-                markers.push(marker);
+                log.arg(ev.received_at).arg(ev.record_id.as_str());
+                markers.extend(self.done_markers(ev, applied));
             }
         }
         let finished = if markers.is_empty() {
@@ -178,7 +203,7 @@ impl Store {
         steps
             .into_iter()
             .map(|step| match step? {
-                Step::Duplicate(applied) => Ok(applied),
+                Step::Answer(applied) => Ok(applied),
                 Step::Finish(applied) => finished.clone().map(|()| applied),
             })
             .collect()
@@ -204,7 +229,7 @@ impl Store {
         let pointers = match acquired {
             Acquired::Lease(pointers) => pointers,
             Acquired::Done(done) => {
-                return Ok(Step::Duplicate(unchanged(
+                return Ok(Step::Answer(unchanged(
                     v1::EventOutcome::Duplicate,
                     ContactId::parse(&done.contact_id).ok(),
                     done.reason,
@@ -216,18 +241,23 @@ impl Store {
                 self.apply_effect(ev, effect, &lease.idents, pointers, explicit)
                     .await
             }
+            // An event that is not applied is recorded with its raw body or not at all.
+            Err(Ignored { reason, body: None }) => {
+                self.release(lease).await;
+                return Ok(Step::Answer(unchanged(
+                    v1::EventOutcome::BodyRequired,
+                    None,
+                    reason.clone(),
+                )));
+            }
             Err(Ignored { reason, .. }) => {
                 Ok(unchanged(v1::EventOutcome::Ignored, None, reason.clone()))
             }
         };
         match result {
             Ok(mut applied) => {
-                for note in &ev.notes {
-                    if !applied.reason.is_empty() {
-                        applied.reason.push_str("; ");
-                    }
-                    applied.reason.push_str(note);
-                }
+                // What reading the event changed comes before what applying it found.
+                applied.notes.splice(0..0, ev.notes.iter().cloned());
                 Ok(Step::Finish(applied))
             }
             Err(e) => {
@@ -253,7 +283,12 @@ impl Store {
         // A contact this call created whose identifiers another caller claimed first: it
         // holds this event alone, and is merged into wherever the event goes.
         let mut orphan: Option<ContactId> = None;
-        for _ in 0..MAX_ATTEMPTS {
+        // The contact this call creates if the event names nobody yet: one id for every
+        // attempt, so that index entries claimed by an earlier attempt are known as ours.
+        let fresh = ContactId::generate();
+        let started = Instant::now();
+        let mut pause = PAUSE_MIN;
+        for attempt in 1..=MAX_ATTEMPTS {
             let raw = match first.take() {
                 Some(p) => p,
                 None => self.index_lookup(idents).await?,
@@ -266,6 +301,29 @@ impl Store {
                     None => None,
                 };
                 hits.push((ident.clone(), live));
+            }
+            // Index entries naming a contact nobody has written yet say nothing about whose
+            // identifiers they are: the event must not join such a contact, or another
+            // person's event that claimed them would then find this person's data there.
+            let pending = unwritten_claims(idents, &raw, &contacts, &fresh);
+            if !pending.is_empty() {
+                // A claim's contact is written in the claim's own round trip, so a claim
+                // older than a lease belongs to a call that failed in between: clear it.
+                let floor = now_millis() - millis_i64(self.opts.lease);
+                let gone: Vec<_> = pending
+                    .into_iter()
+                    .filter(|(_, id)| created_millis(id) < floor)
+                    .collect();
+                if !gone.is_empty() {
+                    self.clear_claims(&gone).await?;
+                } else if started.elapsed() >= self.opts.lease_wait {
+                    // Its writer is slow, not gone: let the sender retry later.
+                    return Err(Error::Contention(attempt));
+                } else {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(PAUSE_MAX);
+                }
+                continue;
             }
             let explicit_live = match explicit {
                 Some(id) => {
@@ -292,7 +350,7 @@ impl Store {
 
             let survivor = match plan.targets.first() {
                 Some(id) => id.clone(),
-                None => ContactId::generate(),
+                None => fresh.clone(),
             };
             let mut base = contacts.remove(&survivor).unwrap_or(Loaded {
                 id: survivor.clone(),
@@ -403,46 +461,48 @@ impl Store {
         ev: &ParsedEvent,
         log_floor: i64,
     ) -> Result<(bool, bool), Error> {
+        let write = self.cas_write(l, ev, log_floor)?;
         let mut pipe = claims(idents, &l.id, l.version == 0);
-        pipe.invoke_script(&self.cas_write(l, ev, log_floor)?);
+        pipe.add_command(write.cmd(false));
         let mut c = self.conn.clone();
         match pipe.query_async::<Vec<Value>>(&mut c).await {
             Ok(mut replies) => {
                 let written = matches!(replies.pop(), Some(Value::Int(1)));
                 Ok((replies.iter().all(|v| !matches!(v, Value::Nil)), written))
             }
-            // Redis lost its scripts (a restart): load it; the claims may have been
-            // made, so the caller resolves again.
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                CAS_CONTACT.load_async(&mut c).await?;
-                Ok((false, false))
+            // Redis lost its scripts (a restart): the claims ran, the write did not. Write
+            // now, by the script's source, so no claim is left naming an unwritten contact
+            // while this call goes on; which claims held is unknown, so the caller
+            // resolves again.
+            Err(e) if is_noscript(&e) => {
+                let ok: i64 = write.cmd(true).query_async(&mut c).await?;
+                Ok((false, ok == 1))
             }
             Err(e) => Err(e.into()),
         }
     }
 
     /// The compare-and-set write of a contact with the event's log entry.
-    pub(super) fn cas_write<'a>(
+    pub(super) fn cas_write(
         &self,
         l: &Loaded,
         ev: &ParsedEvent,
         log_floor: i64,
-    ) -> Result<redis::ScriptInvocation<'a>, Error> {
+    ) -> Result<LuaCall, Error> {
         let data = serde_json::to_vec(&l.record).map_err(|e| Error::Corrupt {
             key: contact_key(&l.id),
             reason: e.to_string(),
         })?;
-        let mut invocation = CAS_CONTACT.prepare_invoke();
-        invocation
+        Ok(CAS_CONTACT
+            .call()
             .key(contact_key(&l.id))
             .key(contact_log_key(&l.id))
             .arg(l.version)
             .arg(data)
             .arg("")
-            .arg(ev.id.as_str())
+            .arg(ev.record_id.as_str())
             .arg(ev.received_at)
-            .arg(log_floor);
-        Ok(invocation)
+            .arg(log_floor))
     }
 
     /// Writes a contact if unchanged since read, with the event's log entry.
@@ -453,11 +513,26 @@ impl Store {
         log_floor: i64,
     ) -> Result<bool, Error> {
         let mut c = self.conn.clone();
-        let ok: i64 = self
-            .cas_write(l, ev, log_floor)?
-            .invoke_async(&mut c)
-            .await?;
+        let ok: i64 = self.cas_write(l, ev, log_floor)?.run(&mut c).await?;
         Ok(ok == 1)
+    }
+
+    /// Removes index entries that still name a contact whose writer is gone.
+    pub(super) async fn clear_claims(
+        &self,
+        claims: &[(&Identifier, &ContactId)],
+    ) -> Result<(), Error> {
+        let mut c = self.conn.clone();
+        for (ident, id) in claims {
+            let _: i64 = DELETE_IF
+                .call()
+                .key(index_key(ident))
+                .arg(id.as_str())
+                .run(&mut c)
+                .await?;
+            tracing::warn!(identifier = %ident.masked(), contact_id = %id, "claim of an unwritten contact cleared");
+        }
+        Ok(())
     }
 
     /// Turns absorbed contacts into redirects to the survivor.
@@ -469,6 +544,7 @@ impl Store {
         let mut c = self.conn.clone();
         for other in absorbed {
             let ok: i64 = CAS_CONTACT
+                .call()
                 .key(contact_key(&other.id))
                 .key(contact_log_key(&other.id))
                 .arg(other.version)
@@ -477,7 +553,7 @@ impl Store {
                 .arg("")
                 .arg(0)
                 .arg(0)
-                .invoke_async(&mut c)
+                .run(&mut c)
                 .await?;
             if ok != 1 {
                 return Ok(false);
@@ -495,10 +571,11 @@ impl Store {
         let mut c = self.conn.clone();
         for (ident, from) in entries {
             let _: i64 = REPOINT
+                .call()
                 .key(index_key(ident))
                 .arg(from.as_str())
                 .arg(to.as_str())
-                .invoke_async(&mut c)
+                .run(&mut c)
                 .await?;
         }
         Ok(())

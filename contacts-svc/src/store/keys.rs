@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 
 use hookline_proto::prost::Message as _;
 use hookline_proto::v1;
+use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use crate::contact::{ContactId, Identifier, Record};
@@ -38,11 +39,92 @@ pub(super) fn index_key(ident: &Identifier) -> String {
     }
 }
 
+/// The index key of `ident` as logs and errors may show it: emails and phones masked.
+pub(super) fn masked_index_key(ident: &Identifier) -> String {
+    format!("hl:idx:{}", ident.masked())
+}
+
+/// A Lua script of one slot's keys.
+pub(super) struct Lua {
+    source: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    fn new(source: &'static str) -> Self {
+        Self {
+            hash: Script::new(source).get_hash().to_owned(),
+            source,
+        }
+    }
+
+    /// A call of the script; add its keys, then its arguments.
+    pub(super) fn call(&'static self) -> LuaCall {
+        LuaCall {
+            lua: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One call of a [`Lua`] script.
+pub(super) struct LuaCall {
+    lua: &'static Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl LuaCall {
+    pub(super) fn key(mut self, key: impl redis::ToRedisArgs) -> Self {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    pub(super) fn arg(mut self, arg: impl redis::ToRedisArgs) -> Self {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    /// `EVALSHA` by the script's hash, the cheap way; `EVAL` of its source when Redis has
+    /// forgotten it, which cannot fail for that reason again.
+    pub(super) fn cmd(&self, by_source: bool) -> redis::Cmd {
+        let mut cmd = if by_source {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(self.lua.source);
+            cmd
+        } else {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&self.lua.hash);
+            cmd
+        };
+        cmd.arg(self.keys.len()).arg(&self.keys).arg(&self.args);
+        cmd
+    }
+
+    /// Runs the call: by hash, and by source when Redis has lost its scripts (a restart
+    /// or failover empties the cache, maybe again between a reload and its use).
+    pub(super) async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> redis::RedisResult<T> {
+        match self.cmd(false).query_async(conn).await {
+            Err(e) if is_noscript(&e) => self.cmd(true).query_async(conn).await,
+            other => other,
+        }
+    }
+}
+
+/// Whether Redis answered that it does not know a script.
+pub(super) fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
 /// Writes a contact if its version is still the one read: either new data, or a
 /// redirect to the contact that absorbed it. Also logs the event, and every 32nd write
 /// drops log entries older than the dedup TTL.
-pub(super) static CAS_CONTACT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static CAS_CONTACT: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if v ~= tonumber(ARGV[1]) then return 0 end
@@ -64,8 +146,8 @@ return 1
 });
 
 /// Deletes a key if it still holds the given value (releases a lease).
-pub(super) static DELETE_IF: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static DELETE_IF: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -74,8 +156,8 @@ return 0
 });
 
 /// Points an index entry at another contact if it still names the old one.
-pub(super) static REPOINT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+pub(super) static REPOINT: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end
 return 0
@@ -118,7 +200,7 @@ pub(super) fn pointer_ids(
         Value::Array(values) if values.len() == idents.len() => values,
         _ => {
             return Err(Error::Corrupt {
-                key: idents.first().map(index_key).unwrap_or_default(),
+                key: idents.first().map(masked_index_key).unwrap_or_default(),
                 reason: "MGET answered something other than one value per key".to_owned(),
             });
         }
@@ -128,7 +210,7 @@ pub(super) fn pointer_ids(
         .zip(idents)
         .map(|(v, ident)| {
             let corrupt = |reason: &str| Error::Corrupt {
-                key: index_key(ident),
+                key: masked_index_key(ident),
                 reason: reason.to_owned(),
             };
             let s: Option<String> =

@@ -10,7 +10,7 @@ use redis::Value;
 
 use super::keys::{DELETE_IF, decode_record, event_key, index_read, pointer_ids};
 use super::{Applied, Store, millis_u64, now_millis};
-use crate::contact::{self, ContactId, Identifier, ParsedEvent};
+use crate::contact::{self, ContactId, EventId, Identifier, ParsedEvent};
 use crate::error::Error;
 
 /// The lease an event's caller takes: its dedup key, a token of this attempt, and the
@@ -70,9 +70,10 @@ impl Store {
     pub(super) async fn release(&self, lease: &Lease) {
         let mut c = self.conn.clone();
         let released: Result<i64, _> = DELETE_IF
+            .call()
             .key(&lease.key)
             .arg(&lease.token)
-            .invoke_async(&mut c)
+            .run(&mut c)
             .await;
         if let Err(e) = released {
             tracing::debug!(error = %e, "lease not released, it will expire");
@@ -135,10 +136,13 @@ impl Store {
         Ok(found)
     }
 
-    /// The done marker of an event: "D" and its webhook log record.
-    pub(super) fn done_marker(&self, ev: &ParsedEvent, applied: &Applied) -> Vec<u8> {
+    /// The `SET`s that mark an event done: its dedup key holds "D" and its webhook log
+    /// record for the dedup TTL. An event deduplicated within a shorter window (a
+    /// content-derived id) holds its dedup key only that long, and keeps its record
+    /// under the id of this occurrence for the dedup TTL, so the log still shows it.
+    pub(super) fn done_markers(&self, ev: &ParsedEvent, applied: &Applied) -> Vec<redis::Cmd> {
         let record = v1::EventRecord {
-            event_id: ev.id.to_string(),
+            event_id: ev.record_id.to_string(),
             source: ev.source.clone(),
             r#type: ev.event_type.clone(),
             outcome: applied.outcome.into(),
@@ -152,15 +156,28 @@ impl Store {
             received_at: Some(contact::timestamp(ev.received_at)),
             applied_at: Some(contact::timestamp(now_millis())),
             body: match &ev.action {
-                Err(ignored) => ignored.body.clone(),
+                Err(ignored) => ignored.body.clone().unwrap_or_default(),
                 Ok(_) => Vec::new(),
             },
-            ..v1::EventRecord::default()
+            notes: applied.notes.clone(),
+            original_event_id: ev.original_id.clone().unwrap_or_default(),
         };
         let mut value = Vec::with_capacity(1 + record.encoded_len());
         value.push(b'D');
         // A Vec grows as needed, so encoding into it cannot run out of room.
         let _ = record.encode(&mut value);
-        value
+        let ttl = self.opts.dedup_ttl;
+        let set = |id: &EventId, ttl: Duration| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(event_key(id))
+                .arg(&value)
+                .arg("EX")
+                .arg(ttl.as_secs().max(1));
+            cmd
+        };
+        match ev.dedup_window {
+            Some(window) => vec![set(&ev.id, window.min(ttl)), set(&ev.record_id, ttl)],
+            None => vec![set(&ev.id, ttl)],
+        }
     }
 }

@@ -68,7 +68,10 @@ impl Default for StoreOptions {
 pub struct Applied {
     pub outcome: v1::EventOutcome,
     pub contact_id: Option<ContactId>,
+    /// Why it was not applied (ignored, body required).
     pub reason: String,
+    /// What was changed while reading and applying it (see `v1::ApplyEventResponse`).
+    pub notes: Vec<String>,
     /// Contacts absorbed into `contact_id` by this event.
     pub merges: usize,
     /// Identifiers left on another contact (see `contact::plan`).

@@ -150,7 +150,7 @@ impl Envelope<'_> {
     /// recorded whole for inspection and replay.
     pub fn ignored(&self, reason: impl Into<String>, body: &[u8]) -> v1::WebhookEvent {
         v1::WebhookEvent {
-            raw_body: body.to_vec(),
+            raw_body: Some(body.to_vec()),
             ..self.event(
                 v1::ContactData::default(),
                 v1::webhook_event::Payload::Ignored(v1::EventIgnored {

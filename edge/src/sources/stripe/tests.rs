@@ -1674,7 +1674,7 @@ mod ignored {
                     reason,
                     ..v1::EventIgnored::default()
                 })),
-                raw_body: c.body.clone(),
+                raw_body: Some(c.body.clone()),
                 ..v1::WebhookEvent::default()
             };
             if got != want {

@@ -1,19 +1,22 @@
 //! The `contacts.v1.ContactsService` gRPC service: validates requests, calls the store
-//! and shapes answers. The only place a `tonic::Status` is made.
+//! and shapes answers. The only place a `tonic::Status` is made. Applying webhook
+//! events, and what each becomes, is in `events.rs`.
+
+mod events;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use hookline_proto::v1::{self, contacts_service_server::ContactsService};
 use tonic::{Request, Response, Status};
 
+use crate::contact::text::Reader;
 use crate::contact::{
     ContactFields, ContactId, Effect, Email, EventEffect, EventId, Identifier, ParsedEvent, Phone,
     Region,
 };
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::store::{Applied, Cursor, EventFilter, Store, now_millis};
+use crate::store::{Cursor, EventFilter, Store, now_millis};
 
 const DEFAULT_PAGE: usize = 50;
 /// Most events in one ApplyEvents call.
@@ -38,122 +41,6 @@ impl Service {
     }
 }
 
-impl Service {
-    /// Validates, deduplicates and applies one event; logs it and counts it.
-    async fn apply_one(
-        &self,
-        event: Option<&v1::WebhookEvent>,
-        request_id: &str,
-        traceparent: &str,
-    ) -> Result<v1::ApplyEventResponse, Status> {
-        let started = Instant::now();
-        let parsed = self.parse(event)?;
-        let applied = self.store.apply(&parsed, None).await;
-        self.report(&parsed, applied, started, request_id, traceparent)
-    }
-
-    /// Validates, deduplicates and applies a batch of independent events, logging and
-    /// counting each; one result per item, in order.
-    async fn apply_many(
-        &self,
-        items: &[v1::ApplyEventsItem],
-    ) -> Vec<Result<v1::ApplyEventResponse, Status>> {
-        let started = Instant::now();
-        let parsed: Vec<Result<ParsedEvent, Status>> = items
-            .iter()
-            .map(|item| self.parse(item.event.as_ref()))
-            .collect();
-        let valid: Vec<(&ParsedEvent, Option<&ContactId>)> = parsed
-            .iter()
-            .filter_map(|p| p.as_ref().ok().map(|ev| (ev, None)))
-            .collect();
-        let mut applied = self.store.apply_batch(&valid).await.into_iter();
-        items
-            .iter()
-            .zip(parsed)
-            .map(|(item, parsed)| {
-                let parsed = parsed?;
-                let result = applied.next().unwrap_or(Err(Error::Contention(0)));
-                self.report(
-                    &parsed,
-                    result,
-                    started,
-                    &item.request_id,
-                    &item.traceparent,
-                )
-            })
-            .collect()
-    }
-
-    fn parse(&self, event: Option<&v1::WebhookEvent>) -> Result<ParsedEvent, Status> {
-        let event = event.ok_or_else(|| status(Error::invalid("event", "is required")))?;
-        ParsedEvent::parse(event, self.default_region).map_err(status)
-    }
-
-    /// Counts and logs what became of an event, and makes its answer.
-    fn report(
-        &self,
-        parsed: &ParsedEvent,
-        applied: Result<Applied, Error>,
-        started: Instant,
-        request_id: &str,
-        traceparent: &str,
-    ) -> Result<v1::ApplyEventResponse, Status> {
-        let applied = match applied {
-            Ok(a) => a,
-            Err(e) => {
-                self.metrics
-                    .event(&parsed.source, "failed", started.elapsed(), 0, 0);
-                return Err(status(e));
-            }
-        };
-        let took = started.elapsed();
-        let outcome = outcome_name(applied.outcome);
-        self.metrics.event(
-            &parsed.source,
-            outcome,
-            took,
-            applied.merges,
-            applied.conflicts.len(),
-        );
-        let contact_id = applied
-            .contact_id
-            .as_ref()
-            .map(ContactId::as_str)
-            .unwrap_or("");
-        for (ident, holder) in &applied.conflicts {
-            tracing::info!(
-                event_id = %parsed.id,
-                contact_id,
-                identifier = %ident.masked(),
-                held_by = %holder,
-                "identity conflict: identifier left on a different person's contact"
-            );
-        }
-        tracing::info!(
-            source = %parsed.source,
-            event_id = %parsed.id,
-            r#type = %parsed.event_type,
-            outcome,
-            contact_id,
-            merges = applied.merges,
-            request_id,
-            trace_id = trace_id(traceparent),
-            latency_us = took.as_micros(),
-            "event"
-        );
-        Ok(v1::ApplyEventResponse {
-            outcome: applied.outcome.into(),
-            contact_id: applied
-                .contact_id
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
-            reason: applied.reason,
-            notes: Vec::new(),
-        })
-    }
-}
-
 /// A metadata value the edge passed along, for logs.
 fn metadata<'a, T>(request: &'a Request<T>, key: &str) -> &'a str {
     request
@@ -163,26 +50,32 @@ fn metadata<'a, T>(request: &'a Request<T>, key: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
-fn trace_id(traceparent: &str) -> &str {
-    traceparent.split('-').nth(1).unwrap_or("")
-}
-
-/// Maps an error to a status: a caller's mistake says what was wrong; our own failure
-/// is logged with its cause and says nothing about it.
+/// Maps an error to a status, logging our own failures with their cause.
 fn status(e: Error) -> Status {
     match &e {
+        Error::Redis(_) | Error::Contention(_) | Error::Deadline | Error::InProgress(_) => {
+            tracing::warn!(error = %e, class = e.class(), "call failed, caller may retry");
+        }
+        Error::Corrupt { .. } => tracing::error!(error = %e, "call failed"),
+        Error::InvalidArgument { .. } | Error::NotFound(_) => {}
+    }
+    status_of(&e)
+}
+
+/// The status of an error: a caller's mistake says what was wrong; our own failure says
+/// nothing about its cause.
+fn status_of(e: &Error) -> Status {
+    match e {
         Error::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
         Error::NotFound(_) => Status::not_found(e.to_string()),
-        Error::InProgress(_) => Status::aborted(e.to_string()),
+        Error::InProgress(_) => {
+            Status::aborted("the event is being applied by another call, retry later")
+        }
         Error::Redis(_) | Error::Contention(_) => {
-            tracing::warn!(error = %e, class = e.class(), "call failed, caller may retry");
             Status::unavailable("storage unavailable, retry later")
         }
-        Error::Corrupt { .. } => {
-            tracing::error!(error = %e, "call failed");
-            Status::internal("internal error")
-        }
+        Error::Deadline => Status::unavailable("not applied in time, retry later"),
+        Error::Corrupt { .. } => Status::internal("internal error"),
     }
 }
 
@@ -194,37 +87,29 @@ fn page_size(requested: i32) -> Result<usize, Error> {
     }
 }
 
-fn outcome_name(o: v1::EventOutcome) -> &'static str {
-    match o {
-        v1::EventOutcome::Applied => "applied",
-        v1::EventOutcome::Duplicate => "duplicate",
-        v1::EventOutcome::Ignored => "ignored",
-        v1::EventOutcome::RetryLater => "retry_later",
-        v1::EventOutcome::BodyRequired => "body_required",
-        v1::EventOutcome::Rejected => "rejected",
-        v1::EventOutcome::Unspecified => "unspecified",
-    }
-}
-
 #[tonic::async_trait]
 impl ContactsService for Service {
     async fn apply_event(
         &self,
         request: Request<v1::ApplyEventRequest>,
     ) -> Result<Response<v1::ApplyEventResponse>, Status> {
-        let request_id = metadata(&request, "x-request-id").to_owned();
-        let traceparent = metadata(&request, "traceparent").to_owned();
-        let event = request.into_inner().event;
-        self.apply_one(event.as_ref(), &request_id, &traceparent)
-            .await
-            .map(Response::new)
+        let deadline = events::deadline(request.metadata());
+        let item = v1::ApplyEventsItem {
+            request_id: metadata(&request, "x-request-id").to_owned(),
+            traceparent: metadata(&request, "traceparent").to_owned(),
+            event: request.into_inner().event,
+        };
+        let outcome = self.apply_items(vec![item], deadline).await?.swap_remove(0);
+        outcome
+            .map(|a| Response::new(events::response(a)))
+            .map_err(status)
     }
 
-    #[allow(deprecated)] // replaced by the typed outcomes next
     async fn apply_events(
         &self,
         request: Request<v1::ApplyEventsRequest>,
     ) -> Result<Response<v1::ApplyEventsResponse>, Status> {
+        let deadline = events::deadline(request.metadata());
         let items = request.into_inner().items;
         if items.len() > MAX_BATCH {
             return Err(status(Error::invalid(
@@ -233,21 +118,10 @@ impl ContactsService for Service {
             )));
         }
         let results = self
-            .apply_many(&items)
-            .await
+            .apply_items(items, deadline)
+            .await?
             .into_iter()
-            .map(|r| match r {
-                Ok(response) => v1::ApplyEventsResult {
-                    response: Some(response),
-                    code: 0,
-                    message: String::new(),
-                },
-                Err(s) => v1::ApplyEventsResult {
-                    response: None,
-                    code: s.code().into(),
-                    message: s.message().to_owned(),
-                },
-            })
+            .map(events::result)
             .collect();
         Ok(Response::new(v1::ApplyEventsResponse { results }))
     }
@@ -256,6 +130,7 @@ impl ContactsService for Service {
         &self,
         request: Request<v1::UpsertContactRequest>,
     ) -> Result<Response<v1::UpsertContactResponse>, Status> {
+        let deadline = events::deadline(request.metadata());
         let req = request.into_inner();
         let key = EventId::parse("idempotency_key", &req.idempotency_key).map_err(status)?;
         let id = EventId::parse("idempotency_key", &format!("api:{key}")).map_err(status)?;
@@ -267,7 +142,7 @@ impl ContactsService for Service {
             "data",
             &req.data.unwrap_or_default(),
             self.default_region,
-            None,
+            &mut Reader::strict(),
         )
         .map_err(status)?;
         if let Some(mask) = &req.update_mask
@@ -290,6 +165,9 @@ impl ContactsService for Service {
         };
         let event = ParsedEvent {
             id: id.clone(),
+            record_id: id.clone(),
+            original_id: None,
+            dedup_window: None,
             source: "api".to_owned(),
             event_type: "UpsertContact".to_owned(),
             occurred_at,
@@ -304,7 +182,7 @@ impl ContactsService for Service {
         };
         let applied = self
             .store
-            .apply(&event, explicit.as_ref())
+            .apply(&event, explicit.as_ref(), deadline)
             .await
             .map_err(status)?;
         let contact_id = applied
