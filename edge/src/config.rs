@@ -255,14 +255,24 @@ fn check_source_name(name: &str) -> Result<(), ConfigError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
+    if !ok {
+        return Err(ConfigError::new(
             format!("sources.{name}"),
             "source names are 1 to 64 of a-z, 0-9, '-' and '_' (they appear in URLs)",
-        ))
+        ));
     }
+    // contacts-svc scopes event ids by source (`<source>:<id>`) and records events of its
+    // own under these names: a webhook source taking one could collide with them.
+    if hookline_proto::RESERVED_SOURCES.contains(&name) {
+        return Err(ConfigError::new(
+            format!("sources.{name}"),
+            format!(
+                "is reserved: contacts-svc records its own events under the source {name:?}, \
+                 so this source's event ids could collide with them (choose another name)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Resolves `env:NAME` and `file:PATH` values.
@@ -337,3 +347,6 @@ fn parse_source(name: &str, table: toml::Table, r: &Resolver<'_>) -> Result<Sour
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,22 +5,33 @@ use std::time::Duration;
 
 use hookline_tests::{Redis, TempFile, eventually, free_port, workspace_bin};
 
-/// Runs a binary to completion; returns its exit code and stderr.
-fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(workspace_bin(bin))
+/// Runs a binary to completion; returns its exit code and stderr. A binary that accepts
+/// what it should refuse would serve forever: it is killed at the deadline and the test
+/// fails saying so.
+async fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let child = tokio::process::Command::new(workspace_bin(bin))
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
         .expect("run binary");
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{bin} {args:?} did not exit: it accepted what it should refuse")
+        })
+        .expect("binary output");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
-#[test]
-fn bad_flags_and_configs_fail_with_one_clear_line() {
+#[tokio::test]
+async fn bad_flags_and_configs_fail_with_one_clear_line() {
     let missing = TempFile::new(
         "hookline-edge",
         "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:STRIPE_WEBHOOK_SECRET\"]\n",
@@ -36,6 +47,11 @@ fn bad_flags_and_configs_fail_with_one_clear_line() {
     let unknown_key = TempFile::new(
         "hookline-edge",
         "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\nsecret = \"typo\"\n",
+    );
+    // contacts-svc records its own events under the source `api`.
+    let reserved = TempFile::new(
+        "hookline-edge",
+        "[sources.api]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n",
     );
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
         ("edge", vec![], "--config"),
@@ -66,6 +82,11 @@ fn bad_flags_and_configs_fail_with_one_clear_line() {
         ),
         (
             "edge",
+            vec!["--config".into(), reserved.arg()],
+            "sources.api: is reserved",
+        ),
+        (
+            "edge",
             vec![
                 "--config".into(),
                 missing.arg(),
@@ -93,7 +114,7 @@ fn bad_flags_and_configs_fail_with_one_clear_line() {
     ];
     for (bin, args, needle) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, stderr) = run(bin, &args, &[]);
+        let (code, stderr) = run(bin, &args, &[]).await;
         assert_ne!(code, 0, "{bin} {args:?} should fail");
         assert!(
             stderr.contains(needle),
