@@ -53,6 +53,11 @@ async fn bad_flags_and_configs_fail_with_one_clear_line() {
         "hookline-edge",
         "[sources.api]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n",
     );
+    // One GHL key signs every app's webhooks: a source must say whose it takes.
+    let no_app = TempFile::new(
+        "hookline-edge",
+        "[sources.ghl]\nkind = \"gohighlevel\"\nlocation_ids = [\"loc\"]\n",
+    );
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
         ("edge", vec![], "--config"),
         (
@@ -84,6 +89,11 @@ async fn bad_flags_and_configs_fail_with_one_clear_line() {
             "edge",
             vec!["--config".into(), reserved.arg()],
             "sources.api: is reserved",
+        ),
+        (
+            "edge",
+            vec!["--config".into(), no_app.arg()],
+            "sources.ghl.app_id: is required",
         ),
         (
             "edge",

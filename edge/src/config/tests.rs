@@ -57,3 +57,39 @@ fn source_names() {
         );
     }
 }
+
+/// `make run` starts the edge with `dev/edge.toml`: it must load, and take the signed
+/// GoHighLevel test vector the README tells developers to send.
+#[test]
+fn the_development_config_loads_and_takes_the_test_vector() {
+    use hookline_proto::v1::webhook_event::Payload;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/edge.toml");
+    let config = Config::load(&Args::for_file(path)).unwrap_or_else(|e| panic!("{e}"));
+    let ghl = config
+        .sources
+        .get("gohighlevel")
+        .expect("a gohighlevel source");
+    let body = include_bytes!(
+        "../../../tests/fixtures/gohighlevel/test-vectors/AppointmentUpdate-showed.body.json"
+    );
+    let signature = include_str!(
+        "../../../tests/fixtures/gohighlevel/test-vectors/AppointmentUpdate-showed.x-ghl-signature.txt"
+    );
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "x-ghl-signature",
+        http::HeaderValue::from_str(signature.trim()).expect("header value"),
+    );
+    let delivery = crate::sources::Delivery {
+        headers: &headers,
+        query: "",
+        body,
+    };
+    assert_eq!(ghl.verify(delivery, 0), Ok(()));
+    let event = ghl.normalize("gohighlevel", body, 0);
+    assert!(
+        matches!(event.payload, Some(Payload::AppointmentUpdated(_))),
+        "{:?}",
+        event.payload
+    );
+}

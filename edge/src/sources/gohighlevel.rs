@@ -1,6 +1,7 @@
 //! GoHighLevel marketplace-app webhooks: `X-GHL-Signature` (Ed25519) verification, the
-//! legacy `X-WH-Signature` (RSA-SHA256, PKCS#1 v1.5) behind a switch, the app and
-//! location allow-lists, and normalization of the event types that change contacts.
+//! legacy `X-WH-Signature` (RSA-SHA256, PKCS#1 v1.5) behind a switch, the app check
+//! and the location allow-list, and normalization of the event types that change
+//! contacts.
 //! Section numbers (§) refer to the GoHighLevel receiver specification
 //! (`spec/gohighlevel.md`). The helpers shared with workflow webhooks live here too.
 //!
@@ -22,6 +23,13 @@
 //!
 //! Anything else, and any body of an unexpected shape, becomes an ignored event with the
 //! reason: the event is authentic, so the sender gets a 2xx and the body is kept.
+//!
+//! One GHL key signs the webhooks of every marketplace app (§1.5), so a valid signature
+//! proves only that GHL sent the event to *some* app: whoever receives webhooks for an
+//! app of their own could replay them here. The source's `app_id` (or `app_ids`) is
+//! therefore required, and an event whose `appId` is missing or not configured is
+//! ignored before anything else is read, as is one of a location `location_ids` (when
+//! set) does not list.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -93,8 +101,11 @@ pub struct RawConfig {
     /// Accept `X-WH-Signature` when `X-GHL-Signature` is absent. Default false.
     #[serde(default)]
     allow_legacy_rsa: bool,
-    /// Only events of this app (the app id, or the OAuth client id `<appId>-<suffix>`).
+    /// The app whose events this source takes (the app id, or the OAuth client id
+    /// `<appId>-<suffix>`). This or `app_ids` is required.
     app_id: Option<String>,
+    /// Several apps, when one endpoint serves them all; exclusive with `app_id`.
+    app_ids: Option<Vec<String>>,
     /// Only events of these locations (sub-accounts).
     location_ids: Option<Vec<String>>,
 }
@@ -103,8 +114,10 @@ pub struct RawConfig {
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     pub allow_legacy_rsa: bool,
-    /// `Some`: events whose `appId` differs are ignored.
-    pub app_id: Option<String>,
+    /// The apps whose events are applied; an event without `appId`, or with another,
+    /// is ignored. Empty (as by default) accepts no event at all: one key signs every
+    /// app's webhooks, so no app check must never mean every app.
+    pub app_ids: BTreeSet<String>,
     /// `Some`: events whose location is not listed are ignored.
     pub location_ids: Option<BTreeSet<String>>,
 }
@@ -132,7 +145,7 @@ impl fmt::Debug for GoHighLevel {
             )
             .field("rsa_public_key_bits", &self.rsa_bits)
             .field("allow_legacy_rsa", &self.options.allow_legacy_rsa)
-            .field("app_id", &self.options.app_id)
+            .field("app_ids", &self.options.app_ids)
             .field("location_ids", &self.options.location_ids)
             .finish()
     }
@@ -182,12 +195,7 @@ impl GoHighLevel {
                 ),
             ));
         }
-        let app_id = match raw.app_id.as_deref().map(str::trim) {
-            None => None,
-            Some("") => return Err(ConfigError::new(key("app_id"), "is empty")),
-            // GHL's SDK compares `appId` with the client id up to its first '-'.
-            Some(id) => Some(id.split('-').next().unwrap_or(id).to_owned()),
-        };
+        let app_ids = app_ids(name, raw.app_id, raw.app_ids)?;
         let location_ids = match raw.location_ids {
             None => None,
             Some(ids) if ids.is_empty() => {
@@ -216,7 +224,7 @@ impl GoHighLevel {
             rsa,
             Options {
                 allow_legacy_rsa: raw.allow_legacy_rsa,
-                app_id,
+                app_ids,
                 location_ids,
             },
         ))
@@ -342,12 +350,16 @@ impl GoHighLevel {
 
     /// Why an authentic event is not for this app or its locations (§1.5): one GHL key
     /// signs the webhooks of every app, so a valid signature alone does not make it ours.
+    /// Checked before anything else is read, INSTALL and UNINSTALL included. The reason
+    /// names the check, never the values: they are another tenant's.
     fn not_for_us(&self, m: &Map<String, Value>) -> Option<String> {
         const PREFIX: &str = "not for this app/location";
-        if let Some(app_id) = &self.options.app_id
-            && str_of(m, "appId") != Some(app_id.as_str())
-        {
-            return Some(format!("{PREFIX}: appId is not the configured app_id"));
+        match str_of(m, "appId") {
+            None => return Some(format!("{PREFIX}: the event has no appId")),
+            Some(id) if !self.options.app_ids.contains(id) => {
+                return Some(format!("{PREFIX}: appId is not the configured app_id"));
+            }
+            Some(_) => {}
         }
         if let Some(allowed) = &self.options.location_ids {
             // Invoices and orders name the location `altId` (with `altType: "location"`);
@@ -370,6 +382,60 @@ impl GoHighLevel {
         }
         None
     }
+}
+
+/// The app ids of `app_id` or `app_ids`, exactly one of which is required (§1.5).
+fn app_ids(
+    name: &str,
+    app_id: Option<String>,
+    app_ids: Option<Vec<String>>,
+) -> Result<BTreeSet<String>, ConfigError> {
+    let key = |k: &str| format!("sources.{name}.{k}");
+    let listed: Vec<(String, String)> = match (app_id, app_ids) {
+        (None, None) => {
+            return Err(ConfigError::new(
+                key("app_id"),
+                "is required: GoHighLevel signs every app's webhooks with one key, so \
+                 without it another app's events would be applied (set app_id, or app_ids \
+                 for several)",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                key("app_ids"),
+                "cannot be set together with app_id (app_id for one app, app_ids for several)",
+            ));
+        }
+        (Some(id), None) => vec![(key("app_id"), id)],
+        (None, Some(ids)) if ids.is_empty() => {
+            return Err(ConfigError::new(
+                key("app_ids"),
+                "is empty (list the id of every app whose events this source takes)",
+            ));
+        }
+        (None, Some(ids)) => ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| (key(&format!("app_ids[{i}]")), id))
+            .collect(),
+    };
+    let mut set = BTreeSet::new();
+    for (key, id) in listed {
+        let id = id.trim();
+        if id.is_empty() {
+            return Err(ConfigError::new(key, "is empty"));
+        }
+        // GHL's SDK compares `appId` with the client id up to its first '-'.
+        let app = id.split('-').next().unwrap_or(id);
+        if app.is_empty() {
+            return Err(ConfigError::new(
+                key,
+                "has nothing before its first '-' (the app id, or the client id <appId>-<suffix>)",
+            ));
+        }
+        set.insert(app.to_owned());
+    }
+    Ok(set)
 }
 
 /// The one value of a signature header, or `None` when it says "no signature".
