@@ -58,6 +58,19 @@ async fn bad_flags_and_configs_fail_with_one_clear_line() {
         "hookline-edge",
         "[sources.ghl]\nkind = \"gohighlevel\"\nlocation_ids = [\"loc\"]\n",
     );
+    // Metrics on the public webhook port, and on a listener of their own: which one?
+    let metrics_port = free_port();
+    let metrics_twice = TempFile::new(
+        "hookline-edge",
+        &format!(
+            "metrics_on_webhook_port = true\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+             [sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n"
+        ),
+    );
+    let metrics_on_port = TempFile::new(
+        "hookline-edge",
+        "metrics_on_webhook_port = true\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n",
+    );
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
         ("edge", vec![], "--config"),
         (
@@ -94,6 +107,21 @@ async fn bad_flags_and_configs_fail_with_one_clear_line() {
             "edge",
             vec!["--config".into(), no_app.arg()],
             "sources.ghl.app_id: is required",
+        ),
+        (
+            "edge",
+            vec!["--config".into(), metrics_twice.arg()],
+            "metrics_on_webhook_port: cannot be set together with metrics_listen",
+        ),
+        (
+            "edge",
+            vec![
+                "--config".into(),
+                metrics_on_port.arg(),
+                "--metrics-listen".into(),
+                format!("127.0.0.1:{metrics_port}"),
+            ],
+            "metrics_on_webhook_port: cannot be set together with --metrics-listen",
         ),
         (
             "edge",

@@ -93,3 +93,74 @@ fn the_development_config_loads_and_takes_the_test_vector() {
         event.payload
     );
 }
+
+/// Where metrics are served: (metrics_listen, metrics_on_webhook_port), or the error line.
+type Metrics<'a> = Result<(Option<&'a str>, bool), &'a str>;
+
+#[test]
+fn where_metrics_are_served() {
+    /// `flag`: `--metrics-listen`.
+    fn check(file: &str, flag: Option<&str>, want: Metrics<'_>) {
+        let mut args = Args::for_file("edge.toml");
+        args.metrics_listen = flag.map(|a| a.parse().expect("address"));
+        let got = parse(&format!("{file}\n{}", stripe_source("stripe")), &args).map(|c| {
+            (
+                c.metrics_listen.map(|a| a.to_string()),
+                c.metrics_on_webhook_port,
+            )
+        });
+        let want = want
+            .map(|(listen, on_port)| (listen.map(str::to_owned), on_port))
+            .map_err(str::to_owned);
+        assert_eq!(got, want, "{file:?} {flag:?}");
+    }
+    let cases: [(&str, Option<&str>, Metrics<'_>); 9] = [
+        // The webhook port faces the internet: by default metrics are served nowhere.
+        ("", None, Ok((None, false))),
+        (
+            "metrics_listen = \"127.0.0.1:9100\"",
+            None,
+            Ok((Some("127.0.0.1:9100"), false)),
+        ),
+        (
+            "",
+            Some("127.0.0.1:9101"),
+            Ok((Some("127.0.0.1:9101"), false)),
+        ),
+        (
+            "metrics_listen = \"127.0.0.1:9100\"",
+            Some("127.0.0.1:9101"),
+            Ok((Some("127.0.0.1:9101"), false)),
+        ),
+        ("metrics_on_webhook_port = true", None, Ok((None, true))),
+        (
+            "metrics_on_webhook_port = false\nmetrics_listen = \"127.0.0.1:9100\"",
+            None,
+            Ok((Some("127.0.0.1:9100"), false)),
+        ),
+        (
+            "metrics_on_webhook_port = true\nmetrics_listen = \"127.0.0.1:9100\"",
+            None,
+            Err(
+                "metrics_on_webhook_port: cannot be set together with metrics_listen \
+                 (127.0.0.1:9100): metrics are served on one of them",
+            ),
+        ),
+        (
+            "metrics_on_webhook_port = true",
+            Some("127.0.0.1:9101"),
+            Err(
+                "metrics_on_webhook_port: cannot be set together with --metrics-listen \
+                 (127.0.0.1:9101): metrics are served on one of them",
+            ),
+        ),
+        (
+            "metrics_listen = \"nowhere\"",
+            None,
+            Err("metrics_listen: \"nowhere\" is not host:port"),
+        ),
+    ];
+    for (file, flag, want) in cases {
+        check(file, flag, want);
+    }
+}
