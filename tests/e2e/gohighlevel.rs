@@ -678,3 +678,35 @@ async fn events_of_another_app_or_location_are_recorded_and_change_nothing() {
         assert_eq!(record.contact_id, "", "{name}");
     }
 }
+
+/// The edge types an event even when it names no contact it can find; contacts-svc,
+/// having checked the fields, is the one place that decides "no contact identifiers".
+#[tokio::test]
+async fn events_without_contact_identifiers_are_ignored_by_contacts_svc() {
+    let stack = stack().await;
+    let mut appointment: serde_json::Value =
+        serde_json::from_slice(&compact("AppointmentUpdate-showed.json")).unwrap();
+    appointment["appointment"]
+        .as_object_mut()
+        .unwrap()
+        .remove("contactId");
+    let marketplace = post_signed(&stack, serde_json::to_vec(&appointment).unwrap()).await;
+    let workflow = post(
+        &stack,
+        "ghl-workflow",
+        br#"{"first_name":"Nobody","email":"not an email"}"#.to_vec(),
+        &[("authorization", &format!("Bearer {WORKFLOW_TOKEN}"))],
+    )
+    .await;
+    for (name, reply) in [("marketplace", marketplace), ("workflow", workflow)] {
+        assert_eq!(reply.status, 200, "{name}: {:?}", reply.body);
+        let json = reply.json();
+        assert_eq!(json["status"], "ignored", "{name}: {json}");
+        assert!(
+            json["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no contact identifiers")),
+            "{name}: {json}"
+        );
+    }
+}

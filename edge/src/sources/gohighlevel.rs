@@ -21,8 +21,13 @@
 //! | `INSTALL` / `UNINSTALL` | `AppLifecycle` {`appId`, `locationId`, `companyId`} |
 //! | `dateUpdated` (`updatedAt` for invoices) | occurred_at of non-appointment events (else `timestamp`, else receipt) |
 //!
-//! Anything else, and any body of an unexpected shape, becomes an ignored event with the
-//! reason: the event is authentic, so the sender gets a 2xx and the body is kept.
+//! Anything else, and any body the edge cannot type (not a JSON object, no or an unknown
+//! `type`, without the id of the object itself: appointment `id`, opportunity `id`,
+//! invoice `_id`), becomes an ignored event with the reason: the event is authentic, so
+//! the sender gets a 2xx and the body is kept. An event that names no contact, or none
+//! it can find (no `contactId`, no email or phone), is still typed, with what contact
+//! data there is: contacts-svc decides "no contact identifiers", after it has checked
+//! the fields, in one place for every source.
 //!
 //! One GHL key signs the webhooks of every marketplace app (§1.5), so a valid signature
 //! proves only that GHL sent the event to *some* app: whoever receives webhooks for an
@@ -332,7 +337,7 @@ impl GoHighLevel {
                 appointment(&env, m, event_type == "AppointmentDelete")
             }
             "ContactCreate" | "ContactUpdate" | "ContactTagUpdate" | "ContactDndUpdate" => {
-                contact_upserted(&env, m)
+                Ok(contact_upserted(&env, m))
             }
             "ContactDelete" => contact_deleted(&env, m),
             "OpportunityCreate"
@@ -479,10 +484,9 @@ fn appointment(
 ) -> Result<v1::WebhookEvent, String> {
     let a = object_of(m, "appointment").ok_or("body has no appointment object")?;
     let id = str_of(a, "id").ok_or("appointment has no id")?;
-    let contact_id = str_of(a, "contactId").ok_or("appointment has no contactId")?;
     let instant = |k| str_of(a, k).and_then(parse_instant).map(proto_timestamp);
     Ok(env.event(
-        ghl_contact(contact_id),
+        contact_of(str_of(a, "contactId")),
         Payload::AppointmentUpdated(v1::AppointmentUpdated {
             appointment_id: id.to_owned(),
             calendar_id: owned(str_of(a, "calendarId")),
@@ -496,10 +500,7 @@ fn appointment(
     ))
 }
 
-fn contact_upserted(
-    env: &Envelope<'_>,
-    m: &Map<String, Value>,
-) -> Result<v1::WebhookEvent, String> {
+fn contact_upserted(env: &Envelope<'_>, m: &Map<String, Value>) -> v1::WebhookEvent {
     let contact = v1::ContactData {
         email: str_of(m, "email").map(str::to_owned),
         phone: str_of(m, "phone").map(str::to_owned),
@@ -512,10 +513,7 @@ fn contact_upserted(
         dnd: m.get("dnd").and_then(Value::as_bool),
         payment_refs: Vec::new(),
     };
-    if !has_identifier(&contact) {
-        return Err("contact has no id, email or phone".to_owned());
-    }
-    Ok(env.event(contact, Payload::ContactUpserted(v1::ContactUpserted {})))
+    env.event(contact, Payload::ContactUpserted(v1::ContactUpserted {}))
 }
 
 /// A deletion names the GHL record only: its other fields are the deleted snapshot and
@@ -530,7 +528,6 @@ fn contact_deleted(env: &Envelope<'_>, m: &Map<String, Value>) -> Result<v1::Web
 
 fn opportunity(env: &Envelope<'_>, m: &Map<String, Value>) -> Result<v1::WebhookEvent, String> {
     let id = str_of(m, "id").ok_or("opportunity has no id")?;
-    let contact_id = str_of(m, "contactId").ok_or("opportunity has no contactId")?;
     // GHL states opportunity values in major units of the location's currency and sends
     // no currency with them: two decimals are assumed.
     let monetary_value = match m.get("monetaryValue") {
@@ -538,7 +535,7 @@ fn opportunity(env: &Envelope<'_>, m: &Map<String, Value>) -> Result<v1::Webhook
         Some(v) => to_minor_units(v, 2).ok_or("monetaryValue is not an amount in range")?,
     };
     Ok(env.event(
-        ghl_contact(contact_id),
+        contact_of(str_of(m, "contactId")),
         Payload::OpportunityUpdated(v1::OpportunityUpdated {
             opportunity_id: id.to_owned(),
             status: owned(str_of(m, "status")),
@@ -572,9 +569,6 @@ fn invoice_paid(env: &Envelope<'_>, m: &Map<String, Value>) -> Result<v1::Webhoo
         payment_refs: vec![purchase_id.clone()],
         ..v1::ContactData::default()
     };
-    if !has_identifier(&contact) {
-        return Err("invoice contactDetails has no id, email or phone".to_owned());
-    }
     Ok(env.event(
         contact,
         Payload::PurchaseCompleted(v1::PurchaseCompleted {
@@ -638,14 +632,17 @@ fn external_id(id: Option<&str>) -> Vec<v1::ExternalId> {
 
 /// A contact named by its GHL contact id only.
 pub(super) fn ghl_contact(id: &str) -> v1::ContactData {
-    v1::ContactData {
-        external_ids: external_id(Some(id)),
-        ..v1::ContactData::default()
-    }
+    contact_of(Some(id))
 }
 
-pub(super) fn has_identifier(c: &v1::ContactData) -> bool {
-    c.email.is_some() || c.phone.is_some() || !c.external_ids.is_empty()
+/// The contact an event names by GHL contact id, if it names one. Without it the event
+/// still has its type: whether an event without identifiers changes anything is
+/// contacts-svc's to decide, after it has checked the fields.
+fn contact_of(id: Option<&str>) -> v1::ContactData {
+    v1::ContactData {
+        external_ids: external_id(id),
+        ..v1::ContactData::default()
+    }
 }
 
 /// The region for reading a phone number, when `country` is an ISO 3166 two-letter code.

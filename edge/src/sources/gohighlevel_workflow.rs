@@ -59,8 +59,8 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::gohighlevel::{
-    GHL_CONTACT, appointment_status, has_identifier, object_of, parse_instant, phone_region,
-    proto_timestamp, tag_list,
+    GHL_CONTACT, appointment_status, object_of, parse_instant, phone_region, proto_timestamp,
+    tag_list,
 };
 use super::{Delivery, Envelope, VerifyError, body_digest_id, not_an_object, unreadable};
 use crate::config::{ConfigError, Resolver};
@@ -319,19 +319,13 @@ impl GoHighLevelWorkflow {
         };
         v1::WebhookEvent {
             dedup_window_secs,
-            ..event(source, &id, f, body, received_at_ms)
+            ..event(source, &id, f, received_at_ms)
         }
     }
 }
 
 /// The event of a workflow payload `f`, under the unscoped id `id`.
-fn event(
-    source: &str,
-    id: &str,
-    f: Fields<'_>,
-    body: &[u8],
-    received_at_ms: i64,
-) -> v1::WebhookEvent {
+fn event(source: &str, id: &str, f: Fields<'_>, received_at_ms: i64) -> v1::WebhookEvent {
     let top = f.top;
     let calendar = object_of(top, "calendar");
     let cal =
@@ -385,9 +379,8 @@ fn event(
         dnd: f.get(&["dnd"]).and_then(Value::as_bool),
         payment_refs: Vec::new(),
     };
-    if !has_identifier(&contact) {
-        return env.ignored("no contact identifiers (contact_id, email or phone)", body);
-    }
+    // Even without contact_id, email or phone the event keeps its type: contacts-svc
+    // decides "no contact identifiers" once it has checked the fields.
     let Some(appointment_id) = appointment_id else {
         return env.event(contact, Payload::ContactUpserted(v1::ContactUpserted {}));
     };

@@ -1205,7 +1205,7 @@ fn unexpected_shapes_are_ignored_with_a_reason() {
     }
     /// Name, body, unscoped id (`None`: the digest), type, start of the reason.
     type Case<'a> = (&'a str, &'a [u8], Option<&'a str>, &'a str, &'a str);
-    let cases: [Case<'_>; 13] = [
+    let cases: [Case<'_>; 15] = [
         (
             "not JSON",
             b"type=AppointmentCreate",
@@ -1264,18 +1264,32 @@ fn unexpected_shapes_are_ignored_with_a_reason() {
             "body has no appointment object",
         ),
         (
-            "appointment without contactId",
-            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"AppointmentUpdate","appointment":{"id":"a"}}"#,
+            "appointment without id",
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"AppointmentUpdate","appointment":{"contactId":"c"}}"#,
             None,
             "AppointmentUpdate",
-            "appointment has no contactId",
+            "appointment has no id",
         ),
         (
-            "contact without identifiers",
-            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"ContactUpdate","firstName":"A"}"#,
+            "opportunity without id",
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"OpportunityUpdate","contactId":"c"}"#,
             None,
-            "ContactUpdate",
-            "contact has no id, email or phone",
+            "OpportunityUpdate",
+            "opportunity has no id",
+        ),
+        (
+            "invoice without _id",
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"InvoicePaid","currency":"USD","amountPaid":1}"#,
+            None,
+            "InvoicePaid",
+            "invoice has no _id",
+        ),
+        (
+            "contact delete without id",
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"ContactDelete","email":"a@example.com"}"#,
+            None,
+            "ContactDelete",
+            "contact has no id",
         ),
         (
             "opportunity value not a number",
@@ -1294,6 +1308,74 @@ fn unexpected_shapes_are_ignored_with_a_reason() {
     ];
     for (name, body, id, event_type, reason) in cases {
         check(name, body, id, event_type, reason);
+    }
+}
+
+/// Whether an event without contact identifiers changes anything is contacts-svc's
+/// decision, made once it has checked the fields: the edge still types the event, with
+/// what contact data there is, even none.
+#[test]
+fn events_without_contact_identifiers_keep_their_type() {
+    fn check(name: &str, body: Vec<u8>, want_contact: v1::ContactData, want: fn(&Payload) -> bool) {
+        let got = source(Keys::Test, ours()).normalize(SOURCE, &body, RECEIVED_MS);
+        assert_eq!(got.contact, Some(want_contact), "{name}");
+        let payload = got.payload.as_ref().expect("a payload");
+        assert!(want(payload), "{name}: {payload:?}");
+        assert!(
+            got.raw_body.is_empty(),
+            "{name}: a typed event carries no body"
+        );
+    }
+    type Case = (&'static str, Vec<u8>, v1::ContactData, fn(&Payload) -> bool);
+    let cases: [Case; 5] = [
+        (
+            "an appointment without contactId",
+            edited(fixture!("AppointmentCreate.json"), |m| {
+                let a = m.get_mut("appointment").and_then(Value::as_object_mut);
+                a.expect("appointment").remove("contactId");
+            }),
+            v1::ContactData::default(),
+            |p| matches!(p, Payload::AppointmentUpdated(a) if a.appointment_id == "FN1XdtXNMPqAXiuF3XRc"),
+        ),
+        (
+            "a contact with a name only",
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"ContactUpdate","firstName":"A"}"#
+                .to_vec(),
+            v1::ContactData {
+                first_name: Some("A".to_owned()),
+                ..v1::ContactData::default()
+            },
+            |p| matches!(p, Payload::ContactUpserted(_)),
+        ),
+        (
+            "a contact whose identifiers are blank or not strings",
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"ContactCreate","id":" ","email":7,"phone":""}"#
+                .to_vec(),
+            v1::ContactData::default(),
+            |p| matches!(p, Payload::ContactUpserted(_)),
+        ),
+        (
+            "an invoice without contactDetails",
+            edited(fixture!("InvoicePaid.json"), |m| {
+                m.remove("contactDetails");
+            }),
+            v1::ContactData {
+                payment_refs: vec!["ghl_invoice:6a3f1c9e2b7d4e8f0a1b2c3d".to_owned()],
+                ..v1::ContactData::default()
+            },
+            |p| matches!(p, Payload::PurchaseCompleted(i) if i.amount == 150_000),
+        ),
+        (
+            "an opportunity without contactId",
+            edited(fixture!("OpportunityCreate.json"), |m| {
+                m.remove("contactId");
+            }),
+            v1::ContactData::default(),
+            |p| matches!(p, Payload::OpportunityUpdated(o) if o.opportunity_id == "jniYpMBoCO0WX8SivsTM"),
+        ),
+    ];
+    for (name, body, contact, want) in cases {
+        check(name, body, contact, want);
     }
 }
 

@@ -827,28 +827,67 @@ fn unusable_bodies_are_ignored_with_a_reason() {
             other => panic!("{name}: {other:?}"),
         }
     }
-    let cases: [(&str, &[u8], &str); 6] = [
+    let cases: [(&str, &[u8], &str); 3] = [
         ("not JSON", b"contact_id=1", "body is not JSON"),
         ("empty", b"", "body is not JSON"),
         ("JSON string", br#""hello""#, "body is not a JSON object"),
+    ];
+    for (name, body, reason) in cases {
+        check(name, body, reason);
+    }
+}
+
+/// Whether an event without contact identifiers changes anything is contacts-svc's
+/// decision, made once it has checked the fields: the edge still types the event.
+#[test]
+fn events_without_contact_identifiers_keep_their_type() {
+    fn check(name: &str, body: &[u8], want_contact: v1::ContactData, want_appointment: bool) {
+        let got = workflow().normalize(SOURCE, body, RECEIVED_MS);
+        assert_eq!(got.contact, Some(want_contact), "{name}");
+        match &got.payload {
+            Some(Payload::AppointmentUpdated(a)) if want_appointment => {
+                assert_eq!(a.appointment_id, "a1", "{name}");
+            }
+            Some(Payload::ContactUpserted(_)) if !want_appointment => {}
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(
+            got.raw_body.is_empty(),
+            "{name}: a typed event carries no body"
+        );
+    }
+    let cases: [(&str, &[u8], v1::ContactData, bool); 4] = [
         (
-            "no identifiers",
+            "a name and tags only",
             br#"{"first_name":"A","tags":"x"}"#,
-            "no contact identifiers",
+            v1::ContactData {
+                first_name: Some("A".to_owned()),
+                tags: tags(&["x"]),
+                ..v1::ContactData::default()
+            },
+            false,
         ),
         (
             "blank identifiers",
             br#"{"contact_id":" ","email":"","phone":null}"#,
-            "no contact identifiers",
+            v1::ContactData::default(),
+            false,
         ),
         (
             "identifiers of the wrong type",
             br#"{"contact_id":{},"email":[]}"#,
-            "no contact identifiers",
+            v1::ContactData::default(),
+            false,
+        ),
+        (
+            "an appointment without a contact",
+            br#"{"appointment_id":"a1","status":"cancelled"}"#,
+            v1::ContactData::default(),
+            true,
         ),
     ];
-    for (name, body, reason) in cases {
-        check(name, body, reason);
+    for (name, body, contact, appointment) in cases {
+        check(name, body, contact, appointment);
     }
 }
 
