@@ -1,11 +1,18 @@
 use std::path::Path;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hookline_proto::prost_types::Timestamp;
+use hookline_proto::v1::{self, webhook_event::Payload};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use rsa::traits::PublicKeyParts as _;
+use serde_json::{Map, Value};
 use sha2::Digest as _;
 
+use super::normalize::*;
 use super::*;
 use crate::config::{Args, Config};
-use crate::sources::{Source, timestamp};
+use crate::sources::{Source, body_digest_id, timestamp};
 
 macro_rules! fixture {
     ($name:literal) => {
