@@ -30,8 +30,8 @@ pub struct Args {
     #[arg(long, env = "CONTACTS_URL")]
     pub contacts_url: Option<String>,
 
-    /// Serve `GET /metrics` on this address instead of the webhook port (overrides
-    /// `metrics_listen`).
+    /// Serve `GET /metrics` on this address (overrides `metrics_listen`). Without it,
+    /// metrics are served nowhere unless the file sets `metrics_on_webhook_port`.
     #[arg(long, env = "EDGE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
@@ -94,8 +94,12 @@ impl ConfigError {
 #[derive(Debug)]
 pub struct Config {
     pub listen: SocketAddr,
-    /// Separate address for `GET /metrics`; `None`: the webhook port serves it.
+    /// Address of `GET /metrics`. Never the public webhook port unless asked for.
     pub metrics_listen: Option<SocketAddr>,
+    /// `GET /metrics` on the webhook port too: only when the file says so, because that
+    /// port faces the internet and the metrics name sources, types and volumes.
+    /// Never together with `metrics_listen`.
+    pub metrics_on_webhook_port: bool,
     pub contacts_urls: Vec<http::Uri>,
     pub max_body_bytes: usize,
     pub spool_dir: PathBuf,
@@ -131,6 +135,7 @@ impl fmt::Debug for Secret {
 struct FileConfig {
     listen: Option<String>,
     metrics_listen: Option<String>,
+    metrics_on_webhook_port: Option<bool>,
     contacts_url: Option<String>,
     max_body_bytes: Option<usize>,
     spool_dir: Option<PathBuf>,
@@ -182,6 +187,21 @@ impl Config {
             })?),
             (None, None) => None,
         };
+        let metrics_on_webhook_port = file.metrics_on_webhook_port.unwrap_or(false);
+        if metrics_on_webhook_port && let Some(addr) = metrics_listen {
+            let given = if args.metrics_listen.is_some() {
+                "--metrics-listen"
+            } else {
+                "metrics_listen"
+            };
+            return Err(ConfigError::new(
+                "metrics_on_webhook_port",
+                format!(
+                    "cannot be set together with {given} ({addr}): metrics are served on one \
+                     of them"
+                ),
+            ));
+        }
         let (urls_key, urls) = match &args.contacts_url {
             Some(u) => ("--contacts-url", u.as_str()),
             None => (
@@ -217,6 +237,7 @@ impl Config {
         Ok(Self {
             listen,
             metrics_listen,
+            metrics_on_webhook_port,
             contacts_urls,
             max_body_bytes,
             spool_dir: file
@@ -255,14 +276,24 @@ fn check_source_name(name: &str) -> Result<(), ConfigError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
+    if !ok {
+        return Err(ConfigError::new(
             format!("sources.{name}"),
             "source names are 1 to 64 of a-z, 0-9, '-' and '_' (they appear in URLs)",
-        ))
+        ));
     }
+    // contacts-svc scopes event ids by source (`<source>:<id>`) and records events of its
+    // own under these names: a webhook source taking one could collide with them.
+    if hookline_proto::RESERVED_SOURCES.contains(&name) {
+        return Err(ConfigError::new(
+            format!("sources.{name}"),
+            format!(
+                "is reserved: contacts-svc records its own events under the source {name:?}, \
+                 so this source's event ids could collide with them (choose another name)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Resolves `env:NAME` and `file:PATH` values.
@@ -337,3 +368,6 @@ fn parse_source(name: &str, table: toml::Table, r: &Resolver<'_>) -> Result<Sour
         )),
     }
 }
+
+#[cfg(test)]
+mod tests;

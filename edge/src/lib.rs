@@ -43,8 +43,9 @@ pub struct Configured {
     pub source: Source,
 }
 
-/// Serves webhooks on `listener`, and metrics on `metrics` when given (otherwise on the
-/// webhook port), until `shutdown` resolves.
+/// Serves webhooks on `listener` until `shutdown` resolves, and metrics on `metrics`
+/// when given. The webhook port serves metrics too only when there is no such listener
+/// and the configuration asks for it (`metrics_on_webhook_port`): it faces the internet.
 pub async fn run(
     listener: TcpListener,
     metrics: Option<TcpListener>,
@@ -78,10 +79,12 @@ async fn serve_all(
         max_body_bytes: config.max_body_bytes,
         metrics: Metrics::new(),
     });
-    // Metrics go on the webhook port unless they have a listener of their own.
-    let webhook_routes = match metrics {
-        Some(_) => Routes::Webhooks,
-        None => Routes::All,
+    // The public port publishes internal metrics only when asked to, and never beside a
+    // listener of their own.
+    let webhook_routes = if metrics.is_none() && config.metrics_on_webhook_port {
+        Routes::All
+    } else {
+        Routes::Webhooks
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics_server = metrics.map(|listener| {

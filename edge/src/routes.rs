@@ -12,9 +12,10 @@ use crate::webhook::{self, json_response};
 /// Which routes a listener serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Routes {
-    /// Webhooks, probes and `GET /metrics`: the one listener.
+    /// Webhooks, probes and `GET /metrics`: the webhook port when the configuration
+    /// asks for metrics there (`metrics_on_webhook_port`).
     All,
-    /// Webhooks and probes, when metrics have a listener of their own.
+    /// Webhooks and probes: the webhook port by default, since it faces the internet.
     Webhooks,
     /// `GET /metrics` only.
     Metrics,

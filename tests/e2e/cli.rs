@@ -5,22 +5,33 @@ use std::time::Duration;
 
 use hookline_tests::{Redis, TempFile, eventually, free_port, workspace_bin};
 
-/// Runs a binary to completion; returns its exit code and stderr.
-fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(workspace_bin(bin))
+/// Runs a binary to completion; returns its exit code and stderr. A binary that accepts
+/// what it should refuse would serve forever: it is killed at the deadline and the test
+/// fails saying so.
+async fn run(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let child = tokio::process::Command::new(workspace_bin(bin))
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
         .expect("run binary");
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{bin} {args:?} did not exit: it accepted what it should refuse")
+        })
+        .expect("binary output");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
-#[test]
-fn bad_flags_and_configs_fail_with_one_clear_line() {
+#[tokio::test]
+async fn bad_flags_and_configs_fail_with_one_clear_line() {
     let missing = TempFile::new(
         "hookline-edge",
         "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"env:STRIPE_WEBHOOK_SECRET\"]\n",
@@ -36,6 +47,29 @@ fn bad_flags_and_configs_fail_with_one_clear_line() {
     let unknown_key = TempFile::new(
         "hookline-edge",
         "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\nsecret = \"typo\"\n",
+    );
+    // contacts-svc records its own events under the source `api`.
+    let reserved = TempFile::new(
+        "hookline-edge",
+        "[sources.api]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n",
+    );
+    // One GHL key signs every app's webhooks: a source must say whose it takes.
+    let no_app = TempFile::new(
+        "hookline-edge",
+        "[sources.ghl]\nkind = \"gohighlevel\"\nlocation_ids = [\"loc\"]\n",
+    );
+    // Metrics on the public webhook port, and on a listener of their own: which one?
+    let metrics_port = free_port();
+    let metrics_twice = TempFile::new(
+        "hookline-edge",
+        &format!(
+            "metrics_on_webhook_port = true\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+             [sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n"
+        ),
+    );
+    let metrics_on_port = TempFile::new(
+        "hookline-edge",
+        "metrics_on_webhook_port = true\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n",
     );
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
         ("edge", vec![], "--config"),
@@ -66,6 +100,31 @@ fn bad_flags_and_configs_fail_with_one_clear_line() {
         ),
         (
             "edge",
+            vec!["--config".into(), reserved.arg()],
+            "sources.api: is reserved",
+        ),
+        (
+            "edge",
+            vec!["--config".into(), no_app.arg()],
+            "sources.ghl.app_id: is required",
+        ),
+        (
+            "edge",
+            vec!["--config".into(), metrics_twice.arg()],
+            "metrics_on_webhook_port: cannot be set together with metrics_listen",
+        ),
+        (
+            "edge",
+            vec![
+                "--config".into(),
+                metrics_on_port.arg(),
+                "--metrics-listen".into(),
+                format!("127.0.0.1:{metrics_port}"),
+            ],
+            "metrics_on_webhook_port: cannot be set together with --metrics-listen",
+        ),
+        (
+            "edge",
             vec![
                 "--config".into(),
                 missing.arg(),
@@ -93,7 +152,7 @@ fn bad_flags_and_configs_fail_with_one_clear_line() {
     ];
     for (bin, args, needle) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, stderr) = run(bin, &args, &[]);
+        let (code, stderr) = run(bin, &args, &[]).await;
         assert_ne!(code, 0, "{bin} {args:?} should fail");
         assert!(
             stderr.contains(needle),

@@ -8,6 +8,12 @@ const ED25519_PRIVATE: &str = "gohighlevel/test-vectors/TEST-ONLY-ed25519-privat
 const ED25519_PUBLIC: &str = "gohighlevel/test-vectors/TEST-ONLY-ed25519-public.pem";
 const RSA_PUBLIC: &str = "gohighlevel/test-vectors/TEST-ONLY-rsa4096-public.pem";
 const WORKFLOW_TOKEN: &str = "workflow-token-for-tests";
+/// The app and location of every fixture, which the `ghl` source takes.
+const APP: &str = "fdbfd90cd48bb76107d26543";
+const LOCATION: &str = "DhU4XgaOzyx7J3SdoVwg";
+/// An app and a location of someone else's: GHL signs their events with the same key.
+const OTHER_APP: &str = "0123456789abcdef01234567";
+const OTHER_LOCATION: &str = "ZZZZotherLocation000";
 
 /// Request headers of a table row.
 type Headers<'a> = Vec<(&'a str, &'a str)>;
@@ -16,13 +22,15 @@ fn text(path: &str) -> String {
     String::from_utf8(fixture(path)).unwrap()
 }
 
-/// A stack with a `ghl` marketplace source (TEST-ONLY keys, legacy RSA on), a
-/// `ghl-strict` one with the legacy switch off, and a `ghl-workflow` source.
+/// A stack with a `ghl` marketplace source (TEST-ONLY keys, legacy RSA on, the fixtures'
+/// app and location only), a `ghl-strict` one with the legacy switch off (the app only),
+/// and a `ghl-workflow` source.
 async fn stack() -> Stack {
     let sources = format!(
         "[sources.ghl]\nkind = \"gohighlevel\"\nallow_legacy_rsa = true\n\
+         app_id = \"{APP}\"\nlocation_ids = [\"{LOCATION}\"]\n\
          ed25519_public_key = '''{}'''\nrsa_public_key = '''{}'''\n\
-         [sources.ghl-strict]\nkind = \"gohighlevel\"\n\
+         [sources.ghl-strict]\nkind = \"gohighlevel\"\napp_id = \"{APP}\"\n\
          ed25519_public_key = '''{}'''\nrsa_public_key = '''{}'''\n\
          [sources.ghl-workflow]\nkind = \"gohighlevel-workflow\"\ntoken = \"{WORKFLOW_TOKEN}\"\n\
          [sources.stripe]\nkind = \"stripe\"\nsecrets = [\"{}\"]\n",
@@ -559,4 +567,145 @@ async fn two_ghl_contacts_sharing_an_email_stay_apart_and_the_conflict_is_logged
         .into_inner()
         .events;
     assert!(ignored.is_empty());
+}
+
+/// One GHL key signs every app's webhooks: an authentic event of another app, or of a
+/// location the source does not list, is acknowledged (GHL would retry anything else),
+/// recorded with its body, and changes no contact, whether it names a new one or an
+/// existing one.
+#[tokio::test]
+async fn events_of_another_app_or_location_are_recorded_and_change_nothing() {
+    let stack = stack().await;
+    let jordan_created = compact("ContactCreate.json");
+    assert_eq!(
+        post_signed(&stack, jordan_created).await.json()["status"],
+        "applied"
+    );
+    let before = lookup(&stack, ghl_id("P4FmErxTM1cHho4PAAAN")).await;
+
+    /// A fixture re-addressed to another tenant, as its own delivery, with new content.
+    fn foreign(name: &str, webhook_id: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+        let mut v: serde_json::Value = serde_json::from_slice(&compact(name)).unwrap();
+        v["webhookId"] = webhook_id.into();
+        v["email"] = "mallory@example.com".into();
+        v["firstName"] = "Mallory".into();
+        v["dateUpdated"] = "2027-01-01T00:00:00.000Z".into();
+        edit(&mut v);
+        serde_json::to_vec(&v).unwrap()
+    }
+    // (name, body, contact it names, whether that contact exists, the reason)
+    let cases = [
+        (
+            "another app's update of an existing contact",
+            foreign("ContactUpdate.json", "w-other-app", |v| {
+                v["appId"] = OTHER_APP.into();
+                v["id"] = "P4FmErxTM1cHho4PAAAN".into();
+            }),
+            "P4FmErxTM1cHho4PAAAN",
+            true,
+            "not for this app/location: appId is not the configured app_id",
+        ),
+        (
+            "an unlisted location's new contact",
+            foreign("ContactUpdate.json", "w-other-location", |v| {
+                v["locationId"] = OTHER_LOCATION.into();
+            }),
+            "vkYfQv9NomBbjl2y4y5q",
+            false,
+            "not for this app/location: location is not in location_ids",
+        ),
+        (
+            "an event without appId",
+            foreign("ContactUpdate.json", "w-no-app", |v| {
+                v.as_object_mut().unwrap().remove("appId");
+            }),
+            "vkYfQv9NomBbjl2y4y5q",
+            false,
+            "not for this app/location: the event has no appId",
+        ),
+    ];
+    for (name, body, contact, exists, reason) in &cases {
+        let reply = post_signed(&stack, body.clone()).await;
+        assert_eq!(reply.status, 200, "{name}: {:?}", reply.body);
+        let json = reply.json();
+        assert_eq!(json["status"], "ignored", "{name}: {json}");
+        assert_eq!(json["reason"], *reason, "{name}");
+        for tenant in [OTHER_APP, OTHER_LOCATION] {
+            assert!(!json.to_string().contains(tenant), "{name}: {json}");
+        }
+        if *exists {
+            let after = lookup(&stack, ghl_id(contact)).await;
+            assert_eq!(after, before, "{name}: the contact changed");
+        } else {
+            let mut grpc = stack.contacts.client().await;
+            let status = grpc
+                .lookup_contact(v1::LookupContactRequest {
+                    key: Some(ghl_id(contact)),
+                    phone_region: String::new(),
+                })
+                .await
+                .expect_err(name);
+            assert_eq!(status.code(), tonic::Code::NotFound, "{name}: {status}");
+        }
+    }
+    let mallory = stack.contacts.lookup_email("mallory@example.com").await;
+    assert_eq!(
+        mallory.map_err(|s| s.code()),
+        Err(tonic::Code::NotFound),
+        "no contact holds the foreign events' email"
+    );
+
+    // Each is in the webhook log, ignored, with its reason and the exact body received.
+    let mut grpc = stack.contacts.client().await;
+    let ignored = grpc
+        .list_events(v1::ListEventsRequest {
+            source: "ghl".into(),
+            outcome: v1::EventOutcome::Ignored.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(ignored.len(), cases.len(), "{ignored:?}");
+    for (name, body, _, _, reason) in &cases {
+        let record = ignored
+            .iter()
+            .find(|r| r.body == *body)
+            .unwrap_or_else(|| panic!("{name}: not in the log with its body"));
+        assert_eq!(record.reason, *reason, "{name}");
+        assert_eq!(record.contact_id, "", "{name}");
+    }
+}
+
+/// The edge types an event even when it names no contact it can find; contacts-svc,
+/// having checked the fields, is the one place that decides "no contact identifiers".
+#[tokio::test]
+async fn events_without_contact_identifiers_are_ignored_by_contacts_svc() {
+    let stack = stack().await;
+    let mut appointment: serde_json::Value =
+        serde_json::from_slice(&compact("AppointmentUpdate-showed.json")).unwrap();
+    appointment["appointment"]
+        .as_object_mut()
+        .unwrap()
+        .remove("contactId");
+    let marketplace = post_signed(&stack, serde_json::to_vec(&appointment).unwrap()).await;
+    let workflow = post(
+        &stack,
+        "ghl-workflow",
+        br#"{"first_name":"Nobody","email":"not an email"}"#.to_vec(),
+        &[("authorization", &format!("Bearer {WORKFLOW_TOKEN}"))],
+    )
+    .await;
+    for (name, reply) in [("marketplace", marketplace), ("workflow", workflow)] {
+        assert_eq!(reply.status, 200, "{name}: {:?}", reply.body);
+        let json = reply.json();
+        assert_eq!(json["status"], "ignored", "{name}: {json}");
+        assert!(
+            json["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no contact identifiers")),
+            "{name}: {json}"
+        );
+    }
 }

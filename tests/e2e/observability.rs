@@ -32,7 +32,7 @@ async fn counters_move_with_applied_duplicate_and_rejected_events() {
         .await;
     assert_eq!(unknown.status, 404);
 
-    let edge = stack.http.get(&stack.edge.url("/metrics")).await;
+    let edge = stack.http.get(&stack.edge.metrics_url("/metrics")).await;
     assert_eq!(edge.status, 200);
     assert!(
         edge.headers["content-type"]
@@ -173,6 +173,42 @@ async fn a_separate_metrics_listener_serves_metrics_alone() {
         .post(&format!("{metrics}/webhooks/stripe"), b"{}".to_vec(), &[])
         .await;
     assert_eq!(post.status, 404);
+}
+
+/// The webhook port faces the internet: it serves `GET /metrics` only when the file asks
+/// for it, and it is refused beside a metrics listener of its own.
+#[tokio::test]
+async fn the_webhook_port_serves_metrics_only_when_asked() {
+    let unused = free_port();
+    let config = |extra: &str| {
+        format!(
+            "contacts_url = \"http://127.0.0.1:{unused}\"\n{extra}\n\
+             [sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_metrics_port\"]\n"
+        )
+    };
+    let http = Http::new();
+    for (name, extra, want) in [
+        ("by default", "", 404),
+        ("asked for", "metrics_on_webhook_port = true", 200),
+        ("refused explicitly", "metrics_on_webhook_port = false", 404),
+    ] {
+        let edge = Edge::start(&config(extra)).await;
+        let reply = http.get(&edge.url("/metrics")).await;
+        assert_eq!(reply.status, want, "{name}: {:?}", reply.body);
+        if want == 200 {
+            assert!(
+                reply.headers["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("application/openmetrics-text"),
+                "{name}"
+            );
+            let text = String::from_utf8_lossy(&reply.body);
+            assert!(text.contains("hookline_edge_"), "{name}: {text}");
+        }
+        // Webhooks and probes are there either way.
+        assert_eq!(http.get(&edge.url("/healthz")).await.status, 200, "{name}");
+    }
 }
 
 #[tokio::test]

@@ -351,6 +351,14 @@ impl Edge {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `path` on the metrics listener; panics when the edge has none.
+    pub fn metrics_url(&self, path: &str) -> String {
+        let addr = self
+            .metrics_addr
+            .expect("an edge started with a metrics listener");
+        format!("http://{addr}{path}")
+    }
+
     /// POSTs a Stripe event signed now with [`STRIPE_SECRET`] to `/webhooks/stripe`.
     pub async fn post_stripe(&self, http: &Http, body: &[u8]) -> Reply {
         let sig = stripe_sign(STRIPE_SECRET, now_secs(), body);
@@ -402,7 +410,9 @@ impl Stack {
             "contacts_url = \"{}\"\nmax_body_bytes = 65536\ncontacts_timeout_ms = 5000\n{sources}",
             contacts.url()
         );
-        let edge = Edge::start(&toml).await;
+        // Metrics on a port of their own, as a deployment serves them: the webhook port
+        // serves none by default.
+        let edge = Edge::start_with_metrics_listener(&toml).await;
         let stack = Self {
             redis,
             contacts,

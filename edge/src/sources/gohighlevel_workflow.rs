@@ -8,7 +8,7 @@
 //!
 //! | workflow | event |
 //! |---|---|
-//! | `webhookId` / `webhook_id` / `event_id` / `eventId` | id `"<source>:<value>"`; else the SHA-256 of the body |
+//! | the configured `id_pointer`, else `webhookId` / `webhook_id` / `event_id` / `eventId` | id `"<source>:<value>"`; else the SHA-256 of the body, deduplicated within `dedup_window_secs` (see below) |
 //! | `event` | type; else `"appointment"` or `"contact"` |
 //! | `contact_id` / `contactId` | contact external id `ghl_contact` |
 //! | `email`, `phone`, `first_name`/`firstName`, `last_name`/`lastName`, `full_name`/`fullName` | contact fields, passed through (contacts-svc normalizes the phone) |
@@ -26,6 +26,29 @@
 //! `dateUpdated` in the published payloads), so their events are usually ordered by when
 //! the edge received them: a delayed workflow delivery can overwrite a newer marketplace
 //! update of the same field.
+//!
+//! # Event ids
+//!
+//! Workflow payloads have no `webhookId` (§2), and two deliveries of one body are not
+//! always one event: booked → cancelled → booked again sends a third body byte for byte
+//! equal to the first. The id is, in this order:
+//!
+//! 1. the value at the source's `id_pointer` (RFC 6901, e.g. `/customData/event_id`),
+//!    when it is a non-blank string or an integer: the tenant put a real id there;
+//! 2. a known id field of the payload (`webhookId`, `webhook_id`, `event_id`,
+//!    `eventId`, top level or `customData`);
+//! 3. else the SHA-256 of the raw body, sent with `dedup_window_secs` (default 3600):
+//!    contacts-svc treats the same digest within that window as a duplicate, and after
+//!    it as a new event.
+//!
+//! The window is a trade-off with no right answer for every tenant. A short one lets a
+//! genuinely repeated identical delivery (booked again) take effect, but a retry of the
+//! sender that arrives after it takes effect again too: workflow events are ordered by
+//! receipt, so a late retry of "booked" that follows "cancelled" ends booked. A long one
+//! absorbs late retries, but swallows the genuine repeat. An id in the payload, found through
+//! `id_pointer` or a known field (the tenant's Custom Data or Custom Webhook body can
+//! carry one), avoids the question: such ids are deduplicated for contacts-svc's whole
+//! dedup TTL, and the field stays 0.
 
 use std::fmt;
 
@@ -36,8 +59,8 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::gohighlevel::{
-    GHL_CONTACT, appointment_status, has_identifier, object_of, parse_instant, phone_region,
-    proto_timestamp, tag_list,
+    GHL_CONTACT, appointment_status, object_of, parse_instant, phone_region, proto_timestamp,
+    tag_list,
 };
 use super::{Delivery, Envelope, VerifyError, body_digest_id, not_an_object, unreadable};
 use crate::config::{ConfigError, Resolver};
@@ -52,31 +75,94 @@ pub struct RawConfig {
     kind: String,
     /// The shared token, inline, `env:NAME` or `file:PATH`.
     token: String,
+    /// JSON Pointer (RFC 6901) to the event id in the payload, e.g. `/customData/event_id`.
+    id_pointer: Option<String>,
+    /// How long the same body counts as the same event when the id is its digest.
+    /// Signed, so that a negative value gets this key's message rather than serde's.
+    dedup_window_secs: Option<i64>,
 }
 
-/// A workflow source: the SHA-256 of its token.
+/// Default `dedup_window_secs`: an hour absorbs a sender's quick retries and lets a
+/// repeat later in the day (booked again) take effect.
+pub const DEFAULT_DEDUP_WINDOW_SECS: u32 = 3600;
+/// The longest window: contacts-svc's default dedup TTL, 30 days.
+pub const MAX_DEDUP_WINDOW_SECS: u32 = 30 * 24 * 3600;
+
+/// A workflow source: the SHA-256 of its token, and how its events get their ids.
 pub struct GoHighLevelWorkflow {
     /// Comparing digests takes the same time whatever the lengths of the two tokens.
     token_digest: [u8; 32],
+    options: Options,
+}
+
+/// How a workflow source identifies its events (module docs, "Event ids").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// A checked JSON Pointer: empty, or starting with `/`.
+    pub id_pointer: Option<String>,
+    /// Sent with body-digest ids: 1..=[`MAX_DEDUP_WINDOW_SECS`].
+    pub dedup_window_secs: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            id_pointer: None,
+            dedup_window_secs: DEFAULT_DEDUP_WINDOW_SECS,
+        }
+    }
 }
 
 impl fmt::Debug for GoHighLevelWorkflow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GoHighLevelWorkflow")
             .field("token", &format_args!("[redacted]"))
+            .field("id_pointer", &self.options.id_pointer)
+            .field("dedup_window_secs", &self.options.dedup_window_secs)
             .finish()
     }
 }
 
 impl GoHighLevelWorkflow {
     pub fn from_config(name: &str, raw: RawConfig, r: &Resolver<'_>) -> Result<Self, ConfigError> {
-        let token = r.secret(&format!("sources.{name}.token"), &raw.token)?;
-        Ok(Self::new(token.expose()))
+        let key = |k: &str| format!("sources.{name}.{k}");
+        let token = r.secret(&key("token"), &raw.token)?;
+        let id_pointer = match raw.id_pointer {
+            None => None,
+            Some(p) if is_json_pointer(&p) && !p.is_empty() => Some(p),
+            Some(_) => {
+                return Err(ConfigError::new(
+                    key("id_pointer"),
+                    "is not a JSON Pointer to a field (RFC 6901): it starts with '/', and '~' \
+                     is written '~0' and '/' in a key '~1', e.g. \"/customData/event_id\"",
+                ));
+            }
+        };
+        let dedup_window_secs = match raw.dedup_window_secs {
+            None => DEFAULT_DEDUP_WINDOW_SECS,
+            Some(secs) => u32::try_from(secs)
+                .ok()
+                .filter(|s| (1..=MAX_DEDUP_WINDOW_SECS).contains(s))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        key("dedup_window_secs"),
+                        format!("must be between 1 and {MAX_DEDUP_WINDOW_SECS} (30 days)"),
+                    )
+                })?,
+        };
+        Ok(Self::new(
+            token.expose(),
+            Options {
+                id_pointer,
+                dedup_window_secs,
+            },
+        ))
     }
 
-    pub fn new(token: &str) -> Self {
+    pub fn new(token: &str, options: Options) -> Self {
         Self {
             token_digest: Sha256::digest(token.as_bytes()).into(),
+            options,
         }
     }
 
@@ -136,6 +222,34 @@ fn query_token(query: &str) -> Result<Option<Vec<u8>>, VerifyError> {
     Ok(found.filter(|t| !t.is_empty()))
 }
 
+/// Whether `p` is a JSON Pointer (RFC 6901): empty, or `/`-separated tokens in which
+/// `~` only starts `~0` or `~1`. serde_json would read `~2` as is rather than refuse it.
+fn is_json_pointer(p: &str) -> bool {
+    let Some(tokens) = p.strip_prefix('/') else {
+        return p.is_empty();
+    };
+    tokens.split('/').all(|token| {
+        let mut rest = token;
+        while let Some(at) = rest.find('~') {
+            if !matches!(rest.as_bytes().get(at + 1), Some(b'0' | b'1')) {
+                return false;
+            }
+            rest = &rest[at + 2..];
+        }
+        true
+    })
+}
+
+/// The id at `pointer`: a non-blank string (trimmed) or an integer. Anything else (a
+/// missing field, a blank string, a float, an object) is no id.
+fn id_at(top: &Value, pointer: &str) -> Option<String> {
+    match top.pointer(pointer)? {
+        Value::String(s) => super::non_blank(Some(s)),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// The top-level keys of a payload, with its `customData` behind them.
 #[derive(Clone, Copy)]
 struct Fields<'a> {
@@ -174,26 +288,48 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-/// Normalizes an authenticated workflow delivery. Never fails: a body it cannot use
-/// becomes an ignored event that keeps the body for inspection and replay.
-pub fn normalize(source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookEvent {
-    let parsed = serde_json::from_slice::<Value>(body);
-    let Ok(Value::Object(top)) = &parsed else {
-        return unreadable(source, KIND, body, received_at_ms, not_an_object(&parsed));
-    };
-    let f = Fields {
-        top,
-        custom: object_of(top, "customData"),
-    };
+impl GoHighLevelWorkflow {
+    /// Normalizes an authenticated workflow delivery. Never fails: a body it cannot use
+    /// becomes an ignored event that keeps the body for inspection and replay.
+    pub fn normalize(&self, source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookEvent {
+        let parsed = serde_json::from_slice::<Value>(body);
+        let Ok(value @ Value::Object(top)) = &parsed else {
+            // The id is the body's digest here too, so it gets the same window.
+            let reason = not_an_object(&parsed);
+            return v1::WebhookEvent {
+                dedup_window_secs: self.options.dedup_window_secs,
+                ..unreadable(source, KIND, body, received_at_ms, reason)
+            };
+        };
+        let f = Fields {
+            top,
+            custom: object_of(top, "customData"),
+        };
+        let from_payload = self
+            .options
+            .id_pointer
+            .as_deref()
+            .and_then(|p| id_at(value, p))
+            .or_else(|| f.text(&["webhookId", "webhook_id", "event_id", "eventId"]));
+        // An id of the payload's is deduplicated for contacts-svc's whole TTL (window 0);
+        // the body's digest only within the window (module docs, "Event ids").
+        let (id, dedup_window_secs) = match from_payload {
+            Some(id) => (id, 0),
+            None => (body_digest_id(body), self.options.dedup_window_secs),
+        };
+        v1::WebhookEvent {
+            dedup_window_secs,
+            ..event(source, &id, f, received_at_ms)
+        }
+    }
+}
+
+/// The event of a workflow payload `f`, under the unscoped id `id`.
+fn event(source: &str, id: &str, f: Fields<'_>, received_at_ms: i64) -> v1::WebhookEvent {
+    let top = f.top;
     let calendar = object_of(top, "calendar");
     let cal =
         |keys: &[&str]| calendar.and_then(|c| keys.iter().find_map(|k| c.get(*k).and_then(text)));
-
-    // The payload's own id, when the user put one in; else the body's digest, which
-    // deduplicates redeliveries of the same body.
-    let id = f
-        .text(&["webhookId", "webhook_id", "event_id", "eventId"])
-        .unwrap_or_else(|| body_digest_id(body));
     let appointment_id = cal(&["appointmentId", "appointment_id"])
         .or_else(|| f.text(&["appointment_id", "appointmentId"]));
     let event_type = f.text(&["event"]).unwrap_or_else(|| {
@@ -214,7 +350,7 @@ pub fn normalize(source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookE
     let env = Envelope {
         source,
         kind: KIND,
-        id: &id,
+        id,
         event_type: &event_type,
         occurred_at_ms,
         received_at_ms,
@@ -243,9 +379,8 @@ pub fn normalize(source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookE
         dnd: f.get(&["dnd"]).and_then(Value::as_bool),
         payment_refs: Vec::new(),
     };
-    if !has_identifier(&contact) {
-        return env.ignored("no contact identifiers (contact_id, email or phone)", body);
-    }
+    // Even without contact_id, email or phone the event keeps its type: contacts-svc
+    // decides "no contact identifiers" once it has checked the fields.
     let Some(appointment_id) = appointment_id else {
         return env.event(contact, Payload::ContactUpserted(v1::ContactUpserted {}));
     };

@@ -72,9 +72,7 @@ impl Source {
         match self {
             Self::Stripe(_) => stripe::normalize(source, body, received_at_ms),
             Self::GoHighLevel(g) => g.normalize(source, body, received_at_ms),
-            Self::GoHighLevelWorkflow(_) => {
-                gohighlevel_workflow::normalize(source, body, received_at_ms)
-            }
+            Self::GoHighLevelWorkflow(w) => w.normalize(source, body, received_at_ms),
         }
     }
 

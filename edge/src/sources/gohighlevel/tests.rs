@@ -1,11 +1,18 @@
 use std::path::Path;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hookline_proto::prost_types::Timestamp;
+use hookline_proto::v1::{self, webhook_event::Payload};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use rsa::traits::PublicKeyParts as _;
+use serde_json::{Map, Value};
 use sha2::Digest as _;
 
+use super::normalize::*;
 use super::*;
 use crate::config::{Args, Config};
-use crate::sources::{Source, timestamp};
+use crate::sources::{Source, body_digest_id, timestamp};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -63,6 +70,14 @@ fn source(keys: Keys, options: Options) -> GoHighLevel {
 fn legacy(on: bool) -> Options {
     Options {
         allow_legacy_rsa: on,
+        ..ours()
+    }
+}
+
+/// The options of a source configured for the fixtures' app, every location accepted.
+fn ours() -> Options {
+    Options {
+        app_ids: [APP.to_owned()].into(),
         ..Options::default()
     }
 }
@@ -464,6 +479,9 @@ fn ghl_source(config: &Config) -> &GoHighLevel {
     }
 }
 
+/// The start of a gohighlevel source taking the fixtures' app.
+const GHL_APP: &str = "kind = \"gohighlevel\"\napp_id = \"fdbfd90cd48bb76107d26543\"";
+
 #[test]
 fn config() {
     /// `Ok(fragment)`: parses, and the source's `Debug` contains the fragment.
@@ -484,57 +502,110 @@ fn config() {
             .expect("key")
             .as_bytes(),
     );
-    check(r#"kind = "gohighlevel""#, Ok(production));
-    check(
-        r#"kind = "gohighlevel""#,
-        Ok("rsa_public_key_bits: 4096, allow_legacy_rsa: false"),
-    );
-    check(
-        "kind = \"gohighlevel\"\ned25519_public_key = \"file:test-vectors/TEST-ONLY-ed25519-public.pem\"",
-        Ok(&test_key),
-    );
-    check(
-        "kind = \"gohighlevel\"\ned25519_public_key = \"env:GHL_ED25519_PEM\"",
-        Ok(&test_key),
-    );
-    check(
-        &format!("kind = \"gohighlevel\"\ned25519_public_key = '''\n{TEST_ED25519_PUBLIC}'''"),
-        Ok(&test_key),
-    );
-    check(
-        "kind = \"gohighlevel\"\nrsa_public_key = \"file:test-vectors/TEST-ONLY-rsa4096-public.pem\"\nallow_legacy_rsa = true",
-        Ok("allow_legacy_rsa: true"),
-    );
-    check(
-        "kind = \"gohighlevel\"\napp_id = \"fdbfd90cd48bb76107d26543-mbpkmuu7\"\nlocation_ids = [\"DhU4XgaOzyx7J3SdoVwg\"]",
-        Ok(
-            r#"app_id: Some("fdbfd90cd48bb76107d26543"), location_ids: Some({"DhU4XgaOzyx7J3SdoVwg"})"#,
+    let required = "sources.ghl.app_id: is required: GoHighLevel signs every app's webhooks \
+                    with one key, so without it another app's events would be applied (set \
+                    app_id, or app_ids for several)";
+    let ghl = |rest: &str| format!("{GHL_APP}\n{rest}");
+    let bare = |rest: &str| format!("kind = \"gohighlevel\"\n{rest}");
+    let cases: Vec<(String, Result<&str, &str>)> = vec![
+        (ghl(""), Ok(production)),
+        (
+            ghl(""),
+            Ok("rsa_public_key_bits: 4096, allow_legacy_rsa: false"),
         ),
-    );
-    check(
-        "kind = \"gohighlevel\"\ned25519_public_key = \"file:test-vectors/TEST-ONLY-rsa4096-public.pem\"",
-        Err("sources.ghl.ed25519_public_key: not an Ed25519 public key in PEM"),
-    );
-    check(
-        "kind = \"gohighlevel\"\ned25519_public_key = \"MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=\"",
-        Err("sources.ghl.ed25519_public_key: not an Ed25519 public key in PEM"),
-    );
-    check(
-        "kind = \"gohighlevel\"\nrsa_public_key = \"file:test-vectors/TEST-ONLY-ed25519-public.pem\"",
-        Err("sources.ghl.rsa_public_key: not an RSA public key in PEM"),
-    );
-    check(
-        "kind = \"gohighlevel\"\nlocation_ids = []",
-        Err("sources.ghl.location_ids: is empty (leave it out to accept every location)"),
-    );
-    check(
-        "kind = \"gohighlevel\"\nlocation_ids = [\"a\", \" \"]",
-        Err("sources.ghl.location_ids[1]: is empty"),
-    );
-    check(
-        "kind = \"gohighlevel\"\napp_id = \"\"",
-        Err("sources.ghl.app_id: is empty"),
-    );
+        (
+            ghl("ed25519_public_key = \"file:test-vectors/TEST-ONLY-ed25519-public.pem\""),
+            Ok(&test_key),
+        ),
+        (
+            ghl("ed25519_public_key = \"env:GHL_ED25519_PEM\""),
+            Ok(&test_key),
+        ),
+        (
+            ghl(&format!(
+                "ed25519_public_key = '''\n{TEST_ED25519_PUBLIC}'''"
+            )),
+            Ok(&test_key),
+        ),
+        (
+            ghl(
+                "rsa_public_key = \"file:test-vectors/TEST-ONLY-rsa4096-public.pem\"\n\
+                 allow_legacy_rsa = true",
+            ),
+            Ok("allow_legacy_rsa: true"),
+        ),
+        (
+            ghl("ed25519_public_key = \"file:test-vectors/TEST-ONLY-rsa4096-public.pem\""),
+            Err("sources.ghl.ed25519_public_key: not an Ed25519 public key in PEM"),
+        ),
+        (
+            ghl("ed25519_public_key = \
+                 \"MCowBQYDK2VwAyEAi2HR1srL4o18O8BRa7gVJY7G7bupbN3H9AwJrHCDiOg=\""),
+            Err("sources.ghl.ed25519_public_key: not an Ed25519 public key in PEM"),
+        ),
+        (
+            ghl("rsa_public_key = \"file:test-vectors/TEST-ONLY-ed25519-public.pem\""),
+            Err("sources.ghl.rsa_public_key: not an RSA public key in PEM"),
+        ),
+        // The app: required, one or several; a client id counts up to its first '-'.
+        (
+            bare(
+                "app_id = \"fdbfd90cd48bb76107d26543-mbpkmuu7\"\n\
+                  location_ids = [\"DhU4XgaOzyx7J3SdoVwg\"]",
+            ),
+            Ok(
+                r#"app_ids: {"fdbfd90cd48bb76107d26543"}, location_ids: Some({"DhU4XgaOzyx7J3SdoVwg"})"#,
+            ),
+        ),
+        (ghl(""), Ok("location_ids: None")),
+        (
+            bare("app_ids = [\"bbb\", \"aaa-client\", \" ccc \"]"),
+            Ok(r#"app_ids: {"aaa", "bbb", "ccc"}"#),
+        ),
+        (bare(""), Err(required)),
+        (
+            bare("location_ids = [\"DhU4XgaOzyx7J3SdoVwg\"]"),
+            Err(required),
+        ),
+        (
+            ghl("app_ids = [\"other\"]"),
+            Err(
+                "sources.ghl.app_ids: cannot be set together with app_id (app_id for one app, \
+                 app_ids for several)",
+            ),
+        ),
+        (bare("app_id = \"\""), Err("sources.ghl.app_id: is empty")),
+        (bare("app_id = \"  \""), Err("sources.ghl.app_id: is empty")),
+        (
+            bare("app_id = \"-suffix\""),
+            Err(
+                "sources.ghl.app_id: has nothing before its first '-' (the app id, or the \
+                 client id <appId>-<suffix>)",
+            ),
+        ),
+        (
+            bare("app_ids = []"),
+            Err(
+                "sources.ghl.app_ids: is empty (list the id of every app whose events this \
+                 source takes)",
+            ),
+        ),
+        (
+            bare("app_ids = [\"a\", \"\"]"),
+            Err("sources.ghl.app_ids[1]: is empty"),
+        ),
+        (
+            ghl("location_ids = []"),
+            Err("sources.ghl.location_ids: is empty (leave it out to accept every location)"),
+        ),
+        (
+            ghl("location_ids = [\"a\", \" \"]"),
+            Err("sources.ghl.location_ids[1]: is empty"),
+        ),
+    ];
+    for (toml, want) in cases {
+        check(&toml, want);
+    }
 }
 
 #[test]
@@ -547,29 +618,31 @@ fn config_errors_name_the_key() {
         );
     }
     check(
-        "kind = \"gohighlevel\"\nrsa_public_key = \"file:no-such.pem\"",
+        &format!("{GHL_APP}\nrsa_public_key = \"file:no-such.pem\""),
         "sources.ghl.rsa_public_key: cannot read ",
         "no-such.pem",
     );
     check(
-        "kind = \"gohighlevel\"\nsecret = \"x\"",
+        &format!("{GHL_APP}\nsecret = \"x\""),
         "sources.ghl: ",
         "unknown field `secret`",
     );
     check(
-        "kind = \"gohighlevel\"\nallow_legacy_rsa = \"yes\"",
+        &format!("{GHL_APP}\nallow_legacy_rsa = \"yes\""),
         "sources.ghl: ",
         "",
     );
     // A 1024-bit key: too weak to trust a signature made with it.
     check(
-        "kind = \"gohighlevel\"\nrsa_public_key = \"\"\"
+        &format!(
+            "{GHL_APP}\nrsa_public_key = \"\"\"
 -----BEGIN PUBLIC KEY-----
 MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDAGHKF9zmOHMvWl5adCYXtm2N5
 RS1P93HCDPc4lnkGivhEvehxAwUhoit+M37l7J1NUFwnIERbdD7D6/zc98C4G1dq
 fhdrbKzGuU0FJDAJs4foQ/kt2y2n04eIABsSw9b6gxGJ+OpFRRM3CC5jtlsI/HA/
 UrTgo/53DotlmzjWQwIDAQAB
------END PUBLIC KEY-----\"\"\"",
+-----END PUBLIC KEY-----\"\"\""
+        ),
         "sources.ghl.rsa_public_key: RSA key has 1024 bits",
         "at least 2048",
     );
@@ -665,7 +738,7 @@ const LOCATION: &str = "DhU4XgaOzyx7J3SdoVwg";
 #[test]
 fn normalizes_every_fixture() {
     fn check(name: &str, body: &[u8], want: v1::WebhookEvent) {
-        let got = source(Keys::Test, Options::default()).normalize(SOURCE, body, RECEIVED_MS);
+        let got = source(Keys::Test, ours()).normalize(SOURCE, body, RECEIVED_MS);
         assert_eq!(got, want, "{name}");
     }
     use v1::AppointmentStatus as S;
@@ -921,13 +994,13 @@ fn ignored_reason(e: &v1::WebhookEvent) -> Option<&str> {
 
 #[test]
 fn allow_lists() {
-    /// `want`: `None` when the event is applied, else the start of the ignore reason.
+    /// `want`: `None` when the event is applied, else the whole ignore reason.
     fn check(name: &str, options: Options, body: &[u8], want: Option<&str>) {
         let got = source(Keys::Test, options).normalize(SOURCE, body, RECEIVED_MS);
         match (ignored_reason(&got), want) {
             (None, None) => {}
             (Some(reason), Some(want)) => {
-                assert!(reason.starts_with(want), "{name}: {reason}");
+                assert_eq!(reason, want, "{name}");
                 // Still authentic: recorded under its own id, with the body for replay.
                 assert!(got.id.starts_with("ghl:"), "{name}");
                 assert!(!got.id.contains("sha256"), "{name}");
@@ -937,22 +1010,18 @@ fn allow_lists() {
                     got.payload
                 );
                 assert_eq!(got.raw_body.as_deref(), Some(body), "{name}");
+                assert_eq!(got.contact, Some(v1::ContactData::default()), "{name}");
             }
             (got, want) => panic!("{name}: ignored {got:?}, want {want:?}"),
         }
     }
-    let app = |id: &str| Options {
-        app_id: Some(id.to_owned()),
+    let apps = |ids: &[&str]| Options {
+        app_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
         ..Options::default()
     };
     let locations = |ids: &[&str]| Options {
         location_ids: Some(ids.iter().map(|s| (*s).to_owned()).collect()),
-        ..Options::default()
-    };
-    let both = Options {
-        app_id: Some(APP.to_owned()),
-        location_ids: Some([LOCATION.to_owned()].into()),
-        ..Options::default()
+        ..ours()
     };
     let appointment = fixture!("AppointmentCreate.json").as_slice();
     let invoice_alt_only = edited(fixture!("InvoicePaid.json"), |m| {
@@ -966,78 +1035,167 @@ fn allow_lists() {
         m.remove("locationId");
         m.insert("locationIds".into(), serde_json::json!(["other", LOCATION]));
     });
-    let no_app_id = edited(appointment, |m| {
-        m.remove("appId");
+    let company_install = edited(fixture!("INSTALL.json"), |m| {
+        m.remove("locationId");
     });
-    let other_app = "not for this app/location: appId";
-    let other_location = "not for this app/location: location";
-    let cases: [(&str, Options, &[u8], Option<&str>); 13] = [
-        ("no allow-list", Options::default(), appointment, None),
-        ("app matches", app(APP), appointment, None),
+    let without = |key: &'static str| {
+        edited(appointment, move |m| {
+            m.remove(key);
+        })
+    };
+    let with = |key: &'static str, value: Value| {
+        edited(appointment, move |m| {
+            m.insert(key.to_owned(), value);
+        })
+    };
+    let other_app = "not for this app/location: appId is not the configured app_id";
+    let no_app = "not for this app/location: the event has no appId";
+    let other_location = "not for this app/location: location is not in location_ids";
+    let cases: Vec<(&str, Options, Vec<u8>, Option<&str>)> = vec![
+        ("app matches", ours(), appointment.to_vec(), None),
+        (
+            "one of several apps",
+            apps(&["0123456789abcdef01234567", APP]),
+            appointment.to_vec(),
+            None,
+        ),
         (
             "app differs",
-            app("0123456789abcdef01234567"),
-            appointment,
+            apps(&["0123456789abcdef01234567"]),
+            appointment.to_vec(),
             Some(other_app),
         ),
         (
-            "appId missing while app_id is set",
-            app(APP),
-            &no_app_id,
+            "no app configured accepts nothing",
+            Options::default(),
+            appointment.to_vec(),
             Some(other_app),
+        ),
+        ("appId missing", ours(), without("appId"), Some(no_app)),
+        (
+            "appId blank",
+            ours(),
+            with("appId", " ".into()),
+            Some(no_app),
+        ),
+        (
+            "appId not a string",
+            ours(),
+            with("appId", 7.into()),
+            Some(no_app),
+        ),
+        (
+            "versionId is not appId",
+            ours(),
+            edited(&without("appId"), |m| {
+                m.insert("versionId".into(), APP.into());
+            }),
+            Some(no_app),
+        ),
+        (
+            "appId is compared whole",
+            ours(),
+            with("appId", format!("{APP}-mbpkmuu7").into()),
+            Some(other_app),
+        ),
+        (
+            "install of another app",
+            apps(&["0123456789abcdef01234567"]),
+            fixture!("INSTALL.json").to_vec(),
+            Some(other_app),
+        ),
+        (
+            "uninstall of another app",
+            apps(&["0123456789abcdef01234567"]),
+            fixture!("UNINSTALL.json").to_vec(),
+            Some(other_app),
+        ),
+        (
+            "uninstall without appId",
+            ours(),
+            edited(fixture!("UNINSTALL.json"), |m| {
+                m.remove("appId");
+            }),
+            Some(no_app),
         ),
         (
             "location listed",
             locations(&["x", LOCATION]),
-            appointment,
+            appointment.to_vec(),
             None,
         ),
         (
             "location not listed",
             locations(&["x"]),
-            appointment,
+            appointment.to_vec(),
             Some(other_location),
         ),
-        ("both match", both.clone(), appointment, None),
         (
-            "both match, uninstall",
-            both.clone(),
-            fixture!("UNINSTALL.json"),
+            "no location while location_ids is set",
+            locations(&[LOCATION]),
+            without("locationId"),
+            Some(other_location),
+        ),
+        (
+            "app and location match, uninstall",
+            locations(&[LOCATION]),
+            fixture!("UNINSTALL.json").to_vec(),
             None,
+        ),
+        (
+            "the app is checked before the location",
+            Options {
+                location_ids: Some(["x".to_owned()].into()),
+                ..Options::default()
+            },
+            appointment.to_vec(),
+            Some(other_app),
         ),
         (
             "invoice located by altId",
             locations(&[LOCATION]),
-            &invoice_alt_only,
+            invoice_alt_only,
             None,
         ),
         (
             "altId of a company is no location",
             locations(&[LOCATION]),
-            &invoice_company,
+            invoice_company,
             Some(other_location),
         ),
         (
             "bulk install lists the location",
             locations(&[LOCATION]),
-            &bulk_install,
+            bulk_install.clone(),
             None,
         ),
         (
             "bulk install without it",
             locations(&["x"]),
-            &bulk_install,
+            bulk_install,
             Some(other_location),
         ),
         (
-            "the allow-list is checked before the type",
-            app("x"),
-            br#"{"type":"NoteCreate","webhookId":"w"}"#,
+            "company install, every location accepted",
+            ours(),
+            company_install.clone(),
+            None,
+        ),
+        (
+            "company install, locations listed",
+            locations(&[LOCATION]),
+            company_install,
+            Some(other_location),
+        ),
+        (
+            "the app is checked before the type",
+            apps(&["x"]),
+            br#"{"type":"NoteCreate","webhookId":"w","appId":"y"}"#.to_vec(),
             Some(other_app),
         ),
     ];
     for (name, options, body, want) in cases {
-        check(name, options, body, want);
+        check(name, options, &body, want);
     }
 }
 
@@ -1045,7 +1203,7 @@ fn allow_lists() {
 fn unexpected_shapes_are_ignored_with_a_reason() {
     /// `want_id`: the unscoped event id (`None`: the body digest).
     fn check(name: &str, body: &[u8], want_id: Option<&str>, want_type: &str, want_reason: &str) {
-        let got = source(Keys::Test, Options::default()).normalize(SOURCE, body, RECEIVED_MS);
+        let got = source(Keys::Test, ours()).normalize(SOURCE, body, RECEIVED_MS);
         let want_id = want_id.map_or_else(|| body_digest_id(body), str::to_owned);
         assert_eq!(got.id, format!("ghl:{want_id}"), "{name}");
         assert_eq!(got.r#type, want_type, "{name}");
@@ -1054,7 +1212,7 @@ fn unexpected_shapes_are_ignored_with_a_reason() {
     }
     /// Name, body, unscoped id (`None`: the digest), type, start of the reason.
     type Case<'a> = (&'a str, &'a [u8], Option<&'a str>, &'a str, &'a str);
-    let cases: [Case<'_>; 13] = [
+    let cases: [Case<'_>; 15] = [
         (
             "not JSON",
             b"type=AppointmentCreate",
@@ -1072,70 +1230,84 @@ fn unexpected_shapes_are_ignored_with_a_reason() {
         ),
         (
             "no type",
-            br#"{"webhookId":"w1"}"#,
+            br#"{"appId":"fdbfd90cd48bb76107d26543","webhookId":"w1"}"#,
             Some("w1"),
             "",
             "body has no type",
         ),
         (
             "type not a string",
-            br#"{"type":7,"webhookId":"w1"}"#,
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":7,"webhookId":"w1"}"#,
             Some("w1"),
             "",
             "body has no type",
         ),
         (
             "unmapped type",
-            br#"{"type":"NoteCreate","webhookId":"w1"}"#,
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"NoteCreate","webhookId":"w1"}"#,
             Some("w1"),
             "NoteCreate",
             "event type \"NoteCreate\" is not mapped",
         ),
         (
             "unmapped opportunity delete",
-            br#"{"type":"OpportunityDelete","id":"o","contactId":"c"}"#,
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"OpportunityDelete","id":"o","contactId":"c"}"#,
             None,
             "OpportunityDelete",
             "event type",
         ),
         (
             "webhookId not a string",
-            br#"{"type":"NoteCreate","webhookId":42}"#,
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"NoteCreate","webhookId":42}"#,
             None,
             "NoteCreate",
             "event type",
         ),
         (
             "appointment not an object",
-            br#"{"type":"AppointmentUpdate","appointment":"x"}"#,
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"AppointmentUpdate","appointment":"x"}"#,
             None,
             "AppointmentUpdate",
             "body has no appointment object",
         ),
         (
-            "appointment without contactId",
-            br#"{"type":"AppointmentUpdate","appointment":{"id":"a"}}"#,
+            "appointment without id",
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"AppointmentUpdate","appointment":{"contactId":"c"}}"#,
             None,
             "AppointmentUpdate",
-            "appointment has no contactId",
+            "appointment has no id",
         ),
         (
-            "contact without identifiers",
-            br#"{"type":"ContactUpdate","firstName":"A"}"#,
+            "opportunity without id",
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"OpportunityUpdate","contactId":"c"}"#,
             None,
-            "ContactUpdate",
-            "contact has no id, email or phone",
+            "OpportunityUpdate",
+            "opportunity has no id",
+        ),
+        (
+            "invoice without _id",
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"InvoicePaid","currency":"USD","amountPaid":1}"#,
+            None,
+            "InvoicePaid",
+            "invoice has no _id",
+        ),
+        (
+            "contact delete without id",
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"ContactDelete","email":"a@example.com"}"#,
+            None,
+            "ContactDelete",
+            "contact has no id",
         ),
         (
             "opportunity value not a number",
-            br#"{"type":"OpportunityUpdate","id":"o","contactId":"c","monetaryValue":"lots"}"#,
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"OpportunityUpdate","id":"o","contactId":"c","monetaryValue":"lots"}"#,
             None,
             "OpportunityUpdate",
             "monetaryValue is not an amount",
         ),
         (
             "invoice without currency",
-            br#"{"type":"InvoicePaid","_id":"i","amountPaid":1}"#,
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"InvoicePaid","_id":"i","amountPaid":1}"#,
             None,
             "InvoicePaid",
             "invoice has no currency",
@@ -1146,10 +1318,78 @@ fn unexpected_shapes_are_ignored_with_a_reason() {
     }
 }
 
+/// Whether an event without contact identifiers changes anything is contacts-svc's
+/// decision, made once it has checked the fields: the edge still types the event, with
+/// what contact data there is, even none.
+#[test]
+fn events_without_contact_identifiers_keep_their_type() {
+    fn check(name: &str, body: Vec<u8>, want_contact: v1::ContactData, want: fn(&Payload) -> bool) {
+        let got = source(Keys::Test, ours()).normalize(SOURCE, &body, RECEIVED_MS);
+        assert_eq!(got.contact, Some(want_contact), "{name}");
+        let payload = got.payload.as_ref().expect("a payload");
+        assert!(want(payload), "{name}: {payload:?}");
+        assert!(
+            got.raw_body.is_none(),
+            "{name}: a typed event carries no body"
+        );
+    }
+    type Case = (&'static str, Vec<u8>, v1::ContactData, fn(&Payload) -> bool);
+    let cases: [Case; 5] = [
+        (
+            "an appointment without contactId",
+            edited(fixture!("AppointmentCreate.json"), |m| {
+                let a = m.get_mut("appointment").and_then(Value::as_object_mut);
+                a.expect("appointment").remove("contactId");
+            }),
+            v1::ContactData::default(),
+            |p| matches!(p, Payload::AppointmentUpdated(a) if a.appointment_id == "FN1XdtXNMPqAXiuF3XRc"),
+        ),
+        (
+            "a contact with a name only",
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"ContactUpdate","firstName":"A"}"#
+                .to_vec(),
+            v1::ContactData {
+                first_name: Some("A".to_owned()),
+                ..v1::ContactData::default()
+            },
+            |p| matches!(p, Payload::ContactUpserted(_)),
+        ),
+        (
+            "a contact whose identifiers are blank or not strings",
+            br#"{"appId":"fdbfd90cd48bb76107d26543","type":"ContactCreate","id":" ","email":7,"phone":""}"#
+                .to_vec(),
+            v1::ContactData::default(),
+            |p| matches!(p, Payload::ContactUpserted(_)),
+        ),
+        (
+            "an invoice without contactDetails",
+            edited(fixture!("InvoicePaid.json"), |m| {
+                m.remove("contactDetails");
+            }),
+            v1::ContactData {
+                payment_refs: vec!["ghl_invoice:6a3f1c9e2b7d4e8f0a1b2c3d".to_owned()],
+                ..v1::ContactData::default()
+            },
+            |p| matches!(p, Payload::PurchaseCompleted(i) if i.amount == 150_000),
+        ),
+        (
+            "an opportunity without contactId",
+            edited(fixture!("OpportunityCreate.json"), |m| {
+                m.remove("contactId");
+            }),
+            v1::ContactData::default(),
+            |p| matches!(p, Payload::OpportunityUpdated(o) if o.opportunity_id == "jniYpMBoCO0WX8SivsTM"),
+        ),
+    ];
+    for (name, body, contact, want) in cases {
+        check(name, body, contact, want);
+    }
+}
+
 #[test]
 fn field_variations() {
     fn check(name: &str, body: Vec<u8>, inspect: impl FnOnce(&v1::WebhookEvent)) {
-        let got = source(Keys::Test, Options::default()).normalize(SOURCE, &body, RECEIVED_MS);
+        let got = source(Keys::Test, ours()).normalize(SOURCE, &body, RECEIVED_MS);
         assert!(ignored_reason(&got).is_none(), "{name}: {got:?}");
         inspect(&got);
     }
@@ -1353,7 +1593,7 @@ fn never_panics_on_truncated_or_mangled_bodies() {
     let ghl = source(
         Keys::Test,
         Options {
-            app_id: Some(APP.to_owned()),
+            app_ids: [APP.to_owned()].into(),
             location_ids: Some([LOCATION.to_owned()].into()),
             allow_legacy_rsa: true,
         },
@@ -1436,7 +1676,7 @@ mod properties {
         /// Normalization never panics and always keeps the source's id scope.
         #[test]
         fn normalize_takes_any_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let event = source(Keys::Test, Options::default()).normalize(SOURCE, &body, RECEIVED_MS);
+            let event = source(Keys::Test, ours()).normalize(SOURCE, &body, RECEIVED_MS);
             prop_assert!(event.id.starts_with("ghl:"));
         }
 

@@ -21,6 +21,11 @@ const RECEIVED_MS: i64 = 1_800_000_000_000;
 /// Has characters that need percent-encoding in a URL.
 const TOKEN: &str = "s3cr3t+/=token";
 
+/// A source with the default options: no `id_pointer`, the default window.
+fn workflow() -> GoHighLevelWorkflow {
+    GoHighLevelWorkflow::new(TOKEN, Options::default())
+}
+
 #[test]
 fn tokens() {
     struct Case {
@@ -43,7 +48,7 @@ fn tokens() {
             body: b"{}",
         };
         assert_eq!(
-            GoHighLevelWorkflow::new(TOKEN).verify(d),
+            GoHighLevelWorkflow::new(TOKEN, Options::default()).verify(d),
             c.want,
             "{}",
             c.name
@@ -256,6 +261,52 @@ fn config() {
     );
 }
 
+#[test]
+fn id_options_config() {
+    /// `extra`: keys after `kind` and `token`; `want`: the options or the whole error.
+    fn check(extra: &str, want: Result<Options, &str>) {
+        let toml = format!("kind = \"gohighlevel-workflow\"\ntoken = \"t\"\n{extra}");
+        let got = parse_config(&toml).map(|config| match config.sources.get("ghl-workflow") {
+            Some(Source::GoHighLevelWorkflow(w)) => w.options.clone(),
+            other => panic!("not a workflow source: {other:?}"),
+        });
+        assert_eq!(got, want.map_err(str::to_owned), "{extra}");
+    }
+    let options = |id_pointer: Option<&str>, dedup_window_secs| Options {
+        id_pointer: id_pointer.map(str::to_owned),
+        dedup_window_secs,
+    };
+    let bad_pointer = "sources.ghl-workflow.id_pointer: is not a JSON Pointer to a field \
+                       (RFC 6901): it starts with '/', and '~' is written '~0' and '/' in a \
+                       key '~1', e.g. \"/customData/event_id\"";
+    let bad_window =
+        "sources.ghl-workflow.dedup_window_secs: must be between 1 and 2592000 (30 days)";
+    let cases = [
+        ("", Ok(options(None, 3600))),
+        (
+            "id_pointer = \"/customData/event_id\"",
+            Ok(options(Some("/customData/event_id"), 3600)),
+        ),
+        (
+            "id_pointer = \"/a~1b/c~0d/\"",
+            Ok(options(Some("/a~1b/c~0d/"), 3600)),
+        ),
+        ("id_pointer = \"customData/event_id\"", Err(bad_pointer)),
+        ("id_pointer = \"\"", Err(bad_pointer)),
+        ("id_pointer = \"/a~2\"", Err(bad_pointer)),
+        ("id_pointer = \"/a~\"", Err(bad_pointer)),
+        ("dedup_window_secs = 1", Ok(options(None, 1))),
+        ("dedup_window_secs = 2592000", Ok(options(None, 2_592_000))),
+        ("dedup_window_secs = 0", Err(bad_window)),
+        ("dedup_window_secs = -60", Err(bad_window)),
+        ("dedup_window_secs = 2592001", Err(bad_window)),
+        ("dedup_window_secs = 99999999999", Err(bad_window)),
+    ];
+    for (extra, want) in cases {
+        check(extra, want);
+    }
+}
+
 // Normalization.
 
 fn event(
@@ -274,6 +325,8 @@ fn event(
         received_at: Some(timestamp(RECEIVED_MS)),
         contact: Some(contact),
         payload: Some(payload),
+        // The fixtures carry no id: the digest's window goes with it.
+        dedup_window_secs: DEFAULT_DEDUP_WINDOW_SECS,
         ..v1::WebhookEvent::default()
     }
 }
@@ -311,7 +364,11 @@ fn discovery_call(status: v1::AppointmentStatus) -> Payload {
 #[test]
 fn normalizes_every_fixture() {
     fn check(name: &str, body: &[u8], want: v1::WebhookEvent) {
-        assert_eq!(normalize(SOURCE, body, RECEIVED_MS), want, "{name}");
+        assert_eq!(
+            workflow().normalize(SOURCE, body, RECEIVED_MS),
+            want,
+            "{name}"
+        );
     }
     let booked = fixture!("workflow-webhook-appointment-booked.json").as_slice();
     let showed = fixture!("workflow-webhook-appointment-showed.json").as_slice();
@@ -420,7 +477,7 @@ fn appointment(e: &v1::WebhookEvent) -> v1::AppointmentUpdated {
 fn times() {
     /// `want`: the start instant and whether it was inferred; `None`: unset.
     fn check(name: &str, body: Vec<u8>, want: Option<(&str, bool)>) {
-        let a = appointment(&normalize(SOURCE, &body, RECEIVED_MS));
+        let a = appointment(&workflow().normalize(SOURCE, &body, RECEIVED_MS));
         let got = a.start_time.map(|t| (t, a.start_time_inferred));
         let want = want.map(|(t, inferred)| (at(t), inferred));
         assert_eq!(got, want, "{name}");
@@ -491,7 +548,7 @@ fn times() {
 #[test]
 fn field_variations() {
     fn check(name: &str, body: Vec<u8>, inspect: impl FnOnce(&v1::WebhookEvent)) {
-        let got = normalize(SOURCE, &body, RECEIVED_MS);
+        let got = workflow().normalize(SOURCE, &body, RECEIVED_MS);
         assert!(
             !matches!(got.payload, Some(Payload::Ignored(_))),
             "{name}: {got:?}"
@@ -619,10 +676,144 @@ fn field_variations() {
     );
 }
 
+/// The unscoped id expected (`None`: the body's digest) and the window sent with it.
+type WantId<'a> = (Option<&'a str>, u32);
+
+#[test]
+fn ids() {
+    fn check(name: &str, options: &Options, body: &[u8], want: WantId<'_>) {
+        let got =
+            GoHighLevelWorkflow::new(TOKEN, options.clone()).normalize(SOURCE, body, RECEIVED_MS);
+        let want_id = want.0.map_or_else(|| body_digest_id(body), str::to_owned);
+        assert_eq!(
+            (got.id.as_str(), got.dedup_window_secs),
+            (format!("{SOURCE}:{want_id}").as_str(), want.1),
+            "{name}"
+        );
+    }
+    let pointer = |p: &str| Options {
+        id_pointer: Some(p.to_owned()),
+        dedup_window_secs: 600,
+    };
+    let none = Options {
+        id_pointer: None,
+        dedup_window_secs: 600,
+    };
+    let custom = pointer("/customData/event_id");
+    // A key no known id field shares, so that what falls through reaches the digest.
+    let reference = pointer("/customData/ref");
+    let cases: [(&str, &Options, &[u8], WantId<'_>); 14] = [
+        (
+            "the pointer wins over the fields",
+            &custom,
+            br#"{"webhookId":"w","customData":{"event_id":"p1"},"contact_id":"c"}"#,
+            (Some("p1"), 0),
+        ),
+        (
+            "the pointer wins over a field at the top level of the same name",
+            &pointer("/calendar/appointmentId"),
+            br#"{"event_id":"e","calendar":{"appointmentId":"a1"},"contact_id":"c"}"#,
+            (Some("a1"), 0),
+        ),
+        (
+            "a field wins over the digest",
+            &none,
+            br#"{"webhook_id":" w2 ","contact_id":"c"}"#,
+            (Some("w2"), 0),
+        ),
+        (
+            "a field in customData",
+            &none,
+            br#"{"customData":{"eventId":"e3"},"contact_id":"c"}"#,
+            (Some("e3"), 0),
+        ),
+        (
+            "no id: the digest, with the window",
+            &none,
+            br#"{"contact_id":"c","calendar":{"appoinmentStatus":"confirmed"}}"#,
+            (None, 600),
+        ),
+        (
+            "the default window",
+            &Options::default(),
+            br#"{"contact_id":"c"}"#,
+            (None, 3600),
+        ),
+        (
+            "a pointer to an integer",
+            &pointer("/customData/n"),
+            br#"{"customData":{"n":42},"contact_id":"c"}"#,
+            (Some("42"), 0),
+        ),
+        (
+            "a pointer into an array, with escaped keys",
+            &pointer("/a~1b/0/c~0d"),
+            br#"{"a/b":[{"c~d":"x9"}],"contact_id":"c"}"#,
+            (Some("x9"), 0),
+        ),
+        (
+            "a pointer to nothing falls through to the fields",
+            &pointer("/customData/missing"),
+            br#"{"eventId":"e4","contact_id":"c"}"#,
+            (Some("e4"), 0),
+        ),
+        (
+            "a pointer to nothing, and no field: the digest",
+            &pointer("/customData/missing"),
+            br#"{"customData":{},"contact_id":"c"}"#,
+            (None, 600),
+        ),
+        (
+            "a blank string falls through",
+            &reference,
+            br#"{"customData":{"ref":"  "},"contact_id":"c"}"#,
+            (None, 600),
+        ),
+        (
+            "a float falls through",
+            &reference,
+            br#"{"customData":{"ref":1.5},"contact_id":"c"}"#,
+            (None, 600),
+        ),
+        (
+            "an object falls through",
+            &custom,
+            br#"{"customData":{"event_id":{"id":"x"}},"webhookId":"w5"}"#,
+            (Some("w5"), 0),
+        ),
+        (
+            "an unreadable body: the digest, with the window",
+            &custom,
+            b"not json",
+            (None, 600),
+        ),
+    ];
+    for (name, options, body, want) in cases {
+        check(name, options, body, want);
+    }
+}
+
+/// Booked, cancelled, booked again: the third body is the first, byte for byte. Without
+/// an id in the payload both share the digest, and the window is what lets the third
+/// take effect once it has passed.
+#[test]
+fn a_repeated_identical_body_shares_its_id_within_a_window() {
+    let booked = fixture!("workflow-webhook-appointment-booked.json").as_slice();
+    let cancelled = calendar_with(&[("appoinmentStatus", serde_json::json!("cancelled"))]);
+    let w = workflow();
+    let [first, second, third] =
+        [booked, &cancelled, booked].map(|b| w.normalize(SOURCE, b, RECEIVED_MS));
+    assert_eq!(first.id, third.id);
+    assert_ne!(first.id, second.id);
+    for e in [&first, &second, &third] {
+        assert_eq!(e.dedup_window_secs, DEFAULT_DEDUP_WINDOW_SECS);
+    }
+}
+
 #[test]
 fn unusable_bodies_are_ignored_with_a_reason() {
     fn check(name: &str, body: &[u8], want_reason: &str) {
-        let got = normalize(SOURCE, body, RECEIVED_MS);
+        let got = workflow().normalize(SOURCE, body, RECEIVED_MS);
         assert_eq!(
             got.id,
             format!("{SOURCE}:{}", body_digest_id(body)),
@@ -636,28 +827,67 @@ fn unusable_bodies_are_ignored_with_a_reason() {
             other => panic!("{name}: {other:?}"),
         }
     }
-    let cases: [(&str, &[u8], &str); 6] = [
+    let cases: [(&str, &[u8], &str); 3] = [
         ("not JSON", b"contact_id=1", "body is not JSON"),
         ("empty", b"", "body is not JSON"),
         ("JSON string", br#""hello""#, "body is not a JSON object"),
+    ];
+    for (name, body, reason) in cases {
+        check(name, body, reason);
+    }
+}
+
+/// Whether an event without contact identifiers changes anything is contacts-svc's
+/// decision, made once it has checked the fields: the edge still types the event.
+#[test]
+fn events_without_contact_identifiers_keep_their_type() {
+    fn check(name: &str, body: &[u8], want_contact: v1::ContactData, want_appointment: bool) {
+        let got = workflow().normalize(SOURCE, body, RECEIVED_MS);
+        assert_eq!(got.contact, Some(want_contact), "{name}");
+        match &got.payload {
+            Some(Payload::AppointmentUpdated(a)) if want_appointment => {
+                assert_eq!(a.appointment_id, "a1", "{name}");
+            }
+            Some(Payload::ContactUpserted(_)) if !want_appointment => {}
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(
+            got.raw_body.is_none(),
+            "{name}: a typed event carries no body"
+        );
+    }
+    let cases: [(&str, &[u8], v1::ContactData, bool); 4] = [
         (
-            "no identifiers",
+            "a name and tags only",
             br#"{"first_name":"A","tags":"x"}"#,
-            "no contact identifiers",
+            v1::ContactData {
+                first_name: Some("A".to_owned()),
+                tags: tags(&["x"]),
+                ..v1::ContactData::default()
+            },
+            false,
         ),
         (
             "blank identifiers",
             br#"{"contact_id":" ","email":"","phone":null}"#,
-            "no contact identifiers",
+            v1::ContactData::default(),
+            false,
         ),
         (
             "identifiers of the wrong type",
             br#"{"contact_id":{},"email":[]}"#,
-            "no contact identifiers",
+            v1::ContactData::default(),
+            false,
+        ),
+        (
+            "an appointment without a contact",
+            br#"{"appointment_id":"a1","status":"cancelled"}"#,
+            v1::ContactData::default(),
+            true,
         ),
     ];
-    for (name, body, reason) in cases {
-        check(name, body, reason);
+    for (name, body, contact, appointment) in cases {
+        check(name, body, contact, appointment);
     }
 }
 
@@ -671,7 +901,7 @@ fn never_panics_on_truncated_bodies() {
     ];
     for body in bodies {
         for end in 0..body.len() {
-            let event = normalize(SOURCE, &body[..end], RECEIVED_MS);
+            let event = workflow().normalize(SOURCE, &body[..end], RECEIVED_MS);
             assert!(event.id.starts_with("ghl-workflow:"));
         }
     }
@@ -710,7 +940,7 @@ mod properties {
         /// Normalization never panics and always keeps the source's id scope.
         #[test]
         fn normalize_takes_any_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let event = normalize(SOURCE, &body, RECEIVED_MS);
+            let event = workflow().normalize(SOURCE, &body, RECEIVED_MS);
             prop_assert!(event.id.starts_with("ghl-workflow:"));
         }
 
@@ -727,14 +957,14 @@ mod properties {
             )
         ) {
             let body = serde_json::to_vec(&fields).expect("serializes");
-            let event = normalize(SOURCE, &body, RECEIVED_MS);
+            let event = workflow().normalize(SOURCE, &body, RECEIVED_MS);
             prop_assert!(event.id.starts_with("ghl-workflow:"));
         }
 
         /// Only the token itself passes, in the header or the query.
         #[test]
         fn only_the_token_passes(candidate in "[ -~]{0,40}") {
-            let source = GoHighLevelWorkflow::new(TOKEN);
+            let source = GoHighLevelWorkflow::new(TOKEN, Options::default());
             let mut headers = HeaderMap::new();
             if let Ok(value) = HeaderValue::from_str(&format!("Bearer {candidate}")) {
                 headers.insert(http::header::AUTHORIZATION, value);

@@ -1,0 +1,166 @@
+use super::*;
+
+/// A Stripe source, the smallest valid one, under `name`.
+fn stripe_source(name: &str) -> String {
+    format!("[sources.{name}]\nkind = \"stripe\"\nsecrets = [\"whsec_config_tests\"]\n")
+}
+
+fn parse(text: &str, args: &Args) -> Result<Config, String> {
+    Config::parse(text, Path::new("."), args, &|_| None).map_err(|e| e.to_string())
+}
+
+#[test]
+fn source_names() {
+    /// `want`: `Ok(())` when the name is accepted, else the whole error line.
+    fn check(name: &str, want: Result<(), &str>) {
+        let got = parse(&stripe_source(name), &Args::for_file("edge.toml"));
+        assert_eq!(
+            got.as_ref().map(|_| ()).map_err(String::as_str),
+            want,
+            "{name:?}"
+        );
+    }
+    let cases = [
+        ("stripe", Ok(())),
+        ("acme-2_b", Ok(())),
+        ("apis", Ok(())),
+        (
+            "api",
+            Err(
+                "sources.api: is reserved: contacts-svc records its own events under the \
+                 source \"api\", so this source's event ids could collide with them (choose \
+                 another name)",
+            ),
+        ),
+        (
+            "Stripe",
+            Err(
+                "sources.Stripe: source names are 1 to 64 of a-z, 0-9, '-' and '_' (they appear in URLs)",
+            ),
+        ),
+        (
+            "\"a.b\"",
+            Err(
+                "sources.a.b: source names are 1 to 64 of a-z, 0-9, '-' and '_' (they appear in URLs)",
+            ),
+        ),
+    ];
+    for (name, want) in cases {
+        check(name, want);
+    }
+    // Every reserved name is refused, not only the one spelled above.
+    for name in hookline_proto::RESERVED_SOURCES {
+        let err = parse(&stripe_source(name), &Args::for_file("edge.toml")).expect_err(name);
+        assert!(
+            err.starts_with(&format!("sources.{name}: is reserved")),
+            "{err}"
+        );
+    }
+}
+
+/// `make run` starts the edge with `dev/edge.toml`: it must load, and take the signed
+/// GoHighLevel test vector the README tells developers to send.
+#[test]
+fn the_development_config_loads_and_takes_the_test_vector() {
+    use hookline_proto::v1::webhook_event::Payload;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dev/edge.toml");
+    let config = Config::load(&Args::for_file(path)).unwrap_or_else(|e| panic!("{e}"));
+    let ghl = config
+        .sources
+        .get("gohighlevel")
+        .expect("a gohighlevel source");
+    let body = include_bytes!(
+        "../../../tests/fixtures/gohighlevel/test-vectors/AppointmentUpdate-showed.body.json"
+    );
+    let signature = include_str!(
+        "../../../tests/fixtures/gohighlevel/test-vectors/AppointmentUpdate-showed.x-ghl-signature.txt"
+    );
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "x-ghl-signature",
+        http::HeaderValue::from_str(signature.trim()).expect("header value"),
+    );
+    let delivery = crate::sources::Delivery {
+        headers: &headers,
+        query: "",
+        body,
+    };
+    assert_eq!(ghl.verify(delivery, 0), Ok(()));
+    let event = ghl.normalize("gohighlevel", body, 0);
+    assert!(
+        matches!(event.payload, Some(Payload::AppointmentUpdated(_))),
+        "{:?}",
+        event.payload
+    );
+}
+
+/// Where metrics are served: (metrics_listen, metrics_on_webhook_port), or the error line.
+type Metrics<'a> = Result<(Option<&'a str>, bool), &'a str>;
+
+#[test]
+fn where_metrics_are_served() {
+    /// `flag`: `--metrics-listen`.
+    fn check(file: &str, flag: Option<&str>, want: Metrics<'_>) {
+        let mut args = Args::for_file("edge.toml");
+        args.metrics_listen = flag.map(|a| a.parse().expect("address"));
+        let got = parse(&format!("{file}\n{}", stripe_source("stripe")), &args).map(|c| {
+            (
+                c.metrics_listen.map(|a| a.to_string()),
+                c.metrics_on_webhook_port,
+            )
+        });
+        let want = want
+            .map(|(listen, on_port)| (listen.map(str::to_owned), on_port))
+            .map_err(str::to_owned);
+        assert_eq!(got, want, "{file:?} {flag:?}");
+    }
+    let cases: [(&str, Option<&str>, Metrics<'_>); 9] = [
+        // The webhook port faces the internet: by default metrics are served nowhere.
+        ("", None, Ok((None, false))),
+        (
+            "metrics_listen = \"127.0.0.1:9100\"",
+            None,
+            Ok((Some("127.0.0.1:9100"), false)),
+        ),
+        (
+            "",
+            Some("127.0.0.1:9101"),
+            Ok((Some("127.0.0.1:9101"), false)),
+        ),
+        (
+            "metrics_listen = \"127.0.0.1:9100\"",
+            Some("127.0.0.1:9101"),
+            Ok((Some("127.0.0.1:9101"), false)),
+        ),
+        ("metrics_on_webhook_port = true", None, Ok((None, true))),
+        (
+            "metrics_on_webhook_port = false\nmetrics_listen = \"127.0.0.1:9100\"",
+            None,
+            Ok((Some("127.0.0.1:9100"), false)),
+        ),
+        (
+            "metrics_on_webhook_port = true\nmetrics_listen = \"127.0.0.1:9100\"",
+            None,
+            Err(
+                "metrics_on_webhook_port: cannot be set together with metrics_listen \
+                 (127.0.0.1:9100): metrics are served on one of them",
+            ),
+        ),
+        (
+            "metrics_on_webhook_port = true",
+            Some("127.0.0.1:9101"),
+            Err(
+                "metrics_on_webhook_port: cannot be set together with --metrics-listen \
+                 (127.0.0.1:9101): metrics are served on one of them",
+            ),
+        ),
+        (
+            "metrics_listen = \"nowhere\"",
+            None,
+            Err("metrics_listen: \"nowhere\" is not host:port"),
+        ),
+    ];
+    for (file, flag, want) in cases {
+        check(file, flag, want);
+    }
+}
