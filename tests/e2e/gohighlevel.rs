@@ -2,7 +2,9 @@
 //! with the TEST-ONLY keys, looked up afterwards by GHL contact id, email and phone.
 
 use hookline_proto::v1;
-use hookline_tests::{Reply, Stack, fixture, run_grpcurl, stripe_checkout};
+use std::time::Duration;
+
+use hookline_tests::{Reply, Stack, eventually, fixture, run_grpcurl, stripe_checkout};
 
 const ED25519_PRIVATE: &str = "gohighlevel/test-vectors/TEST-ONLY-ed25519-private.pem";
 const ED25519_PUBLIC: &str = "gohighlevel/test-vectors/TEST-ONLY-ed25519-public.pem";
@@ -708,4 +710,55 @@ async fn events_without_contact_identifiers_are_ignored_by_contacts_svc() {
             "{name}: {json}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_workflow_booking_repeated_after_its_dedup_window_takes_effect_again() {
+    // Workflow bodies carry no id: a body's digest deduplicates it within one second.
+    let stack = Stack::start_with_sources(&format!(
+        "[sources.ghl-workflow]\nkind = \"gohighlevel-workflow\"\n\
+         token = \"{WORKFLOW_TOKEN}\"\ndedup_window_secs = 1\n"
+    ))
+    .await;
+    let booked = fixture("gohighlevel/fixtures/workflow-webhook-appointment-booked.json");
+    let mut cancelled: serde_json::Value = serde_json::from_slice(&booked).unwrap();
+    cancelled["calendar"]["appoinmentStatus"] = "cancelled".into();
+    let cancelled = serde_json::to_vec(&cancelled).unwrap();
+    let url = stack.edge.url("/webhooks/ghl-workflow");
+    let bearer = format!("Bearer {WORKFLOW_TOKEN}");
+    let send = |body: &[u8]| {
+        let (url, body, bearer) = (url.clone(), body.to_vec(), bearer.clone());
+        let http = stack.http.clone();
+        async move {
+            let reply = http.post(&url, body, &[("authorization", &bearer)]).await;
+            assert_eq!(reply.status, 200, "{:?}", reply.body);
+            reply.json()["status"].as_str().unwrap().to_owned()
+        }
+    };
+    let status = || async {
+        lookup(&stack, ghl_id("P4FmErxTM1cHho4PAAAN"))
+            .await
+            .appointment
+            .unwrap()
+            .status()
+    };
+
+    assert_eq!(send(&booked).await, "applied");
+    // The sender's retry inside the window is a duplicate.
+    assert_eq!(send(&booked).await, "duplicate");
+    assert_eq!(send(&cancelled).await, "applied");
+    assert_eq!(status().await, v1::AppointmentStatus::Cancelled);
+    // Booked again, byte for byte as the first time: once the window has passed, it
+    // takes effect, and the appointment ends booked.
+    eventually(Duration::from_secs(10), "the repeat to apply", || async {
+        (send(&booked).await == "applied").then_some(())
+    })
+    .await;
+    assert_eq!(status().await, v1::AppointmentStatus::Booked);
+    // Both bookings are in the log, each under its own occurrence.
+    let log = stack
+        .contacts
+        .contact_events(&lookup(&stack, ghl_id("P4FmErxTM1cHho4PAAAN")).await.id)
+        .await;
+    assert_eq!(log.len(), 3, "{log:?}");
 }
