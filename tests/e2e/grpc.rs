@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use hookline_proto::v1;
 use hookline_tests::{
-    ContactsSvc, Redis, Stack, eventually, grpcurl_output, run_grpcurl, stripe_checkout,
+    ContactsSvc, Redis, Stack, contact_item, eventually, grpcurl_output, run_grpcurl,
+    stripe_checkout,
 };
 
 /// What grpcurl says of contacts-svc's health (its output and errors).
@@ -345,48 +346,19 @@ async fn contacts_and_events_page_newest_first() {
     assert!(err.message().contains("page_token"));
 }
 
-/// A `ContactUpserted` event for `email`, as a batch item.
-fn upsert_item(id: &str, email: &str, first_name: Option<&str>) -> v1::ApplyEventsItem {
-    let ts = hookline_proto::prost_types::Timestamp {
-        seconds: 1_790_000_000,
-        nanos: 0,
-    };
-    v1::ApplyEventsItem {
-        event: Some(v1::WebhookEvent {
-            id: id.into(),
-            source: "batch".into(),
-            kind: "test".into(),
-            r#type: "contact".into(),
-            occurred_at: Some(ts),
-            received_at: Some(ts),
-            contact: Some(v1::ContactData {
-                email: Some(email.into()),
-                first_name: first_name.map(Into::into),
-                ..Default::default()
-            }),
-            payload: Some(v1::webhook_event::Payload::ContactUpserted(
-                v1::ContactUpserted {},
-            )),
-            ..v1::WebhookEvent::default()
-        }),
-        request_id: "r".into(),
-        traceparent: String::new(),
-    }
-}
-
 #[tokio::test]
 async fn apply_events_answers_each_event_on_its_own() {
     let redis = Redis::start().await;
     let contacts = ContactsSvc::start(&redis.url()).await;
     let mut grpc = contacts.client().await;
-    let mut no_id = upsert_item("batch:2", "two@example.com", None);
+    let mut no_id = contact_item("batch:2", "two@example.com", None);
     if let Some(event) = no_id.event.as_mut() {
         event.id = String::new();
     }
     let items = vec![
-        upsert_item("batch:1", "one@example.com", None),
+        contact_item("batch:1", "one@example.com", None),
         no_id,
-        upsert_item("batch:1", "one@example.com", None),
+        contact_item("batch:1", "one@example.com", None),
         v1::ApplyEventsItem::default(),
     ];
     let results = grpc
@@ -420,7 +392,7 @@ async fn apply_events_answers_each_event_on_its_own() {
         "{results:?}"
     );
 
-    let too_many = vec![upsert_item("batch:x", "x@example.com", None); 1001];
+    let too_many = vec![contact_item("batch:x", "x@example.com", None); 1001];
     let err = grpc
         .apply_events(v1::ApplyEventsRequest { items: too_many })
         .await
@@ -442,7 +414,7 @@ async fn racing_creators_in_one_batch_leave_one_contact() {
     // its first attempt instead of both retrying after a NOSCRIPT reply.
     let warmup = grpc
         .apply_events(v1::ApplyEventsRequest {
-            items: vec![upsert_item("race:0", "earlier@example.com", None)],
+            items: vec![contact_item("race:0", "earlier@example.com", None)],
         })
         .await
         .unwrap()
@@ -452,8 +424,8 @@ async fn racing_creators_in_one_batch_leave_one_contact() {
     let results = grpc
         .apply_events(v1::ApplyEventsRequest {
             items: vec![
-                upsert_item("race:1", "race@example.com", Some("Ada")),
-                upsert_item("race:2", "Race@Example.com", None),
+                contact_item("race:1", "race@example.com", Some("Ada")),
+                contact_item("race:2", "Race@Example.com", None),
             ],
         })
         .await
@@ -516,8 +488,8 @@ async fn a_corrupt_entry_fails_only_its_own_event_of_a_batch() {
     let results = grpc
         .apply_events(v1::ApplyEventsRequest {
             items: vec![
-                upsert_item("corrupt:1", "corrupt@example.com", None),
-                upsert_item("corrupt:2", "fine@example.com", None),
+                contact_item("corrupt:1", "corrupt@example.com", None),
+                contact_item("corrupt:2", "fine@example.com", None),
             ],
         })
         .await

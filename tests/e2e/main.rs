@@ -4,6 +4,7 @@
 // This crate is test code throughout, helpers included.
 #![allow(clippy::unwrap_used)]
 
+mod batches;
 mod cli;
 mod content;
 mod convergence;

@@ -666,3 +666,33 @@ pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .sum()
 }
+
+/// A `ContactUpserted` event `id` of the source `batch` stating `email`, as an
+/// `ApplyEvents` item.
+pub fn contact_item(id: &str, email: &str, first_name: Option<&str>) -> v1::ApplyEventsItem {
+    let ts = hookline_proto::prost_types::Timestamp {
+        seconds: 1_790_000_000,
+        nanos: 0,
+    };
+    v1::ApplyEventsItem {
+        event: Some(v1::WebhookEvent {
+            id: id.into(),
+            source: "batch".into(),
+            kind: "test".into(),
+            r#type: "contact".into(),
+            occurred_at: Some(ts),
+            received_at: Some(ts),
+            contact: Some(v1::ContactData {
+                email: Some(email.into()),
+                first_name: first_name.map(Into::into),
+                ..Default::default()
+            }),
+            payload: Some(v1::webhook_event::Payload::ContactUpserted(
+                v1::ContactUpserted {},
+            )),
+            ..v1::WebhookEvent::default()
+        }),
+        request_id: "r".into(),
+        traceparent: String::new(),
+    }
+}
