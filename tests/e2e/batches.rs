@@ -87,14 +87,18 @@ async fn a_caller_that_gives_up_leaves_no_lease_held() {
             .await
     });
     // The two free events are written and wait, leased, for their held batch-mate.
-    eventually(Duration::from_secs(5), "the free events to be written", || {
-        let contacts = &contacts;
-        async move {
-            let one = contacts.lookup_email("one@example.com").await.ok()?;
-            let two = contacts.lookup_email("two@example.com").await.ok()?;
-            Some((one, two))
-        }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the free events to be written",
+        || {
+            let contacts = &contacts;
+            async move {
+                let one = contacts.lookup_email("one@example.com").await.ok()?;
+                let two = contacts.lookup_email("two@example.com").await.ok()?;
+                Some((one, two))
+            }
+        },
+    )
     .await;
     assert_eq!(marker(&redis, "batch:one").await, Some('L'));
     // The caller gives up (the sender's connection went away).
@@ -102,10 +106,14 @@ async fn a_caller_that_gives_up_leaves_no_lease_held() {
     let _ = call.await;
     // The batch still finishes: the free events are marked done, so their redelivery is
     // a duplicate at once rather than "in progress" until their leases expire.
-    eventually(Duration::from_secs(5), "the free events to be done", || async {
-        let done = marker(&redis, "batch:one").await == Some('D')
-            && marker(&redis, "batch:two").await == Some('D');
-        done.then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the free events to be done",
+        || async {
+            let done = marker(&redis, "batch:one").await == Some('D')
+                && marker(&redis, "batch:two").await == Some('D');
+            done.then_some(())
+        },
+    )
     .await;
 }

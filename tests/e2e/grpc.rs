@@ -523,3 +523,71 @@ async fn a_corrupt_entry_fails_only_its_own_event_of_a_batch() {
         .expect("EXISTS");
     assert!(!leased, "the failed event's lease is released");
 }
+
+#[tokio::test]
+async fn pages_of_the_webhook_log_are_bounded_in_bytes() {
+    let redis = Redis::start().await;
+    let contacts = ContactsSvc::start(&redis.url()).await;
+    // Five ignored events, each kept with a raw body of 1 MiB.
+    let body = vec![b'x'; 1024 * 1024];
+    let items: Vec<v1::ApplyEventsItem> = (0..5)
+        .map(|i| {
+            let mut item = contact_item(&format!("batch:big{i}"), "big@example.com", None);
+            if let Some(event) = item.event.as_mut() {
+                event.payload = Some(v1::webhook_event::Payload::Ignored(v1::EventIgnored {
+                    reason: "unknown type".into(),
+                    ..Default::default()
+                }));
+                event.raw_body = Some(body.clone());
+            }
+            item
+        })
+        .collect();
+    let mut grpc = contacts.client().await;
+    let results = grpc
+        .apply_events(v1::ApplyEventsRequest { items })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.response.as_ref().map(v1::ApplyEventResponse::outcome)
+                == Some(v1::EventOutcome::Ignored)),
+        "{results:?}"
+    );
+
+    // A client with gRPC's default 4 MiB limit pages through them all, each once.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = grpc
+            .list_events(v1::ListEventsRequest {
+                page_size: 100,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("a page fits the client's default message limit")
+            .into_inner();
+        pages += 1;
+        assert!(
+            !page.events.is_empty() && page.events.len() <= 3,
+            "{}",
+            page.events.len()
+        );
+        seen.extend(page.events.into_iter().map(|e| (e.event_id, e.body.len())));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    seen.sort();
+    let want: Vec<(String, usize)> = (0..5)
+        .map(|i| (format!("batch:big{i}"), 1024 * 1024))
+        .collect();
+    assert_eq!(seen, want);
+    assert!(pages >= 2, "{pages} pages");
+}

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use hookline_proto::prost::Message as _;
 use hookline_proto::v1;
 use redis::{AsyncCommands as _, Value};
 
@@ -59,25 +60,53 @@ pub(super) const MAX_REDIRECTS: usize = 16;
 
 /// Items examined per listing call, whatever the filter, to bound its cost.
 pub(super) const SCAN_BUDGET: usize = 2000;
+/// Most encoded bytes of event records in one page (an ignored event carries its raw
+/// body): under the 4 MiB a gRPC client takes by default. A page holds at least one.
+pub const PAGE_BYTES: usize = 3 * 1024 * 1024;
+/// Records read from Redis at once while paging the webhook log.
+const RECORD_CHUNK: usize = 16;
 
-/// Gathers one page from a sorted set, newest first: up to `limit` items, or fewer after
-/// examining [`SCAN_BUDGET`] members (a rarely matching filter returns a short page with
-/// a token to go on).
+/// Gathers one page from a sorted set, newest first: up to `limit` items and
+/// [`PAGE_BYTES`] of them by `weigh`, or fewer after examining [`SCAN_BUDGET`] members
+/// (a rarely matching filter returns a short page with a token to go on).
 pub(super) struct Pager<T> {
     scan: ZScan,
     limit: usize,
+    /// Members read per round trip.
+    chunk: usize,
+    weigh: fn(&T) -> usize,
+    bytes: usize,
     items: Vec<T>,
     done: bool,
 }
 
 impl<T> Pager<T> {
+    /// A pager whose items are small: a page is read in one go.
     pub(super) fn new(key: &'static str, after: Option<Cursor>, limit: usize) -> Self {
+        Self::weighed(key, after, limit, limit.max(16), |_| 0)
+    }
+
+    /// A pager whose items may be large: read a few at a time, and `weigh`ed.
+    pub(super) fn weighed(
+        key: &'static str,
+        after: Option<Cursor>,
+        limit: usize,
+        chunk: usize,
+        weigh: fn(&T) -> usize,
+    ) -> Self {
         Self {
             scan: ZScan::new(key, after),
             limit,
+            chunk,
+            weigh,
+            bytes: 0,
             items: Vec::new(),
             done: false,
         }
+    }
+
+    fn full(&self) -> bool {
+        self.items.len() >= self.limit || self.bytes >= PAGE_BYTES
     }
 
     /// The next members to turn into items, or `None` when the page is complete.
@@ -85,10 +114,10 @@ impl<T> Pager<T> {
         &mut self,
         store: &Store,
     ) -> Result<Option<Vec<(String, i64)>>, Error> {
-        if self.done || self.items.len() >= self.limit || self.scan.examined >= SCAN_BUDGET {
+        if self.done || self.full() || self.scan.examined >= SCAN_BUDGET {
             return Ok(None);
         }
-        let batch = self.scan.next_batch(store, self.limit.max(16)).await?;
+        let batch = self.scan.next_batch(store, self.chunk).await?;
         if batch.is_empty() {
             self.done = true;
             return Ok(None);
@@ -100,8 +129,16 @@ impl<T> Pager<T> {
     pub(super) fn take(&mut self, batch: &[(String, i64)], items: Vec<Option<T>>) {
         for (i, item) in items.into_iter().enumerate() {
             if let Some(item) = item {
+                // The first item always fits: a page is never empty for its size alone.
+                let weight = (self.weigh)(&item);
+                if !self.items.is_empty() && self.bytes.saturating_add(weight) > PAGE_BYTES {
+                    self.bytes = PAGE_BYTES;
+                    self.scan.rewind_to_before(batch, i);
+                    return;
+                }
+                self.bytes = self.bytes.saturating_add(weight);
                 self.items.push(item);
-                if self.items.len() == self.limit {
+                if self.full() {
                     self.scan.rewind_to(batch, i);
                     return;
                 }
@@ -129,6 +166,8 @@ pub(super) struct ZScan {
     /// the offsets of a walk that started at the top.
     ceiling: Option<i64>,
     last: Option<Cursor>,
+    /// `last` before the latest batch.
+    before_batch: Option<Cursor>,
     offset: usize,
     examined: usize,
 }
@@ -138,6 +177,7 @@ impl ZScan {
         Self {
             key,
             last: after.clone(),
+            before_batch: after.clone(),
             after,
             ceiling: None,
             offset: 0,
@@ -151,6 +191,7 @@ impl ZScan {
         store: &Store,
         n: usize,
     ) -> Result<Vec<(String, i64)>, Error> {
+        self.before_batch = self.last.clone();
         let mut c = store.conn.clone();
         let max = match (&self.after, self.ceiling) {
             (Some(a), _) => a.score.to_string(),
@@ -192,6 +233,14 @@ impl ZScan {
     }
 
     /// Resume after item `i` of `batch` rather than after the whole batch.
+    /// Resume at item `i` of `batch`: after the one before it, or where the batch began.
+    pub(super) fn rewind_to_before(&mut self, batch: &[(String, i64)], i: usize) {
+        match i.checked_sub(1) {
+            Some(before) => self.rewind_to(batch, before),
+            None => self.last = self.before_batch.clone(),
+        }
+    }
+
     pub(super) fn rewind_to(&mut self, batch: &[(String, i64)], i: usize) {
         if let Some((m, s)) = batch.get(i) {
             self.last = Some(Cursor {
@@ -300,7 +349,8 @@ impl Store {
         if let Some(contact) = &filter.contact {
             return self.list_contact_events(contact, after, limit, keep).await;
         }
-        let mut pager = Pager::new(EVENTS, after, limit);
+        let weigh = |r: &v1::EventRecord| r.encoded_len();
+        let mut pager = Pager::weighed(EVENTS, after, limit, RECORD_CHUNK, weigh);
         while let Some(batch) = pager.next_batch(self).await? {
             let records = self
                 .load_records(batch.iter().map(|(m, _)| m.as_str()))
@@ -374,6 +424,7 @@ impl Store {
                 .unwrap_or(entries.len()),
             None => 0,
         };
+        // A contact's events were applied: their records carry no raw body.
         let mut out = Vec::new();
         for chunk in entries[start..].chunks(limit.max(16)) {
             let records = self
