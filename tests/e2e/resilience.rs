@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use hookline_tests::{ContactsSvc, Redis, Stack, eventually, stripe_checkout};
+use hookline_proto::v1;
+use hookline_tests::{ContactsSvc, Redis, Stack, contact_item, eventually, stripe_checkout};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -161,5 +162,56 @@ async fn events_apply_after_redis_forgets_its_scripts() {
         assert_eq!(reply.json()["status"], "applied");
         let contact = stack.contacts.lookup_email(&email).await.expect("found");
         assert_eq!(contact.totals[0].purchased, 100 * n);
+    }
+}
+
+#[tokio::test]
+async fn an_event_whose_request_was_abandoned_is_not_sent() {
+    let redis = Redis::start().await;
+    let contacts = ContactsSvc::start(&redis.url()).await;
+    let url: http::Uri = contacts.url().parse().unwrap();
+    let client = edge::Contacts::connect_lazy(&[url], Duration::from_secs(2));
+    let trace = edge::webhook::Trace::of(&http::HeaderMap::new());
+    let event = |id: String| contact_item(&id, "queued@example.com", None).event.unwrap();
+
+    // Redis hangs: every call slot fills with a call that cannot finish, and the rest
+    // of the events wait in the edge's queue. At most four calls of 128 events are in
+    // flight, so the last 50 of 600 are surely queued.
+    redis.pause();
+    let blocked = futures::future::join_all((0..550).map(|i| {
+        let event = event(format!("batch:blocker{i}"));
+        let (client, trace) = (&client, &trace);
+        async move { client.apply(event, trace).await }
+    }));
+    // Their senders give up while they are queued (a timeout, a closed connection).
+    let abandoned = futures::future::join_all((0..50).map(|i| {
+        let event = event(format!("batch:abandoned{i}"));
+        let (client, trace) = (&client, &trace);
+        async move {
+            let gave_up =
+                tokio::time::timeout(Duration::from_millis(100), client.apply(event, trace));
+            assert!(gave_up.await.is_err(), "answered while Redis hangs");
+        }
+    }));
+    // The blockers are queued first: `join!` polls its futures in order.
+    let (_, ()) = futures::join!(blocked, async {
+        abandoned.await;
+        redis.resume();
+    });
+    // The queue is first in, first out: once a later event is answered, the abandoned
+    // ones were taken out of it.
+    let after = client
+        .apply(event("batch:after".to_owned()), &trace)
+        .await
+        .expect("answered once Redis is back");
+    assert_eq!(after.outcome(), v1::EventOutcome::Applied);
+    let mut conn = redis.conn().await;
+    for i in 0..50 {
+        let sent: bool = redis::cmd("EXISTS")
+            .arg(format!("hl:ev:{{batch:abandoned{i}}}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!sent, "abandoned event {i} was sent to contacts-svc");
     }
 }
