@@ -323,6 +323,24 @@ async fn logs_correlate_both_services_and_never_hold_secrets_or_personal_data() 
         .status,
         200
     );
+    // An index entry nobody can read (outside interference): the event fails, and the
+    // error line names the key with its email masked.
+    let mut conn = redis.conn().await;
+    let () = redis::cmd("SET")
+        .arg("hl:idx:email:corrupt.person@example.com")
+        .arg("not a contact id")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let corrupt = stripe_checkout("evt_corrupt", "corrupt.person@example.com", 1, "pi_corrupt");
+    let reply = http
+        .post(
+            &format!("{base}/webhooks/stripe"),
+            corrupt.clone(),
+            &[("stripe-signature", &stripe_sign(SECRET, now_secs(), &corrupt))],
+        )
+        .await;
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
 
     let mut logs = String::new();
     for child in [edge, contacts] {
@@ -349,6 +367,7 @@ async fn logs_correlate_both_services_and_never_hold_secrets_or_personal_data() 
         TOKEN,
         EMAIL,
         "other.person@example.com",
+        "corrupt.person@example.com",
         "4155550100",
         "4155550142",
         &signature,
@@ -360,6 +379,13 @@ async fn logs_correlate_both_services_and_never_hold_secrets_or_personal_data() 
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "ERROR"
+            && l["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("hl:idx:email:c***@example.com"))),
+        "the corrupt entry is logged, masked"
+    );
     let webhook = lines
         .iter()
         .find(|l| l["message"] == "webhook" && l["event_id"] == "evt_logged")
