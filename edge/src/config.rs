@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::limits::Limits;
 use crate::sources::{Source, gohighlevel, gohighlevel_workflow, stripe};
 
 /// edge: receives webhooks, verifies them over the raw bytes and hands normalized events
@@ -103,6 +104,8 @@ pub struct Config {
     pub contacts_timeout: Duration,
     /// Time in-flight requests get after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Connection and buffering limits of both listeners.
+    pub limits: Limits,
     pub sources: BTreeMap<String, Source>,
 }
 
@@ -136,6 +139,12 @@ struct FileConfig {
     spool_dir: Option<PathBuf>,
     contacts_timeout_ms: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    first_request_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    http2_keep_alive_interval_ms: Option<u64>,
+    http2_keep_alive_timeout_ms: Option<u64>,
+    max_connections: Option<u64>,
+    max_http2_streams: Option<u64>,
     #[serde(default)]
     sources: BTreeMap<String, toml::Table>,
 }
@@ -204,6 +213,7 @@ impl Config {
                 "must be at least 10",
             ));
         }
+        let limits = parse_limits(&file)?;
         if file.sources.is_empty() {
             return Err(ConfigError::new("sources", "no source is configured"));
         }
@@ -224,9 +234,84 @@ impl Config {
                 .map_or_else(|| base.join(".data/edge-spool"), |p| base.join(p)),
             contacts_timeout,
             shutdown_grace: Duration::from_secs(file.shutdown_grace_secs.unwrap_or(10)),
+            limits,
             sources,
         })
     }
+}
+
+fn parse_limits(file: &FileConfig) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let ms = |key: &str, value: Option<u64>, default: Duration, max: u64| {
+        in_range(key, value, millis(default), 10, max).map(Duration::from_millis)
+    };
+    let count = |key: &str, value: Option<u64>, default: u64, max: u64| {
+        in_range(key, value, default, 1, max)
+    };
+    Ok(Limits {
+        first_request_timeout: ms(
+            "first_request_timeout_ms",
+            file.first_request_timeout_ms,
+            d.first_request_timeout,
+            600_000,
+        )?,
+        idle_timeout: ms(
+            "idle_timeout_ms",
+            file.idle_timeout_ms,
+            d.idle_timeout,
+            3_600_000,
+        )?,
+        http2_keep_alive_interval: ms(
+            "http2_keep_alive_interval_ms",
+            file.http2_keep_alive_interval_ms,
+            d.http2_keep_alive_interval,
+            3_600_000,
+        )?,
+        http2_keep_alive_timeout: ms(
+            "http2_keep_alive_timeout_ms",
+            file.http2_keep_alive_timeout_ms,
+            d.http2_keep_alive_timeout,
+            3_600_000,
+        )?,
+        // The ranges below fit usize and u32, so the conversions cannot fail.
+        max_connections: usize::try_from(count(
+            "max_connections",
+            file.max_connections,
+            d.max_connections as u64,
+            1_000_000,
+        )?)
+        .unwrap_or(usize::MAX),
+        max_http2_streams: u32::try_from(count(
+            "max_http2_streams",
+            file.max_http2_streams,
+            u64::from(d.max_http2_streams),
+            10_000,
+        )?)
+        .unwrap_or(u32::MAX),
+    })
+}
+
+/// `value`, or `default` when absent, checked against `min..=max`.
+fn in_range(
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let value = value.unwrap_or(default);
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("must be between {min} and {max}"),
+        ))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn parse_urls(key: &str, s: &str) -> Result<Vec<http::Uri>, ConfigError> {
@@ -335,5 +420,96 @@ fn parse_source(name: &str, table: toml::Table, r: &Resolver<'_>) -> Result<Sour
             key("kind"),
             format!("unknown kind {other:?} (known: stripe, gohighlevel, gohighlevel-workflow)"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCE: &str = "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_test\"]\n";
+
+    /// The limits `top` (top-level keys) configures, or the one-line error.
+    fn limits(top: &str) -> Result<Limits, String> {
+        let text = format!("{top}\n{SOURCE}");
+        Config::parse(&text, Path::new("."), &Args::for_file("edge.toml"), &|_| {
+            None
+        })
+        .map(|c| c.limits)
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn connection_limits() {
+        let d = Limits::default();
+        let ms = Duration::from_millis;
+        let cases: Vec<(&str, Result<Limits, &str>)> = vec![
+            ("", Ok(d)),
+            (
+                "first_request_timeout_ms = 500\nidle_timeout_ms = 250",
+                Ok(Limits {
+                    first_request_timeout: ms(500),
+                    idle_timeout: ms(250),
+                    ..d
+                }),
+            ),
+            (
+                "http2_keep_alive_interval_ms = 10\nhttp2_keep_alive_timeout_ms = 3600000",
+                Ok(Limits {
+                    http2_keep_alive_interval: ms(10),
+                    http2_keep_alive_timeout: ms(3_600_000),
+                    ..d
+                }),
+            ),
+            (
+                "max_connections = 1\nmax_http2_streams = 10000",
+                Ok(Limits {
+                    max_connections: 1,
+                    max_http2_streams: 10_000,
+                    ..d
+                }),
+            ),
+            (
+                "first_request_timeout_ms = 9",
+                Err("first_request_timeout_ms: must be between 10 and 600000"),
+            ),
+            (
+                "first_request_timeout_ms = 600001",
+                Err("first_request_timeout_ms: must be between 10 and 600000"),
+            ),
+            (
+                "idle_timeout_ms = 0",
+                Err("idle_timeout_ms: must be between 10 and 3600000"),
+            ),
+            (
+                "http2_keep_alive_interval_ms = 3600001",
+                Err("http2_keep_alive_interval_ms: must be between 10 and 3600000"),
+            ),
+            (
+                "http2_keep_alive_timeout_ms = 5",
+                Err("http2_keep_alive_timeout_ms: must be between 10 and 3600000"),
+            ),
+            (
+                "max_connections = 0",
+                Err("max_connections: must be between 1 and 1000000"),
+            ),
+            (
+                "max_connections = 1000001",
+                Err("max_connections: must be between 1 and 1000000"),
+            ),
+            (
+                "max_http2_streams = 0",
+                Err("max_http2_streams: must be between 1 and 10000"),
+            ),
+        ];
+        for (top, expected) in cases {
+            assert_eq!(limits(top), expected.map_err(str::to_owned), "{top}");
+        }
+        // A negative number or a string is a type error naming the key.
+        for top in ["max_connections = -1", "idle_timeout_ms = \"60s\""] {
+            let err = limits(top).unwrap_err();
+            let key = top.split(' ').next().unwrap();
+            assert!(err.contains(key), "{top}: {err}");
+        }
     }
 }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod contacts;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod server;
@@ -78,6 +79,7 @@ async fn serve_all(
         max_body_bytes: config.max_body_bytes,
         metrics: Metrics::new(),
     });
+    let limits = config.limits;
     // Metrics go on the webhook port unless they have a listener of their own.
     let webhook_routes = match metrics {
         Some(_) => Routes::Webhooks,
@@ -97,6 +99,7 @@ async fn serve_all(
                 Box::pin(shutdown),
                 config.shutdown_grace,
                 Routes::Metrics,
+                limits,
             )
             .await;
         })
@@ -107,6 +110,7 @@ async fn serve_all(
         shutdown,
         config.shutdown_grace,
         webhook_routes,
+        limits,
     )
     .await;
     let _ = stop.send(true);

@@ -37,6 +37,10 @@ fn bad_flags_and_configs_fail_with_one_clear_line() {
         "hookline-edge",
         "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\nsecret = \"typo\"\n",
     );
+    let no_connections = TempFile::new(
+        "hookline-edge",
+        "max_connections = 0\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n",
+    );
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
         ("edge", vec![], "--config"),
         (
@@ -63,6 +67,11 @@ fn bad_flags_and_configs_fail_with_one_clear_line() {
             "edge",
             vec!["--config".into(), unknown_key.arg()],
             "sources.stripe: unknown field `secret`",
+        ),
+        (
+            "edge",
+            vec!["--config".into(), no_connections.arg()],
+            "max_connections: must be between 1 and 1000000",
         ),
         (
             "edge",

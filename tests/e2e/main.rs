@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cli;
+mod connections;
 mod convergence;
 mod gohighlevel;
 mod grpc;
