@@ -145,6 +145,7 @@ struct FileConfig {
     http2_keep_alive_timeout_ms: Option<u64>,
     max_connections: Option<u64>,
     max_http2_streams: Option<u64>,
+    max_buffered_body_bytes: Option<u64>,
     #[serde(default)]
     sources: BTreeMap<String, toml::Table>,
 }
@@ -152,6 +153,8 @@ struct FileConfig {
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_CONTACTS_URL: &str = "http://127.0.0.1:50051";
 const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// 64 GiB: far beyond any machine the edge runs on, still a number a typo cannot reach.
+const MAX_BUFFERED_BODY_BYTES: u64 = 64 << 30;
 
 impl Config {
     /// Reads and checks the file named by `args`, with flags overriding it.
@@ -213,7 +216,7 @@ impl Config {
                 "must be at least 10",
             ));
         }
-        let limits = parse_limits(&file)?;
+        let limits = parse_limits(&file, max_body_bytes)?;
         if file.sources.is_empty() {
             return Err(ConfigError::new("sources", "no source is configured"));
         }
@@ -240,7 +243,7 @@ impl Config {
     }
 }
 
-fn parse_limits(file: &FileConfig) -> Result<Limits, ConfigError> {
+fn parse_limits(file: &FileConfig, max_body_bytes: usize) -> Result<Limits, ConfigError> {
     let d = Limits::default();
     let ms = |key: &str, value: Option<u64>, default: Duration, max: u64| {
         in_range(key, value, millis(default), 10, max).map(Duration::from_millis)
@@ -248,6 +251,18 @@ fn parse_limits(file: &FileConfig) -> Result<Limits, ConfigError> {
     let count = |key: &str, value: Option<u64>, default: u64, max: u64| {
         in_range(key, value, default, 1, max)
     };
+    let max_buffered = file
+        .max_buffered_body_bytes
+        .unwrap_or(d.max_buffered_body_bytes as u64);
+    // A body of max_body_bytes must fit, or it could never be read.
+    if max_buffered < max_body_bytes as u64 || max_buffered > MAX_BUFFERED_BODY_BYTES {
+        return Err(ConfigError::new(
+            "max_buffered_body_bytes",
+            format!(
+                "must be at least max_body_bytes ({max_body_bytes}) and at most {MAX_BUFFERED_BODY_BYTES}"
+            ),
+        ));
+    }
     Ok(Limits {
         first_request_timeout: ms(
             "first_request_timeout_ms",
@@ -288,6 +303,9 @@ fn parse_limits(file: &FileConfig) -> Result<Limits, ConfigError> {
             10_000,
         )?)
         .unwrap_or(u32::MAX),
+        max_buffered_body_bytes: usize::try_from(max_buffered).map_err(|_| {
+            ConfigError::new("max_buffered_body_bytes", "is too large for this machine")
+        })?,
     })
 }
 
@@ -470,6 +488,13 @@ mod tests {
                 }),
             ),
             (
+                "max_body_bytes = 2048\nmax_buffered_body_bytes = 2048",
+                Ok(Limits {
+                    max_buffered_body_bytes: 2048,
+                    ..d
+                }),
+            ),
+            (
                 "first_request_timeout_ms = 9",
                 Err("first_request_timeout_ms: must be between 10 and 600000"),
             ),
@@ -500,6 +525,18 @@ mod tests {
             (
                 "max_http2_streams = 0",
                 Err("max_http2_streams: must be between 1 and 10000"),
+            ),
+            (
+                "max_buffered_body_bytes = 1048575",
+                Err(
+                    "max_buffered_body_bytes: must be at least max_body_bytes (1048576) and at most 68719476736",
+                ),
+            ),
+            (
+                "max_buffered_body_bytes = 68719476737",
+                Err(
+                    "max_buffered_body_bytes: must be at least max_body_bytes (1048576) and at most 68719476736",
+                ),
             ),
         ];
         for (top, expected) in cases {

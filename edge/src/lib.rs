@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 
 pub use crate::config::Config;
 pub use crate::contacts::Contacts;
+use crate::limits::BodyBudget;
 pub use crate::metrics::Metrics;
 pub use crate::routes::Routes;
 use crate::sources::Source;
@@ -34,6 +35,8 @@ pub struct State {
     pub sources: BTreeMap<String, Configured>,
     pub contacts: Contacts,
     pub max_body_bytes: usize,
+    /// Bytes of bodies buffered at once, across every connection.
+    pub body_budget: BodyBudget,
     pub metrics: Metrics,
 }
 
@@ -63,6 +66,9 @@ async fn serve_all(
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) {
     let contacts = Contacts::connect_lazy(&config.contacts_urls, config.contacts_timeout);
+    let recorded = Metrics::new();
+    let (reserved, refused) = recorded.body_budget();
+    let body_budget = BodyBudget::new(config.limits.max_buffered_body_bytes, reserved, refused);
     let state = Arc::new(State {
         sources: config
             .sources
@@ -77,7 +83,8 @@ async fn serve_all(
             .collect(),
         contacts,
         max_body_bytes: config.max_body_bytes,
-        metrics: Metrics::new(),
+        body_budget,
+        metrics: recorded,
     });
     let limits = config.limits;
     // Metrics go on the webhook port unless they have a listener of their own.

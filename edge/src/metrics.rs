@@ -1,7 +1,8 @@
 //! The edge's Prometheus metrics: requests by source and status, verification failures
 //! by reason, events by source, type and outcome, and latency histograms of whole
-//! requests and of calls to contacts-svc, and connections open, refused at the cap and
-//! closed for a timeout. Encoded in the OpenMetrics text format.
+//! requests and of calls to contacts-svc, connections open, refused at the cap and
+//! closed for a timeout, and the buffered-body budget. Encoded in the OpenMetrics text
+//! format.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +66,8 @@ pub struct Metrics {
     connections_open: Family<ListenerLabels, Gauge>,
     connections_refused: Family<ListenerLabels, Counter>,
     connections_closed: Family<ClosedLabels, Counter>,
+    buffered_body_bytes: Gauge,
+    body_budget_refusals: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -131,6 +134,18 @@ impl Metrics {
             "Connections the edge closed for a timeout (first_request_timeout, idle_timeout), by listener",
             connections_closed.clone(),
         );
+        let buffered_body_bytes = Gauge::default();
+        registry.register(
+            "buffered_body_bytes",
+            "Bytes of request bodies reserved in the max_buffered_body_bytes budget",
+            buffered_body_bytes.clone(),
+        );
+        let body_budget_refusals = Counter::default();
+        registry.register(
+            "body_budget_refusals",
+            "Requests answered with the retry status because the buffered-body budget was spent",
+            body_budget_refusals.clone(),
+        );
         Self {
             registry,
             requests,
@@ -141,7 +156,18 @@ impl Metrics {
             connections_open,
             connections_refused,
             connections_closed,
+            buffered_body_bytes,
+            body_budget_refusals,
         }
+    }
+
+    /// The gauge of bytes reserved and the counter of refusals a
+    /// [`BodyBudget`](crate::limits::BodyBudget) keeps.
+    pub fn body_budget(&self) -> (Gauge, Counter) {
+        (
+            self.buffered_body_bytes.clone(),
+            self.body_budget_refusals.clone(),
+        )
     }
 
     /// Counts a connection open until the returned guard is dropped.

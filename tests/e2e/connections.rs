@@ -1,5 +1,6 @@
 //! Connection limits of the edge, over raw TCP: the first-request deadline, the idle and
-//! HTTP/2 keep-alive timeouts, the connection cap and the HTTP/2 stream cap.
+//! HTTP/2 keep-alive timeouts, the connection cap, the HTTP/2 stream cap and the budget
+//! of request bodies buffered at once.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,9 +29,14 @@ const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 3;
 /// An edge with a metrics listener of its own (so that scraping takes no connection of
 /// the webhook port), these top-level keys and a contacts-svc that is not there.
 async fn edge_with(top: &str) -> Edge {
+    let contacts = format!("http://127.0.0.1:{}", free_port());
+    edge_calling(&contacts, top).await
+}
+
+/// [`edge_with`] calling contacts-svc at `contacts_url`.
+async fn edge_calling(contacts_url: &str, top: &str) -> Edge {
     let toml = format!(
-        "contacts_url = \"http://127.0.0.1:{}\"\n{top}\n{}",
-        free_port(),
+        "contacts_url = \"{contacts_url}\"\n{top}\n{}",
         stripe_source()
     );
     Edge::start_with_metrics_listener(&toml).await
@@ -147,6 +153,16 @@ fn headers_frame(post: bool) -> Vec<u8> {
     let mut frame = vec![len[1], len[2], len[3], 0x1, flags, 0, 0, 0, 1];
     frame.extend_from_slice(&block);
     frame
+}
+
+/// A Stripe event of `len` bytes (padded).
+fn padded_checkout(event_id: &str, len: usize) -> Vec<u8> {
+    let mut body = stripe_checkout(event_id, "budget@example.com", 4900, "pi_budget");
+    body.truncate(body.len() - 1);
+    let padding = len - body.len() - r#","padding":""}"#.len();
+    body.extend(format!(",\"padding\":\"{}\"}}", "x".repeat(padding)).into_bytes());
+    assert_eq!(body.len(), len);
+    body
 }
 
 #[tokio::test]
@@ -287,6 +303,33 @@ async fn http2_peers_that_ignore_the_closing_ping_are_dropped() {
 }
 
 #[tokio::test]
+async fn on_shutdown_idle_connections_close_and_requests_in_flight_are_answered() {
+    let edge = edge_with("").await;
+    let mut idle = TcpStream::connect(edge.addr).await.unwrap();
+    assert_eq!(healthz(&mut idle).await, Some(200));
+    let mut busy = TcpStream::connect(edge.addr).await.unwrap();
+    let head = "POST /webhooks/stripe HTTP/1.1\r\nhost: edge\r\ncontent-length: 100\r\n\r\n";
+    busy.write_all(head.as_bytes()).await.unwrap();
+    busy.write_all(&[b'a'; 50]).await.unwrap();
+    eventually(SOON, "the request to be in flight", || async {
+        let text = scrape(&edge).await;
+        (metric(&text, "hookline_edge_buffered_body_bytes", &[]) >= 100.0).then_some(())
+    })
+    .await;
+
+    let stopped = tokio::spawn(edge.stop());
+    closed_soon(&mut idle, "an idle connection on shutdown").await;
+    // Unsigned, so 401: answered rather than cut.
+    busy.write_all(&[b'a'; 50]).await.unwrap();
+    let reply = read_reply(&mut busy).await.expect("an answer");
+    assert_eq!(reply.status, 401, "{}", reply.head);
+    tokio::time::timeout(SOON, stopped)
+        .await
+        .expect("the edge to stop once its connections are done")
+        .unwrap();
+}
+
+#[tokio::test]
 async fn beyond_max_connections_new_connections_are_closed_and_open_ones_still_served() {
     let edge = edge_with("max_connections = 20").await;
     let mut held = Vec::new();
@@ -329,4 +372,116 @@ async fn beyond_max_connections_new_connections_are_closed_and_open_ones_still_s
         (metric(&text, "hookline_edge_connections_open", &webhooks) == 16.0).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn bodies_beyond_the_buffered_body_budget_get_the_retry_status() {
+    // The budget is the smallest allowed: one body of max_body_bytes (64 KiB here).
+    let stack = Stack::start_with_config("max_buffered_body_bytes = 65536").await;
+    let buffering = || {
+        let http = stack.http.clone();
+        let url = stack.edge.url("/metrics");
+        async move {
+            let text = String::from_utf8_lossy(&http.get(&url).await.body).into_owned();
+            (metric(&text, "hookline_edge_buffered_body_bytes", &[]) > 0.0).then_some(())
+        }
+    };
+
+    // A body of 40000 declared bytes, half sent, holds its share while it is read.
+    let mut held = TcpStream::connect(stack.edge.addr).await.unwrap();
+    let head = "POST /webhooks/stripe HTTP/1.1\r\nhost: edge\r\ncontent-length: 40000\r\n\r\n";
+    held.write_all(head.as_bytes()).await.unwrap();
+    held.write_all(&[b'a'; 20_000]).await.unwrap();
+    eventually(SOON, "the held body to be buffering", buffering).await;
+
+    // A declared length beyond what is left is refused before a byte is read…
+    let big = padded_checkout("evt_budget_big", 40_000);
+    let reply = stack.post_stripe(&big).await;
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
+    assert_eq!(reply.headers["retry-after"], "5");
+    // …and a body without one when it grows past it.
+    let mut chunked = TcpStream::connect(stack.edge.addr).await.unwrap();
+    let head = "POST /webhooks/stripe HTTP/1.1\r\nhost: edge\r\ntransfer-encoding: chunked\r\n\r\n";
+    chunked.write_all(head.as_bytes()).await.unwrap();
+    let chunk = [format!("{:x}\r\n", 8192).as_bytes(), &[b'a'; 8192], b"\r\n"].concat();
+    for _ in 0..4 {
+        // The edge may answer before it has read everything.
+        if chunked.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = chunked.write_all(b"0\r\n\r\n").await;
+    let refused = read_reply(&mut chunked).await.expect("an answer");
+    assert_eq!(refused.status, 503, "{}", refused.head);
+    assert!(
+        refused.head.contains("\r\nretry-after: 5\r\n"),
+        "{}",
+        refused.head
+    );
+
+    // Once the held body is read and answered (unsigned: 401), its share is back.
+    held.write_all(&[b'a'; 20_000]).await.unwrap();
+    assert_eq!(read_reply(&mut held).await.expect("an answer").status, 401);
+    let reply = stack.post_stripe(&big).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let text = String::from_utf8_lossy(&stack.http.get(&stack.edge.url("/metrics")).await.body)
+        .into_owned();
+    assert_eq!(
+        metric(&text, "hookline_edge_body_budget_refusals_total", &[]),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "hookline_edge_buffered_body_bytes", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn a_body_holds_its_share_of_the_budget_until_it_is_answered() {
+    // A contacts-svc that speaks HTTP/2 but answers no call keeps the handler of a fully
+    // read body waiting, up to contacts_timeout_ms.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let contacts = format!("http://{}", silent.local_addr().unwrap());
+    let _silent = tokio::spawn(async move {
+        while let Ok((mut s, _)) = silent.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(&[EMPTY_SETTINGS, SETTINGS_ACK].concat()).await;
+                let mut sink = [0u8; 4096];
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let edge = edge_calling(
+        &contacts,
+        "max_body_bytes = 65536\nmax_buffered_body_bytes = 65536\ncontacts_timeout_ms = 10000",
+    )
+    .await;
+    let http = Http::new();
+    let waiting = padded_checkout("evt_budget_waiting", 40_000);
+    let _waiting = tokio::spawn({
+        let (edge_url, http) = (edge.url("/webhooks/stripe"), http.clone());
+        let sig = hookline_tests::stripe_sign(
+            hookline_tests::STRIPE_SECRET,
+            hookline_tests::now_secs(),
+            &waiting,
+        );
+        async move {
+            http.post(&edge_url, waiting, &[("stripe-signature", &sig)])
+                .await
+        }
+    });
+    eventually(SOON, "the waiting body's share to be reserved", || async {
+        let text = scrape(&edge).await;
+        (metric(&text, "hookline_edge_buffered_body_bytes", &[]) >= 40_000.0).then_some(())
+    })
+    .await;
+
+    let reply = edge
+        .post_stripe(&http, &padded_checkout("evt_budget_refused", 40_000))
+        .await;
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
+    let text = scrape(&edge).await;
+    assert_eq!(
+        metric(&text, "hookline_edge_body_budget_refusals_total", &[]),
+        1.0,
+        "refused for the budget, not for the silent contacts-svc: {text}"
+    );
 }
