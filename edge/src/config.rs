@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::limits::Limits;
 use crate::sources::{Source, gohighlevel, gohighlevel_workflow, stripe};
 
 /// edge: receives webhooks, verifies them over the raw bytes and hands normalized events
@@ -107,6 +108,8 @@ pub struct Config {
     pub contacts_timeout: Duration,
     /// Time in-flight requests get after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Connection and buffering limits of both listeners.
+    pub limits: Limits,
     pub sources: BTreeMap<String, Source>,
 }
 
@@ -141,6 +144,13 @@ struct FileConfig {
     spool_dir: Option<PathBuf>,
     contacts_timeout_ms: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    first_request_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    http2_keep_alive_interval_ms: Option<u64>,
+    http2_keep_alive_timeout_ms: Option<u64>,
+    max_connections: Option<u64>,
+    max_http2_streams: Option<u64>,
+    max_buffered_body_bytes: Option<u64>,
     #[serde(default)]
     sources: BTreeMap<String, toml::Table>,
 }
@@ -148,6 +158,8 @@ struct FileConfig {
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_CONTACTS_URL: &str = "http://127.0.0.1:50051";
 const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// 64 GiB: far beyond any machine the edge runs on, still a number a typo cannot reach.
+const MAX_BUFFERED_BODY_BYTES: u64 = 64 << 30;
 
 impl Config {
     /// Reads and checks the file named by `args`, with flags overriding it.
@@ -224,6 +236,7 @@ impl Config {
                 "must be at least 10",
             ));
         }
+        let limits = parse_limits(&file, max_body_bytes)?;
         if file.sources.is_empty() {
             return Err(ConfigError::new("sources", "no source is configured"));
         }
@@ -245,9 +258,99 @@ impl Config {
                 .map_or_else(|| base.join(".data/edge-spool"), |p| base.join(p)),
             contacts_timeout,
             shutdown_grace: Duration::from_secs(file.shutdown_grace_secs.unwrap_or(10)),
+            limits,
             sources,
         })
     }
+}
+
+fn parse_limits(file: &FileConfig, max_body_bytes: usize) -> Result<Limits, ConfigError> {
+    let d = Limits::default();
+    let ms = |key: &str, value: Option<u64>, default: Duration, max: u64| {
+        in_range(key, value, millis(default), 10, max).map(Duration::from_millis)
+    };
+    let count = |key: &str, value: Option<u64>, default: u64, max: u64| {
+        in_range(key, value, default, 1, max)
+    };
+    let max_buffered = file
+        .max_buffered_body_bytes
+        .unwrap_or(d.max_buffered_body_bytes as u64);
+    // A body of max_body_bytes must fit, or it could never be read.
+    if max_buffered < max_body_bytes as u64 || max_buffered > MAX_BUFFERED_BODY_BYTES {
+        return Err(ConfigError::new(
+            "max_buffered_body_bytes",
+            format!(
+                "must be at least max_body_bytes ({max_body_bytes}) and at most {MAX_BUFFERED_BODY_BYTES}"
+            ),
+        ));
+    }
+    Ok(Limits {
+        first_request_timeout: ms(
+            "first_request_timeout_ms",
+            file.first_request_timeout_ms,
+            d.first_request_timeout,
+            600_000,
+        )?,
+        idle_timeout: ms(
+            "idle_timeout_ms",
+            file.idle_timeout_ms,
+            d.idle_timeout,
+            3_600_000,
+        )?,
+        http2_keep_alive_interval: ms(
+            "http2_keep_alive_interval_ms",
+            file.http2_keep_alive_interval_ms,
+            d.http2_keep_alive_interval,
+            3_600_000,
+        )?,
+        http2_keep_alive_timeout: ms(
+            "http2_keep_alive_timeout_ms",
+            file.http2_keep_alive_timeout_ms,
+            d.http2_keep_alive_timeout,
+            3_600_000,
+        )?,
+        // The ranges below fit usize and u32, so the conversions cannot fail.
+        max_connections: usize::try_from(count(
+            "max_connections",
+            file.max_connections,
+            d.max_connections as u64,
+            1_000_000,
+        )?)
+        .unwrap_or(usize::MAX),
+        max_http2_streams: u32::try_from(count(
+            "max_http2_streams",
+            file.max_http2_streams,
+            u64::from(d.max_http2_streams),
+            10_000,
+        )?)
+        .unwrap_or(u32::MAX),
+        max_buffered_body_bytes: usize::try_from(max_buffered).map_err(|_| {
+            ConfigError::new("max_buffered_body_bytes", "is too large for this machine")
+        })?,
+    })
+}
+
+/// `value`, or `default` when absent, checked against `min..=max`.
+fn in_range(
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let value = value.unwrap_or(default);
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("must be between {min} and {max}"),
+        ))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn parse_urls(key: &str, s: &str) -> Result<Vec<http::Uri>, ConfigError> {

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod contacts;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod server;
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 
 pub use crate::config::Config;
 pub use crate::contacts::Contacts;
+use crate::limits::BodyBudget;
 pub use crate::metrics::Metrics;
 pub use crate::routes::Routes;
 use crate::sources::Source;
@@ -33,6 +35,8 @@ pub struct State {
     pub sources: BTreeMap<String, Configured>,
     pub contacts: Contacts,
     pub max_body_bytes: usize,
+    /// Bytes of bodies buffered at once, across every connection.
+    pub body_budget: BodyBudget,
     pub metrics: Metrics,
 }
 
@@ -63,6 +67,9 @@ async fn serve_all(
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) {
     let contacts = Contacts::connect_lazy(&config.contacts_urls, config.contacts_timeout);
+    let recorded = Metrics::new();
+    let (reserved, refused) = recorded.body_budget();
+    let body_budget = BodyBudget::new(config.limits.max_buffered_body_bytes, reserved, refused);
     let state = Arc::new(State {
         sources: config
             .sources
@@ -77,8 +84,10 @@ async fn serve_all(
             .collect(),
         contacts,
         max_body_bytes: config.max_body_bytes,
-        metrics: Metrics::new(),
+        body_budget,
+        metrics: recorded,
     });
+    let limits = config.limits;
     // The public port publishes internal metrics only when asked to, and never beside a
     // listener of their own.
     let webhook_routes = if metrics.is_none() && config.metrics_on_webhook_port {
@@ -100,6 +109,7 @@ async fn serve_all(
                 Box::pin(shutdown),
                 config.shutdown_grace,
                 Routes::Metrics,
+                limits,
             )
             .await;
         })
@@ -110,6 +120,7 @@ async fn serve_all(
         shutdown,
         config.shutdown_grace,
         webhook_routes,
+        limits,
     )
     .await;
     let _ = stop.send(true);

@@ -1,6 +1,8 @@
 //! The edge's Prometheus metrics: requests by source and status, verification failures
 //! by reason, events by source, type and outcome, and latency histograms of whole
-//! requests and of calls to contacts-svc. Encoded in the OpenMetrics text format.
+//! requests and of calls to contacts-svc, connections open, refused at the cap and
+//! closed for a timeout, and the buffered-body budget. Encoded in the OpenMetrics text
+//! format.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -39,6 +42,18 @@ struct SourceLabels {
     source: Arc<String>,
 }
 
+/// Which listener a connection came to: `webhooks` or `metrics`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
 /// Handles on every metric; cheap to share.
 #[derive(Debug)]
 pub struct Metrics {
@@ -48,6 +63,11 @@ pub struct Metrics {
     events: Family<EventLabels, Counter>,
     request_seconds: Family<SourceLabels, Histogram>,
     contacts_call_seconds: Histogram,
+    connections_open: Family<ListenerLabels, Gauge>,
+    connections_refused: Family<ListenerLabels, Counter>,
+    connections_closed: Family<ClosedLabels, Counter>,
+    buffered_body_bytes: Gauge,
+    body_budget_refusals: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -96,6 +116,36 @@ impl Metrics {
             "Duration of ApplyEvent calls to contacts-svc",
             contacts_call_seconds.clone(),
         );
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Connections open, by listener",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept because max_connections were open, by listener",
+            connections_refused.clone(),
+        );
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections the edge closed for a timeout (first_request_timeout, idle_timeout), by listener",
+            connections_closed.clone(),
+        );
+        let buffered_body_bytes = Gauge::default();
+        registry.register(
+            "buffered_body_bytes",
+            "Bytes of request bodies reserved in the max_buffered_body_bytes budget",
+            buffered_body_bytes.clone(),
+        );
+        let body_budget_refusals = Counter::default();
+        registry.register(
+            "body_budget_refusals",
+            "Requests answered with the retry status because the buffered-body budget was spent",
+            body_budget_refusals.clone(),
+        );
         Self {
             registry,
             requests,
@@ -103,7 +153,44 @@ impl Metrics {
             events,
             request_seconds,
             contacts_call_seconds,
+            connections_open,
+            connections_refused,
+            connections_closed,
+            buffered_body_bytes,
+            body_budget_refusals,
         }
+    }
+
+    /// The gauge of bytes reserved and the counter of refusals a
+    /// [`BodyBudget`](crate::limits::BodyBudget) keeps.
+    pub fn body_budget(&self) -> (Gauge, Counter) {
+        (
+            self.buffered_body_bytes.clone(),
+            self.body_budget_refusals.clone(),
+        )
+    }
+
+    /// Counts a connection open until the returned guard is dropped.
+    pub fn connection_opened(&self, listener: &'static str) -> OpenConnection {
+        let gauge = self
+            .connections_open
+            .get_or_create(&ListenerLabels { listener })
+            .clone();
+        gauge.inc();
+        OpenConnection(gauge)
+    }
+
+    pub fn connection_refused(&self, listener: &'static str) {
+        self.connections_refused
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+    }
+
+    /// Counts a connection the edge closed, `reason` being the limit that closed it.
+    pub fn connection_closed(&self, listener: &'static str, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ClosedLabels { listener, reason })
+            .inc();
     }
 
     /// Records one webhook request. `source` is `None` for an unknown source.
@@ -158,6 +245,16 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// One open connection in `hookline_edge_connections_open`, until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use serde_json::json;
 
 use crate::error::Error;
+use crate::limits::BodyShare;
 use crate::sources::Delivery;
 use crate::{Configured, State};
 
@@ -113,7 +114,9 @@ where
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
         return Err(Error::PayloadTooLarge(state.max_body_bytes));
     }
-    let body = read_body(body, state.max_body_bytes).await?;
+    // The request's share of the body budget, held until it is done.
+    let mut share = state.body_budget.share(configured.source.retry_status());
+    let body = read_body(body, state.max_body_bytes, &mut share).await?;
 
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -270,19 +273,49 @@ fn parse_traceparent(v: &str) -> Option<(String, String)> {
     valid.then(|| (trace.to_owned(), flags.to_owned()))
 }
 
-async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Error>
+/// Reads the body, at most `limit` bytes, taking its bytes from the body budget into
+/// `share` before buffering them: a declared length whole, before reading any, otherwise
+/// chunk by chunk. When the budget is spent the sender is told to retry rather than kept
+/// waiting.
+async fn read_body<B>(body: B, limit: usize, share: &mut BodyShare<'_>) -> Result<Bytes, Error>
 where
     B: hyper::body::Body<Data = Bytes> + Send,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
+    let read = async {
+        if let Some(declared) = hyper::body::Body::size_hint(&body).exact() {
+            let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+            if declared > limit {
+                return Err(Error::PayloadTooLarge(limit));
+            }
+            share.grow_to(declared).await?;
+        }
+        let mut body = std::pin::pin!(Limited::new(body, limit));
+        let mut chunks = Vec::new();
+        let mut len = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    Error::PayloadTooLarge(limit)
+                } else {
+                    Error::BadBody(e.to_string())
+                }
+            })?;
+            if let Ok(data) = frame.into_data() {
+                len += data.len();
+                share.grow_to(len).await?;
+                chunks.push(data);
+            }
+        }
+        // One chunk, the usual case, is passed on without a copy.
+        Ok(match chunks.len() {
+            1 => chunks.swap_remove(0),
+            _ => Bytes::from(chunks.concat()),
+        })
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
         .await
-        .map_err(|_| Error::BodyTimeout)?;
-    match collected {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(Error::PayloadTooLarge(limit)),
-        Err(e) => Err(Error::BadBody(e.to_string())),
-    }
+        .map_err(|_| Error::BodyTimeout)?
 }
 
 pub fn json_response(

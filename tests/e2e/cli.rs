@@ -71,6 +71,10 @@ async fn bad_flags_and_configs_fail_with_one_clear_line() {
         "hookline-edge",
         "metrics_on_webhook_port = true\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n",
     );
+    let no_connections = TempFile::new(
+        "hookline-edge",
+        "max_connections = 0\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n",
+    );
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
         ("edge", vec![], "--config"),
         (
@@ -122,6 +126,11 @@ async fn bad_flags_and_configs_fail_with_one_clear_line() {
                 format!("127.0.0.1:{metrics_port}"),
             ],
             "metrics_on_webhook_port: cannot be set together with --metrics-listen",
+        ),
+        (
+            "edge",
+            vec!["--config".into(), no_connections.arg()],
+            "max_connections: must be between 1 and 1000000",
         ),
         (
             "edge",

@@ -6,6 +6,7 @@
 
 mod batches;
 mod cli;
+mod connections;
 mod content;
 mod convergence;
 mod gohighlevel;

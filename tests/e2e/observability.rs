@@ -337,7 +337,10 @@ async fn logs_correlate_both_services_and_never_hold_secrets_or_personal_data() 
         .post(
             &format!("{base}/webhooks/stripe"),
             corrupt.clone(),
-            &[("stripe-signature", &stripe_sign(SECRET, now_secs(), &corrupt))],
+            &[(
+                "stripe-signature",
+                &stripe_sign(SECRET, now_secs(), &corrupt),
+            )],
         )
         .await;
     assert_eq!(reply.status, 503, "{:?}", reply.body);

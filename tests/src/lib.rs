@@ -332,8 +332,8 @@ pub struct Edge {
     pub addr: SocketAddr,
     /// The metrics listener, when it is separate ([`Edge::start_with_metrics_listener`]).
     pub metrics_addr: Option<SocketAddr>,
-    /// Held while the edge runs: dropping it starts the edge's shutdown.
-    _stop: oneshot::Sender<()>,
+    /// Held while the edge runs: sending or dropping it starts the edge's shutdown.
+    stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -367,9 +367,17 @@ impl Edge {
         Self {
             addr,
             metrics_addr,
-            _stop: stop,
+            stop: Some(stop),
             task,
         }
+    }
+
+    /// Shuts the edge down as SIGTERM does and waits until it has stopped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -419,20 +427,25 @@ impl Stack {
 
     /// [`Stack::start`] on a Redis the caller started (with AOF, say).
     pub async fn start_with_redis(redis: Redis) -> Self {
-        let sources =
-            format!("[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"{STRIPE_SECRET}\"]\n");
-        Self::start_on(redis, &sources).await
+        Self::start_on(redis, "", &stripe_source()).await
     }
 
     /// The whole pipeline with these `[sources.*]` tables and a 64 KiB body limit.
     pub async fn start_with_sources(sources: &str) -> Self {
-        Self::start_on(Redis::start().await, sources).await
+        Self::start_on(Redis::start().await, "", sources).await
     }
 
-    async fn start_on(redis: Redis, sources: &str) -> Self {
+    /// [`Stack::start`] with these top-level keys added to the edge's configuration
+    /// (connection limits, say; not `contacts_url`, `max_body_bytes` or
+    /// `contacts_timeout_ms`, which the stack sets).
+    pub async fn start_with_config(top: &str) -> Self {
+        Self::start_on(Redis::start().await, top, &stripe_source()).await
+    }
+
+    async fn start_on(redis: Redis, top: &str, sources: &str) -> Self {
         let contacts = ContactsSvc::start(&redis.url()).await;
         let toml = format!(
-            "contacts_url = \"{}\"\nmax_body_bytes = 65536\ncontacts_timeout_ms = 5000\n{sources}",
+            "contacts_url = \"{}\"\nmax_body_bytes = 65536\ncontacts_timeout_ms = 5000\n{top}\n{sources}",
             contacts.url()
         );
         // Metrics on a port of their own, as a deployment serves them: the webhook port
@@ -467,6 +480,11 @@ impl Stack {
     pub async fn post_stripe(&self, body: &[u8]) -> Reply {
         self.edge.post_stripe(&self.http, body).await
     }
+}
+
+/// The `stripe` source signed with [`STRIPE_SECRET`], as a `[sources.stripe]` table.
+pub fn stripe_source() -> String {
+    format!("[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"{STRIPE_SECRET}\"]\n")
 }
 
 /// Unix seconds now.

@@ -164,3 +164,108 @@ fn where_metrics_are_served() {
         check(file, flag, want);
     }
 }
+
+const SOURCE: &str = "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_test\"]\n";
+
+/// The limits `top` (top-level keys) configures, or the one-line error.
+fn limits(top: &str) -> Result<Limits, String> {
+    let text = format!("{top}\n{SOURCE}");
+    Config::parse(&text, Path::new("."), &Args::for_file("edge.toml"), &|_| {
+        None
+    })
+    .map(|c| c.limits)
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn connection_limits() {
+    let d = Limits::default();
+    let ms = Duration::from_millis;
+    let cases: Vec<(&str, Result<Limits, &str>)> = vec![
+        ("", Ok(d)),
+        (
+            "first_request_timeout_ms = 500\nidle_timeout_ms = 250",
+            Ok(Limits {
+                first_request_timeout: ms(500),
+                idle_timeout: ms(250),
+                ..d
+            }),
+        ),
+        (
+            "http2_keep_alive_interval_ms = 10\nhttp2_keep_alive_timeout_ms = 3600000",
+            Ok(Limits {
+                http2_keep_alive_interval: ms(10),
+                http2_keep_alive_timeout: ms(3_600_000),
+                ..d
+            }),
+        ),
+        (
+            "max_connections = 1\nmax_http2_streams = 10000",
+            Ok(Limits {
+                max_connections: 1,
+                max_http2_streams: 10_000,
+                ..d
+            }),
+        ),
+        (
+            "max_body_bytes = 2048\nmax_buffered_body_bytes = 2048",
+            Ok(Limits {
+                max_buffered_body_bytes: 2048,
+                ..d
+            }),
+        ),
+        (
+            "first_request_timeout_ms = 9",
+            Err("first_request_timeout_ms: must be between 10 and 600000"),
+        ),
+        (
+            "first_request_timeout_ms = 600001",
+            Err("first_request_timeout_ms: must be between 10 and 600000"),
+        ),
+        (
+            "idle_timeout_ms = 0",
+            Err("idle_timeout_ms: must be between 10 and 3600000"),
+        ),
+        (
+            "http2_keep_alive_interval_ms = 3600001",
+            Err("http2_keep_alive_interval_ms: must be between 10 and 3600000"),
+        ),
+        (
+            "http2_keep_alive_timeout_ms = 5",
+            Err("http2_keep_alive_timeout_ms: must be between 10 and 3600000"),
+        ),
+        (
+            "max_connections = 0",
+            Err("max_connections: must be between 1 and 1000000"),
+        ),
+        (
+            "max_connections = 1000001",
+            Err("max_connections: must be between 1 and 1000000"),
+        ),
+        (
+            "max_http2_streams = 0",
+            Err("max_http2_streams: must be between 1 and 10000"),
+        ),
+        (
+            "max_buffered_body_bytes = 1048575",
+            Err(
+                "max_buffered_body_bytes: must be at least max_body_bytes (1048576) and at most 68719476736",
+            ),
+        ),
+        (
+            "max_buffered_body_bytes = 68719476737",
+            Err(
+                "max_buffered_body_bytes: must be at least max_body_bytes (1048576) and at most 68719476736",
+            ),
+        ),
+    ];
+    for (top, expected) in cases {
+        assert_eq!(limits(top), expected.map_err(str::to_owned), "{top}");
+    }
+    // A negative number or a string is a type error naming the key.
+    for top in ["max_connections = -1", "idle_timeout_ms = \"60s\""] {
+        let err = limits(top).unwrap_err();
+        let key = top.split(' ').next().unwrap();
+        assert!(err.contains(key), "{top}: {err}");
+    }
+}

@@ -71,7 +71,7 @@ async fn run(args: Args) -> ExitCode {
 
 async fn serve(listener: TcpListener) {
     // The edge's own builder and limits, so both servers parse requests alike.
-    let builder = edge::server::http_builder();
+    let builder = edge::server::http_builder(&edge::limits::Limits::default());
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
