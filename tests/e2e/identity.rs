@@ -11,6 +11,7 @@
 
 use futures::StreamExt as _;
 use futures::future::join_all;
+use hookline_proto::v1::contacts_service_client::ContactsServiceClient;
 use hookline_proto::v1::{self, lookup_contact_request::Key};
 use hookline_tests::{ContactsSvc, Redis, now_millis, now_secs};
 use serde_json::json;
@@ -177,26 +178,36 @@ fn ghl_source() -> edge::sources::Source {
     config.sources.remove("ghl").expect("the ghl source")
 }
 
-/// What is wrong with the contact `contacts` finds for `buyer`, if anything.
-async fn check(contacts: &ContactsSvc, buyer: &Buyer) -> Option<String> {
-    let mut grpc = contacts.client().await;
-    let by_email = match contacts.lookup_email(&buyer.email).await {
-        Ok(c) => c,
-        Err(e) => return Some(format!("{}: lookup by email: {e}", buyer.email)),
-    };
-    let by_customer = grpc
+type Client = ContactsServiceClient<tonic::transport::Channel>;
+
+/// The contact `key` finds, or what went wrong.
+async fn find(grpc: &Client, key: Key) -> Result<v1::Contact, String> {
+    grpc.clone()
         .lookup_contact(v1::LookupContactRequest {
-            key: Some(Key::ExternalId(v1::ExternalId {
-                system: "stripe_customer".into(),
-                id: buyer.customer.clone(),
-            })),
+            key: Some(key.clone()),
             phone_region: String::new(),
         })
         .await
-        .map(|r| r.into_inner().contact.unwrap_or_default());
-    let by_customer = match by_customer {
+        .map(|r| r.into_inner().contact.unwrap_or_default())
+        .map_err(|e| format!("lookup by {key:?}: {e}"))
+}
+
+fn external(system: &str, id: &str) -> Key {
+    Key::ExternalId(v1::ExternalId {
+        system: system.into(),
+        id: id.into(),
+    })
+}
+
+/// What is wrong with the contact `grpc` finds for `buyer`, if anything.
+async fn check(grpc: &Client, buyer: &Buyer) -> Option<String> {
+    let by_email = match find(grpc, Key::Email(buyer.email.clone())).await {
         Ok(c) => c,
-        Err(e) => return Some(format!("{}: lookup by customer: {e}", buyer.customer)),
+        Err(e) => return Some(e),
+    };
+    let by_customer = match find(grpc, external("stripe_customer", &buyer.customer)).await {
+        Ok(c) => c,
+        Err(e) => return Some(e),
     };
     let purchases: Vec<(&str, i64)> = by_email
         .purchases
@@ -225,22 +236,11 @@ async fn check(contacts: &ContactsSvc, buyer: &Buyer) -> Option<String> {
 
 /// What is wrong with the GoHighLevel side of `buyer`'s contact, if anything: found
 /// by the GHL id, it is the contact found by email, with the invoice and appointment.
-async fn check_booking(contacts: &ContactsSvc, buyer: &Buyer) -> Option<String> {
-    let by_ghl = contacts
-        .client()
-        .await
-        .lookup_contact(v1::LookupContactRequest {
-            key: Some(Key::ExternalId(v1::ExternalId {
-                system: "ghl_contact".into(),
-                id: format!("ghl_{}", buyer.customer),
-            })),
-            phone_region: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().contact.unwrap_or_default());
-    let by_ghl = match by_ghl {
+async fn check_booking(grpc: &Client, buyer: &Buyer) -> Option<String> {
+    let ghl_id = format!("ghl_{}", buyer.customer);
+    let by_ghl = match find(grpc, external("ghl_contact", &ghl_id)).await {
         Ok(c) => c,
-        Err(e) => return Some(format!("{}: lookup by GHL id: {e}", buyer.email)),
+        Err(e) => return Some(e),
     };
     let invoices: Vec<&str> = by_ghl
         .purchases
@@ -329,6 +329,7 @@ async fn bursts_for_people_sharing_a_phone_land_on_their_own_contacts() {
     let replica = ContactsSvc::start(&redis.url()).await;
     let mut conn = redis.conn().await;
     let ghl = ghl_source();
+    let grpc = contacts.client().await;
     for round in 0..ROUNDS {
         // As after a Redis restart or failover: every script must be loaded again.
         let () = redis::cmd("SCRIPT")
@@ -374,14 +375,14 @@ async fn bursts_for_people_sharing_a_phone_land_on_their_own_contacts() {
         apply_as_the_edge_does(&[&contacts, &replica], events).await;
         flusher.await.unwrap();
         let checks = buyers.iter().enumerate().map(|(i, b)| {
-            let contacts = &contacts;
+            let grpc = &grpc;
             async move {
                 let booked = if i % 2 == 1 {
-                    check_booking(contacts, b).await
+                    check_booking(grpc, b).await
                 } else {
                     None
                 };
-                check(contacts, b).await.or(booked)
+                check(grpc, b).await.or(booked)
             }
         });
         let wrong: Vec<String> = join_all(checks).await.into_iter().flatten().collect();
@@ -464,7 +465,10 @@ async fn claims_left_by_a_call_that_died_before_writing_are_cleared_not_joined()
     assert_eq!(ann.outcome(), v1::EventOutcome::Applied, "{ann:?}");
 
     for (tag, email) in [("bob", "bob@example.com"), ("ann", "ann@example.com")] {
-        assert_eq!(check(&contacts, &Buyer::tagged(tag, email)).await, None);
+        assert_eq!(
+            check(&contacts.client().await, &Buyer::tagged(tag, email)).await,
+            None
+        );
     }
 }
 
@@ -515,7 +519,7 @@ async fn a_claimed_contact_still_being_written_is_waited_for_never_joined() {
     assert_eq!(bob.outcome(), v1::EventOutcome::Applied, "{bob:?}");
     assert_ne!(bob.contact_id, writing);
     let bob_buyer = Buyer::tagged("bob", "bob@example.com");
-    assert_eq!(check(&contacts, &bob_buyer).await, None);
+    assert_eq!(check(&contacts.client().await, &bob_buyer).await, None);
     let ann = contacts.lookup_email("ann@example.com").await.unwrap();
     assert_eq!(
         (ann.id.as_str(), ann.purchases.len()),
