@@ -106,14 +106,6 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
-        return Err(Error::PayloadTooLarge(state.max_body_bytes));
-    }
     // The request's share of the body budget, held until it is done.
     let mut share = state.body_budget.share(configured.source.retry_status());
     let body = read_body(body, state.max_body_bytes, &mut share).await?;

@@ -46,6 +46,11 @@ async fn post_ghl(stack: &Stack, event: &Value) -> Reply {
     reply
 }
 
+/// The contact holding `email`.
+async fn contact(stack: &Stack, email: &str) -> v1::Contact {
+    stack.contacts.lookup_email(email).await.unwrap()
+}
+
 /// The record of `event_id` in the webhook log.
 async fn record(stack: &Stack, event_id: &str) -> v1::EventRecord {
     let mut grpc = stack.contacts.client().await;
@@ -71,15 +76,18 @@ async fn stripe_text_with_line_breaks_or_over_the_limit_is_kept_and_cut() {
     invoice["data"]["object"]["description"] = memo.into();
     let reply = post_stripe(&stack, &invoice).await;
     assert_eq!(reply.json()["status"], "applied", "{:?}", reply.body);
-    let grace = stack
-        .contacts
-        .lookup_email("grace.hopper@example.com")
-        .await
-        .unwrap();
+    let grace = contact(&stack, "grace.hopper@example.com").await;
     assert_eq!(grace.purchases.len(), 1);
     assert_eq!(
         grace.purchases[0].description,
         "Thank you!\nOrder 42\nShip to the side door"
+    );
+    let logged = record(&stack, "stripe:evt_1QhkNbHookLine0013InvPaid").await;
+    assert_eq!(logged.outcome(), v1::EventOutcome::Applied);
+    assert!(
+        logged.notes.is_empty(),
+        "nothing was cut: {:?}",
+        logged.notes
     );
 
     // A 2,000-character description: cut at 1,024 bytes, and the cut noted.
@@ -90,11 +98,7 @@ async fn stripe_text_with_line_breaks_or_over_the_limit_is_kept_and_cut() {
     assert_eq!(reply.json()["status"], "applied", "{:?}", reply.body);
     let note = "event.purchase_completed.description cut to 1024 of its 2000 bytes";
     assert_eq!(reply.json()["notes"], json!([note]));
-    let jenny = stack
-        .contacts
-        .lookup_email("jenny.rosen@example.com")
-        .await
-        .unwrap();
+    let jenny = contact(&stack, "jenny.rosen@example.com").await;
     let purchase = &jenny.purchases[0];
     assert_eq!(purchase.amount, 4900);
     assert!(description.starts_with(&purchase.description));
@@ -114,11 +118,7 @@ async fn stripe_text_with_line_breaks_or_over_the_limit_is_kept_and_cut() {
     details["name"] = name[..name.char_indices().nth(3000).unwrap().0].into();
     let reply = post_stripe(&stack, &checkout).await;
     assert_eq!(reply.json()["status"], "applied", "{:?}", reply.body);
-    let emoji = stack
-        .contacts
-        .lookup_email("emoji@example.com")
-        .await
-        .unwrap();
+    let emoji = contact(&stack, "emoji@example.com").await;
     assert_eq!(emoji.purchases.len(), 1);
     assert!(emoji.name.len() <= 1024 && emoji.name.len() > 1000);
     assert!(name.starts_with(&emoji.name));
@@ -178,11 +178,7 @@ async fn control_characters_and_ids_no_key_can_hold_do_not_cost_the_event() {
     checkout["data"]["object"]["currency"] = "us\u{1}d".into();
     let reply = post_stripe(&stack, &checkout).await;
     assert_eq!(reply.json()["status"], "applied", "{:?}", reply.body);
-    let jenny = stack
-        .contacts
-        .lookup_email("jenny.rosen@example.com")
-        .await
-        .unwrap();
+    let jenny = contact(&stack, "jenny.rosen@example.com").await;
     assert_eq!(jenny.purchases[0].currency, "usd");
 
     // Recorded under a stable digest of its id, the original kept; a redelivery of the
