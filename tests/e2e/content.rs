@@ -53,13 +53,10 @@ async fn contact(stack: &Stack, email: &str) -> v1::Contact {
 
 /// The record of `event_id` in the webhook log.
 async fn record(stack: &Stack, event_id: &str) -> v1::EventRecord {
-    let mut grpc = stack.contacts.client().await;
-    let events = grpc
-        .list_events(v1::ListEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = stack
+        .contacts
+        .events(v1::ListEventsRequest::default())
+        .await;
     events
         .into_iter()
         .find(|e| e.event_id == event_id)
@@ -183,13 +180,10 @@ async fn control_characters_and_ids_no_key_can_hold_do_not_cost_the_event() {
 
     // Recorded under a stable digest of its id, the original kept; a redelivery of the
     // same id is a duplicate.
-    let mut grpc = stack.contacts.client().await;
-    let events = grpc
-        .list_events(v1::ListEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = stack
+        .contacts
+        .events(v1::ListEventsRequest::default())
+        .await;
     assert_eq!(events.len(), 1);
     assert!(events[0].event_id.starts_with("stripe:sha256:"));
     assert_eq!(events[0].original_event_id, format!("stripe:{long_id}"));

@@ -559,15 +559,13 @@ async fn two_ghl_contacts_sharing_an_email_stay_apart_and_the_conflict_is_logged
         .into_inner()
         .events;
     assert_eq!(by_source.len(), 2);
-    let ignored = grpc
-        .list_events(v1::ListEventsRequest {
+    let ignored = stack
+        .contacts
+        .events(v1::ListEventsRequest {
             outcome: v1::EventOutcome::Ignored.into(),
             ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+        .await;
     assert!(ignored.is_empty());
 }
 
@@ -658,17 +656,14 @@ async fn events_of_another_app_or_location_are_recorded_and_change_nothing() {
     );
 
     // Each is in the webhook log, ignored, with its reason and the exact body received.
-    let mut grpc = stack.contacts.client().await;
-    let ignored = grpc
-        .list_events(v1::ListEventsRequest {
+    let ignored = stack
+        .contacts
+        .events(v1::ListEventsRequest {
             source: "ghl".into(),
             outcome: v1::EventOutcome::Ignored.into(),
             ..Default::default()
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+        .await;
     assert_eq!(ignored.len(), cases.len(), "{ignored:?}");
     for (name, body, _, _, reason) in &cases {
         let record = ignored

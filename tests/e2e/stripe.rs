@@ -4,12 +4,10 @@ use hookline_proto::v1;
 use hookline_tests::{STRIPE_SECRET, Stack, now_secs, stripe_checkout, stripe_sign};
 
 async fn events(stack: &Stack) -> Vec<v1::EventRecord> {
-    let mut grpc = stack.contacts.client().await;
-    grpc.list_events(v1::ListEventsRequest::default())
+    stack
+        .contacts
+        .events(v1::ListEventsRequest::default())
         .await
-        .expect("ListEvents")
-        .into_inner()
-        .events
 }
 
 #[tokio::test]

@@ -298,17 +298,23 @@ impl ContactsSvc {
             .map(|r| r.into_inner().contact.unwrap_or_default())
     }
 
-    /// The first page of the webhook log entries of contact `id`, newest first.
-    pub async fn contact_events(&self, id: &str) -> Vec<v1::EventRecord> {
+    /// The first page of the webhook log that `filter` selects, newest first.
+    pub async fn events(&self, filter: v1::ListEventsRequest) -> Vec<v1::EventRecord> {
         self.client()
             .await
-            .list_events(v1::ListEventsRequest {
-                contact_id: id.to_owned(),
-                ..Default::default()
-            })
+            .list_events(filter.clone())
             .await
             .map(|r| r.into_inner().events)
-            .unwrap_or_else(|e| panic!("ListEvents of {id}: {e}"))
+            .unwrap_or_else(|e| panic!("ListEvents {filter:?}: {e}"))
+    }
+
+    /// The first page of the webhook log entries of contact `id`, newest first.
+    pub async fn contact_events(&self, id: &str) -> Vec<v1::EventRecord> {
+        self.events(v1::ListEventsRequest {
+            contact_id: id.to_owned(),
+            ..Default::default()
+        })
+        .await
     }
 
     /// Stops the server gracefully and waits for it.
