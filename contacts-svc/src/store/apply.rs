@@ -3,7 +3,7 @@
 //! claims new identifiers, merges and writes, guarded by versions.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hookline_proto::v1;
 use redis::Value;
@@ -13,15 +13,12 @@ use super::keys::{
     contact_log_key, created_millis, index_key, is_noscript,
 };
 use super::lease::{Acquired, Lease};
-use super::{Applied, Loaded, Store, millis_i64, now_millis};
+use super::{Applied, Loaded, Patience, Store, millis_i64, now_millis};
 use crate::contact::{self, ContactId, EventEffect, Identifier, Ignored, ParsedEvent, Record};
 use crate::error::Error;
 
 /// Attempts at resolving and writing before giving up against concurrent writers.
 pub(super) const MAX_ATTEMPTS: u32 = 32;
-/// Pauses while another call's claimed contact is being written.
-const PAUSE_MIN: Duration = Duration::from_millis(2);
-const PAUSE_MAX: Duration = Duration::from_millis(50);
 
 /// The identifiers whose index entries name a contact that is not written yet (and is
 /// not `mine`), with that contact.
@@ -286,8 +283,7 @@ impl Store {
         // The contact this call creates if the event names nobody yet: one id for every
         // attempt, so that index entries claimed by an earlier attempt are known as ours.
         let fresh = ContactId::generate();
-        let started = Instant::now();
-        let mut pause = PAUSE_MIN;
+        let mut patience = Patience::new(self.opts.lease_wait);
         for attempt in 1..=MAX_ATTEMPTS {
             let raw = match first.take() {
                 Some(p) => p,
@@ -316,12 +312,9 @@ impl Store {
                     .collect();
                 if !gone.is_empty() {
                     self.clear_claims(&gone).await?;
-                } else if started.elapsed() >= self.opts.lease_wait {
+                } else if !patience.wait().await {
                     // Its writer is slow, not gone: let the sender retry later.
                     return Err(Error::Contention(attempt));
-                } else {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(PAUSE_MAX);
                 }
                 continue;
             }

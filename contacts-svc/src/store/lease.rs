@@ -2,14 +2,14 @@
 //! together with the index entries of each event's identifiers, and the done marker an
 //! applied event leaves behind.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hookline_proto::prost::Message as _;
 use hookline_proto::v1;
 use redis::Value;
 
 use super::keys::{DELETE_IF, decode_record, event_key, index_read, pointer_ids};
-use super::{Applied, Store, millis_u64, now_millis};
+use super::{Applied, Patience, Store, millis_u64, now_millis};
 use crate::contact::{self, ContactId, EventId, Identifier, ParsedEvent};
 use crate::error::Error;
 
@@ -84,18 +84,15 @@ impl Store {
     /// for it to finish: answering DUPLICATE before the first has taken effect would
     /// acknowledge an event that may still fail.
     pub(super) async fn acquire(&self, lease: &Lease) -> Result<Acquired, Error> {
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(2);
+        let mut patience = Patience::new(self.opts.lease_wait);
         loop {
             let found = self.try_acquire(std::slice::from_ref(lease)).await?;
             if let Some(acquired) = found.into_iter().next().transpose()?.flatten() {
                 return Ok(acquired);
             }
-            if started.elapsed() >= self.opts.lease_wait {
+            if !patience.wait().await {
                 return Err(Error::InProgress(lease.key.clone()));
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 

@@ -143,3 +143,31 @@ pub(super) fn millis_i64(d: Duration) -> i64 {
 pub(super) fn millis_u64(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+/// Waiting for another caller to finish: pauses that double from 2 ms to 50 ms, for at
+/// most `limit` in all.
+pub(super) struct Patience {
+    started: std::time::Instant,
+    pause: Duration,
+    limit: Duration,
+}
+
+impl Patience {
+    pub(super) fn new(limit: Duration) -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            pause: Duration::from_millis(2),
+            limit,
+        }
+    }
+
+    /// Waits the next pause; `false`, at once, when the time is up.
+    pub(super) async fn wait(&mut self) -> bool {
+        if self.started.elapsed() >= self.limit {
+            return false;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_millis(50));
+        true
+    }
+}
