@@ -235,3 +235,50 @@ fn outcome(result: v1::ApplyEventsResult) -> Answer {
         (_, code) => Err(tonic::Status::new(code.into(), result.message)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(deprecated)]
+    fn outcomes_typed_or_from_an_older_service() {
+        let typed = |outcome: v1::EventOutcome| v1::ApplyEventsResult {
+            response: Some(v1::ApplyEventResponse {
+                outcome: outcome.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // A typed outcome wins over the compatibility status beside it.
+        let mut body_required = typed(v1::EventOutcome::BodyRequired);
+        body_required.code = tonic::Code::InvalidArgument.into();
+        let cases = [
+            (
+                typed(v1::EventOutcome::Applied),
+                Ok(v1::EventOutcome::Applied),
+            ),
+            (body_required, Ok(v1::EventOutcome::BodyRequired)),
+            // An older contacts-svc: a status only, or an answer without an outcome.
+            (
+                v1::ApplyEventsResult {
+                    code: tonic::Code::Unavailable.into(),
+                    message: "storage unavailable".into(),
+                    ..Default::default()
+                },
+                Err(tonic::Code::Unavailable),
+            ),
+            (
+                typed(v1::EventOutcome::Unspecified),
+                Err(tonic::Code::Internal),
+            ),
+            (v1::ApplyEventsResult::default(), Err(tonic::Code::Internal)),
+        ];
+        for (result, want) in cases {
+            let got = outcome(result.clone())
+                .map(|r| r.outcome())
+                .map_err(|s| s.code());
+            assert_eq!(got, want, "{result:?}");
+        }
+    }
+}

@@ -243,6 +243,69 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(deprecated)]
+    fn results_carry_a_typed_outcome_and_the_status_older_edges_read() {
+        let applied = Applied {
+            outcome: v1::EventOutcome::Applied,
+            contact_id: None,
+            reason: String::new(),
+            notes: vec!["a note".into()],
+            merges: 0,
+            conflicts: Vec::new(),
+        };
+        let body_required = Applied {
+            outcome: v1::EventOutcome::BodyRequired,
+            reason: "no contact identifiers".into(),
+            ..applied.clone()
+        };
+        let cases = [
+            (Ok(applied), v1::EventOutcome::Applied, tonic::Code::Ok),
+            (
+                Ok(body_required),
+                v1::EventOutcome::BodyRequired,
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                Err(Error::invalid("event.id", "is required")),
+                v1::EventOutcome::Rejected,
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                Err(Error::InProgress("hl:ev:{x}".into())),
+                v1::EventOutcome::RetryLater,
+                tonic::Code::Aborted,
+            ),
+            (
+                Err(Error::Deadline),
+                v1::EventOutcome::RetryLater,
+                tonic::Code::Unavailable,
+            ),
+            (
+                Err(Error::Contention(3)),
+                v1::EventOutcome::RetryLater,
+                tonic::Code::Unavailable,
+            ),
+            (
+                Err(Error::Corrupt {
+                    key: "hl:idx:email:j***@example.com".into(),
+                    reason: "not a contact id".into(),
+                }),
+                v1::EventOutcome::RetryLater,
+                tonic::Code::Internal,
+            ),
+        ];
+        for (outcome, want, code) in cases {
+            let name = format!("{outcome:?}");
+            let result = result(outcome);
+            let response = result.response.expect("always a response");
+            assert_eq!(response.outcome(), want, "{name}");
+            assert_eq!(result.code, i32::from(code), "{name}");
+            // Our own failures say nothing of their cause.
+            assert!(!result.message.contains("j***"), "{name}");
+        }
+    }
+
+    #[test]
     fn grpc_timeouts() {
         let cases = [
             ("5S", Some(Duration::from_secs(5))),
