@@ -10,7 +10,9 @@ pub mod contacts;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod problem;
 pub mod routes;
+pub mod secret;
 pub mod server;
 pub mod sources;
 pub mod webhook;
@@ -44,7 +46,7 @@ pub struct State {
 #[derive(Debug)]
 pub struct Configured {
     pub name: Arc<String>,
-    pub source: Source,
+    pub source: Box<dyn Source>,
 }
 
 /// Serves webhooks on `listener` until `shutdown` resolves, and metrics on `metrics`

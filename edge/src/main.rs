@@ -14,6 +14,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.check_config {
+        return check_config(&args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
             args.worker_threads
@@ -34,10 +37,45 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `--check-config`: every problem on a line of its own, or what the file configures.
+fn check_config(args: &Args) -> std::process::ExitCode {
+    match Config::load(args) {
+        Ok(config) => {
+            println!("{}: ok", args.config.display());
+            for line in config.summary() {
+                println!("  {line}");
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in problems.iter() {
+                eprintln!("edge: {p}");
+            }
+            eprintln!(
+                "edge: {}: {} problem{}",
+                args.config.display(),
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 async fn start(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .with_context(|| format!("--log {:?} is not a valid filter", args.log))?;
-    let config = Config::load(&args)?;
+    // Every problem of the file, one line each (the error prints "edge: " before each).
+    let config = Config::load(&args).map_err(|problems| {
+        anyhow::anyhow!(
+            "{}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\nedge: ")
+        )
+    })?;
     // Colours only for a terminal: in a file or a pipe they are noise, and cost CPU per line.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

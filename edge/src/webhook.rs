@@ -42,7 +42,19 @@ where
         .metrics
         .request(configured.map(|c| &c.name), status.as_u16(), took);
     match result {
-        Ok(done) => {
+        Ok(Done::Handshake(answer)) => {
+            tracing::info!(
+                source = source_name,
+                outcome = "handshake",
+                status = 200,
+                latency_us,
+                request_id = %trace.request_id,
+                trace_id = %trace.trace_id,
+                "webhook"
+            );
+            json_response(StatusCode::OK, &answer, &trace.request_id)
+        }
+        Ok(Done::Event(done)) => {
             tracing::info!(
                 source = source_name,
                 event_id = %done.event_id,
@@ -87,7 +99,15 @@ where
 }
 
 /// A delivery that was taken care of.
-struct Done {
+enum Done {
+    /// An event, with what became of it.
+    Event(Taken),
+    /// A question of the sender's, answered (nothing stored).
+    Handshake(serde_json::Value),
+}
+
+/// What became of an event.
+struct Taken {
     outcome: &'static str,
     event_id: String,
     event_type: String,
@@ -127,8 +147,11 @@ where
             .verification_failure(&configured.name, e.reason());
         return Err(e.into());
     }
+    if let Some(answer) = source.handshake(delivery) {
+        return Ok(Done::Handshake(answer));
+    }
 
-    let event = source.normalize(&configured.name, &body, now_ms);
+    let event = source.normalize(&configured.name, delivery, now_ms);
     let event_id = event
         .id
         .strip_prefix(configured.name.as_str())
@@ -139,26 +162,26 @@ where
     let called = Instant::now();
     let delivery = Normalized {
         configured,
-        body: &body,
+        delivery,
         received_at_ms: now_ms,
     };
     let answer = apply(state, &delivery, event, trace).await;
     state.metrics.contacts_call(called.elapsed());
     let (outcome, answer) = answer?;
     state.metrics.event(&configured.name, &event_type, outcome);
-    Ok(Done {
+    Ok(Done::Event(Taken {
         outcome,
         event_id,
         event_type,
         reason: answer.reason,
         notes: answer.notes,
-    })
+    }))
 }
 
 /// An authentic delivery, from which its event can be made again.
 struct Normalized<'a> {
     configured: &'a Configured,
-    body: &'a Bytes,
+    delivery: Delivery<'a>,
     received_at_ms: i64,
 }
 
@@ -189,10 +212,10 @@ async fn apply(
     if answer.outcome() == v1::EventOutcome::BodyRequired {
         let mut event = source.normalize(
             &delivery.configured.name,
-            delivery.body,
+            delivery.delivery,
             delivery.received_at_ms,
         );
-        event.raw_body = Some(delivery.body.to_vec());
+        event.raw_body = Some(delivery.delivery.body.to_vec());
         answer = call(event).await?;
     }
     match answer.outcome() {

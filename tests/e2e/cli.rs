@@ -100,7 +100,7 @@ async fn bad_flags_and_configs_fail_with_one_clear_line() {
         (
             "edge",
             vec!["--config".into(), unknown_key.arg()],
-            "sources.stripe: unknown field `secret`",
+            "sources.stripe.secret: unknown key (known: secrets, tolerance_secs)",
         ),
         (
             "edge",

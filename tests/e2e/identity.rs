@@ -9,6 +9,7 @@
 //! commands and show they are waited for or cleared, never joined; the burst test
 //! shows the whole pipeline under the traffic that first showed the fault.
 
+use edge::sources::{Delivery, Source};
 use futures::StreamExt as _;
 use futures::future::join_all;
 use hookline_proto::v1::contacts_service_client::ContactsServiceClient;
@@ -129,7 +130,7 @@ impl Buyer {
 
 /// A GoHighLevel booking of `buyer` (contact, appointment, opportunity and a paid
 /// invoice, within moments of each other) through the source `ghl`.
-fn booking(buyer: &Buyer, ghl: &edge::sources::Source) -> Vec<v1::WebhookEvent> {
+fn booking(buyer: &Buyer, ghl: &dyn Source) -> Vec<v1::WebhookEvent> {
     let ghl_id = format!("ghl_{}", buyer.customer);
     let base = |kind: &str, hook: &str| {
         json!({
@@ -165,12 +166,15 @@ fn booking(buyer: &Buyer, ghl: &edge::sources::Source) -> Vec<v1::WebhookEvent> 
     });
     [contact, appointment, opportunity, invoice]
         .iter()
-        .map(|body| ghl.normalize("ghl", body.to_string().as_bytes(), now_millis()))
+        .map(|body| {
+            let body = body.to_string();
+            ghl.normalize("ghl", Delivery::body_only(body.as_bytes()), now_millis())
+        })
         .collect()
 }
 
 /// The GoHighLevel source the booking events are normalized by, as the edge does.
-fn ghl_source() -> edge::sources::Source {
+fn ghl_source() -> Box<dyn Source> {
     let toml = format!("[sources.ghl]\nkind = \"gohighlevel\"\napp_id = \"{GHL_APP}\"\n");
     let args = edge::config::Args::for_file("identity.toml");
     let mut config = edge::Config::parse(&toml, std::path::Path::new("."), &args, &|_| None)
@@ -346,13 +350,9 @@ async fn bursts_for_people_sharing_a_phone_land_on_their_own_contacts() {
             let mut burst = buyer.burst();
             if i % 2 == 1 {
                 burst.truncate(2);
-                events.extend(booking(buyer, &ghl));
+                events.extend(booking(buyer, ghl.as_ref()));
             }
-            events.extend(
-                burst
-                    .iter()
-                    .map(|b| edge::sources::stripe::normalize("stripe", b, now_millis())),
-            );
+            events.extend(burst.iter().map(|b| stripe_event(b)));
         }
         shuffle(&mut events, round as u64);
         // And again every millisecond while the burst begins, as Redis restarting or
@@ -406,7 +406,16 @@ fn contact_id_created(ago_secs: u64) -> String {
 /// A paid checkout of `email` on the shared phone, with its own customer and payment.
 fn checkout(tag: &str, email: &str) -> v1::WebhookEvent {
     let session = Buyer::tagged(tag, email).burst().swap_remove(1);
-    edge::sources::stripe::normalize("stripe", &session, now_millis())
+    stripe_event(&session)
+}
+
+/// A Stripe body as the edge's `stripe` source normalizes it.
+fn stripe_event(body: &[u8]) -> v1::WebhookEvent {
+    edge::sources::stripe::Stripe::new([&b"whsec_unused"[..]], 300).normalize(
+        "stripe",
+        Delivery::body_only(body),
+        now_millis(),
+    )
 }
 
 /// Claims `identifiers` (index keys) for `contact` with raw commands, as a call leaves

@@ -86,7 +86,7 @@ fn the_development_config_loads_and_takes_the_test_vector() {
         body,
     };
     assert_eq!(ghl.verify(delivery, 0), Ok(()));
-    let event = ghl.normalize("gohighlevel", body, 0);
+    let event = ghl.normalize("gohighlevel", crate::sources::Delivery::body_only(body), 0);
     assert!(
         matches!(event.payload, Some(Payload::AppointmentUpdated(_))),
         "{:?}",

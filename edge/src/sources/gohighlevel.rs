@@ -18,6 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use hookline_proto::v1;
 use rsa::pkcs1::DecodeRsaPublicKey as _;
 use rsa::pkcs1v15;
 use rsa::signature::Verifier as _;
@@ -25,17 +26,11 @@ use rsa::traits::PublicKeyParts as _;
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{Delivery, VerifyError};
-use crate::config::{ConfigError, Resolver};
+use super::{Delivery, Kind, Setup, Source, VerifyError};
 
 mod normalize;
 
-pub use normalize::to_minor_units;
-pub(super) use normalize::{
-    appointment_status, object_of, parse_instant, phone_region, proto_timestamp, tag_list,
-};
-
-pub const KIND: &str = "gohighlevel";
+pub(super) use normalize::{appointment_status, object_of};
 
 /// GHL's published public key for `X-GHL-Signature` (§1.2). Not a secret. SHA-256 of the
 /// DER SPKI: 5a2c1b2749d3efcc233fb27d4ab43d56b8d20818c42cd226f6c9a3ff20d3097c.
@@ -74,10 +69,7 @@ pub(super) const GHL_CONTACT: &str = "ghl_contact";
 
 /// `[sources.<name>]` with `kind = "gohighlevel"`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    #[allow(dead_code)]
-    kind: String,
     /// PEM text, `env:NAME` or `file:PATH`. Default: GHL's published key.
     ed25519_public_key: Option<String>,
     /// PEM text (SPKI or PKCS#1), `env:NAME` or `file:PATH`. Default: GHL's published key.
@@ -150,70 +142,77 @@ pub fn parse_rsa_pem(pem: &str) -> Option<rsa::PublicKey> {
         .ok()
 }
 
-impl GoHighLevel {
-    pub fn from_config(name: &str, raw: RawConfig, r: &Resolver<'_>) -> Result<Self, ConfigError> {
-        let key = |k: &str| format!("sources.{name}.{k}");
+impl Kind for GoHighLevel {
+    const KIND: &'static str = "gohighlevel";
+    type Config = RawConfig;
+
+    fn from_config(raw: RawConfig, setup: &mut Setup<'_>) -> Option<Self> {
         let ed25519_pem = match &raw.ed25519_public_key {
-            Some(v) => r.text(&key("ed25519_public_key"), v)?,
-            None => GHL_ED25519_PUBLIC_KEY_PEM.to_owned(),
+            Some(v) => setup.text("ed25519_public_key", v),
+            None => Some(GHL_ED25519_PUBLIC_KEY_PEM.to_owned()),
         };
-        let ed25519 = parse_ed25519_pem(&ed25519_pem).ok_or_else(|| {
-            ConfigError::new(
-                key("ed25519_public_key"),
-                "not an Ed25519 public key in PEM",
-            )
-        })?;
+        let ed25519 = ed25519_pem.and_then(|pem| {
+            let key = parse_ed25519_pem(&pem)
+                .ok_or_else(|| "not an Ed25519 public key in PEM".to_owned());
+            setup.check("ed25519_public_key", key)
+        });
         let rsa_pem = match &raw.rsa_public_key {
-            Some(v) => r.text(&key("rsa_public_key"), v)?,
-            None => GHL_RSA_PUBLIC_KEY_PEM.to_owned(),
+            Some(v) => setup.text("rsa_public_key", v),
+            None => Some(GHL_RSA_PUBLIC_KEY_PEM.to_owned()),
         };
-        let rsa = parse_rsa_pem(&rsa_pem).ok_or_else(|| {
-            ConfigError::new(key("rsa_public_key"), "not an RSA public key in PEM")
-        })?;
-        if rsa.size() * 8 < MIN_RSA_BITS {
-            return Err(ConfigError::new(
-                key("rsa_public_key"),
-                format!(
-                    "RSA key has {} bits, at least {MIN_RSA_BITS} are required",
-                    rsa.size() * 8
-                ),
-            ));
-        }
-        let app_ids = app_ids(name, raw.app_id, raw.app_ids)?;
+        let rsa = rsa_pem.and_then(|pem| {
+            let key = parse_rsa_pem(&pem)
+                .ok_or_else(|| "not an RSA public key in PEM".to_owned())
+                .and_then(|rsa| {
+                    if rsa.size() * 8 < MIN_RSA_BITS {
+                        Err(format!(
+                            "RSA key has {} bits, at least {MIN_RSA_BITS} are required",
+                            rsa.size() * 8
+                        ))
+                    } else {
+                        Ok(rsa)
+                    }
+                });
+            setup.check("rsa_public_key", key)
+        });
+        let app_ids = app_ids(setup, raw.app_id, raw.app_ids);
         let location_ids = match raw.location_ids {
-            None => None,
+            None => Some(None),
             Some(ids) if ids.is_empty() => {
-                return Err(ConfigError::new(
-                    key("location_ids"),
+                setup.problem(
+                    "location_ids",
                     "is empty (leave it out to accept every location)",
-                ));
+                );
+                None
             }
             Some(ids) => {
                 let mut set = BTreeSet::new();
                 for (i, id) in ids.iter().enumerate() {
                     let id = id.trim();
                     if id.is_empty() {
-                        return Err(ConfigError::new(
-                            format!("sources.{name}.location_ids[{i}]"),
-                            "is empty",
-                        ));
+                        setup.problem(&format!("location_ids[{i}]"), "is empty");
                     }
                     set.insert(id.to_owned());
                 }
-                Some(set)
+                Some(Some(set))
             }
         };
-        Ok(Self::new(
-            ed25519,
-            rsa,
-            Options {
-                allow_legacy_rsa: raw.allow_legacy_rsa,
-                app_ids,
-                location_ids,
-            },
-        ))
+        let (ed25519, rsa, app_ids, location_ids) = (ed25519?, rsa?, app_ids?, location_ids?);
+        setup.ok().then(|| {
+            Self::new(
+                ed25519,
+                rsa,
+                Options {
+                    allow_legacy_rsa: raw.allow_legacy_rsa,
+                    app_ids,
+                    location_ids,
+                },
+            )
+        })
     }
+}
 
+impl GoHighLevel {
     /// A source verifying with these keys.
     pub fn new(ed25519: VerifyingKey, rsa: rsa::PublicKey, options: Options) -> Self {
         let rsa_bits = rsa.size() * 8;
@@ -226,12 +225,19 @@ impl GoHighLevel {
             options,
         }
     }
+}
+
+impl Source for GoHighLevel {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
 
     /// Verifies a delivery over its raw body (§0, §1). `X-GHL-Signature`, when it carries
     /// a signature, alone decides; `X-WH-Signature` is consulted only when it does not and
     /// the legacy switch is on. An empty value or `N/A` means "no signature". A value that
     /// is not base64 of the right length is a failure, never a pass.
-    pub fn verify(&self, d: Delivery<'_>) -> Result<(), VerifyError> {
+    fn verify(&self, d: Delivery<'_>, _now: i64) -> Result<(), VerifyError> {
+        // GHL signatures bind no time: retries resend the original body (§1.5).
         // Both headers are read first so that a duplicated one is refused whichever decides.
         let ed25519 = signature_header(d.headers, ED25519_HEADER, ED25519_LABEL)?;
         let rsa = signature_header(d.headers, RSA_HEADER, RSA_LABEL)?;
@@ -264,60 +270,76 @@ impl GoHighLevel {
             _ => Err(VerifyError::MissingHeader(ED25519_LABEL)),
         }
     }
+
+    fn normalize(&self, source: &str, d: Delivery<'_>, received_at_ms: i64) -> v1::WebhookEvent {
+        self.normalize_body(source, d.body, received_at_ms)
+    }
+
+    /// GHL retries 429 under its old policy (429 only) and its new one (any non-2xx).
+    fn retry_status(&self) -> http::StatusCode {
+        http::StatusCode::TOO_MANY_REQUESTS
+    }
 }
 
 /// The app ids of `app_id` or `app_ids`, exactly one of which is required (§1.5).
 fn app_ids(
-    name: &str,
+    setup: &mut Setup<'_>,
     app_id: Option<String>,
     app_ids: Option<Vec<String>>,
-) -> Result<BTreeSet<String>, ConfigError> {
-    let key = |k: &str| format!("sources.{name}.{k}");
+) -> Option<BTreeSet<String>> {
     let listed: Vec<(String, String)> = match (app_id, app_ids) {
         (None, None) => {
-            return Err(ConfigError::new(
-                key("app_id"),
+            setup.problem(
+                "app_id",
                 "is required: GoHighLevel signs every app's webhooks with one key, so \
                  without it another app's events would be applied (set app_id, or app_ids \
                  for several)",
-            ));
+            );
+            return None;
         }
         (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
-                key("app_ids"),
+            setup.problem(
+                "app_ids",
                 "cannot be set together with app_id (app_id for one app, app_ids for several)",
-            ));
+            );
+            return None;
         }
-        (Some(id), None) => vec![(key("app_id"), id)],
+        (Some(id), None) => vec![("app_id".to_owned(), id)],
         (None, Some(ids)) if ids.is_empty() => {
-            return Err(ConfigError::new(
-                key("app_ids"),
+            setup.problem(
+                "app_ids",
                 "is empty (list the id of every app whose events this source takes)",
-            ));
+            );
+            return None;
         }
         (None, Some(ids)) => ids
             .into_iter()
             .enumerate()
-            .map(|(i, id)| (key(&format!("app_ids[{i}]")), id))
+            .map(|(i, id)| (format!("app_ids[{i}]"), id))
             .collect(),
     };
     let mut set = BTreeSet::new();
+    let mut ok = true;
     for (key, id) in listed {
         let id = id.trim();
         if id.is_empty() {
-            return Err(ConfigError::new(key, "is empty"));
+            setup.problem(&key, "is empty");
+            ok = false;
+            continue;
         }
         // GHL's SDK compares `appId` with the client id up to its first '-'.
         let app = id.split('-').next().unwrap_or(id);
         if app.is_empty() {
-            return Err(ConfigError::new(
-                key,
+            setup.problem(
+                &key,
                 "has nothing before its first '-' (the app id, or the client id <appId>-<suffix>)",
-            ));
+            );
+            ok = false;
+            continue;
         }
         set.insert(app.to_owned());
     }
-    Ok(set)
+    ok.then_some(set)
 }
 
 /// The one value of a signature header, or `None` when it says "no signature".

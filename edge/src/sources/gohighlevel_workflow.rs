@@ -58,23 +58,18 @@ use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use super::gohighlevel::{
-    GHL_CONTACT, appointment_status, object_of, parse_instant, phone_region, proto_timestamp,
-    tag_list,
+use super::fields::{id_at, parse_instant, phone_region, proto_timestamp, tag_list, text_of};
+use super::gohighlevel::{GHL_CONTACT, appointment_status, object_of};
+use super::{
+    Delivery, Envelope, Kind, Setup, Source, VerifyError, body_digest_id, not_an_object, unreadable,
 };
-use super::{Delivery, Envelope, VerifyError, body_digest_id, not_an_object, unreadable};
-use crate::config::{ConfigError, Resolver};
-
-pub const KIND: &str = "gohighlevel-workflow";
+use crate::secret::SecretRef;
 
 /// `[sources.<name>]` with `kind = "gohighlevel-workflow"`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    #[allow(dead_code)]
-    kind: String,
     /// The shared token, inline, `env:NAME` or `file:PATH`.
-    token: String,
+    token: SecretRef,
     /// JSON Pointer (RFC 6901) to the event id in the payload, e.g. `/customData/event_id`.
     id_pointer: Option<String>,
     /// How long the same body counts as the same event when the id is its digest.
@@ -123,34 +118,30 @@ impl fmt::Debug for GoHighLevelWorkflow {
     }
 }
 
-impl GoHighLevelWorkflow {
-    pub fn from_config(name: &str, raw: RawConfig, r: &Resolver<'_>) -> Result<Self, ConfigError> {
-        let key = |k: &str| format!("sources.{name}.{k}");
-        let token = r.secret(&key("token"), &raw.token)?;
+impl Kind for GoHighLevelWorkflow {
+    const KIND: &'static str = "gohighlevel-workflow";
+    type Config = RawConfig;
+
+    fn from_config(raw: RawConfig, setup: &mut Setup<'_>) -> Option<Self> {
+        let token = setup.secret("token", &raw.token);
         let id_pointer = match raw.id_pointer {
-            None => None,
-            Some(p) if is_json_pointer(&p) && !p.is_empty() => Some(p),
-            Some(_) => {
-                return Err(ConfigError::new(
-                    key("id_pointer"),
-                    "is not a JSON Pointer to a field (RFC 6901): it starts with '/', and '~' \
-                     is written '~0' and '/' in a key '~1', e.g. \"/customData/event_id\"",
-                ));
-            }
+            None => Some(None),
+            Some(p) => setup.pointer("id_pointer", &p).map(Some),
         };
         let dedup_window_secs = match raw.dedup_window_secs {
-            None => DEFAULT_DEDUP_WINDOW_SECS,
-            Some(secs) => u32::try_from(secs)
-                .ok()
-                .filter(|s| (1..=MAX_DEDUP_WINDOW_SECS).contains(s))
-                .ok_or_else(|| {
-                    ConfigError::new(
-                        key("dedup_window_secs"),
-                        format!("must be between 1 and {MAX_DEDUP_WINDOW_SECS} (30 days)"),
-                    )
-                })?,
+            None => Some(DEFAULT_DEDUP_WINDOW_SECS),
+            Some(secs) => {
+                let window = u32::try_from(secs)
+                    .ok()
+                    .filter(|s| (1..=MAX_DEDUP_WINDOW_SECS).contains(s))
+                    .ok_or_else(|| {
+                        format!("must be between 1 and {MAX_DEDUP_WINDOW_SECS} (30 days)")
+                    });
+                setup.check("dedup_window_secs", window)
+            }
         };
-        Ok(Self::new(
+        let (token, id_pointer, dedup_window_secs) = (token?, id_pointer?, dedup_window_secs?);
+        Some(Self::new(
             token.expose(),
             Options {
                 id_pointer,
@@ -158,18 +149,26 @@ impl GoHighLevelWorkflow {
             },
         ))
     }
+}
 
+impl GoHighLevelWorkflow {
     pub fn new(token: &str, options: Options) -> Self {
         Self {
             token_digest: Sha256::digest(token.as_bytes()).into(),
             options,
         }
     }
+}
+
+impl Source for GoHighLevelWorkflow {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
 
     /// Checks the token of a delivery. Every credential presented (a Bearer
     /// `Authorization` header, a `token` query parameter) must be the token, and at least
-    /// one must be presented.
-    pub fn verify(&self, d: Delivery<'_>) -> Result<(), VerifyError> {
+    /// one must be presented. A token binds no time.
+    fn verify(&self, d: Delivery<'_>, _now: i64) -> Result<(), VerifyError> {
         let header = bearer_token(d.headers)?;
         let query = query_token(d.query)?;
         if header.is_none() && query.is_none() {
@@ -182,6 +181,15 @@ impl GoHighLevelWorkflow {
             }
         }
         Ok(())
+    }
+
+    fn normalize(&self, source: &str, d: Delivery<'_>, received_at_ms: i64) -> v1::WebhookEvent {
+        self.normalize_body(source, d.body, received_at_ms)
+    }
+
+    /// GHL retries 429 under its old policy (429 only) and its new one (any non-2xx).
+    fn retry_status(&self) -> http::StatusCode {
+        http::StatusCode::TOO_MANY_REQUESTS
     }
 }
 
@@ -222,34 +230,6 @@ fn query_token(query: &str) -> Result<Option<Vec<u8>>, VerifyError> {
     Ok(found.filter(|t| !t.is_empty()))
 }
 
-/// Whether `p` is a JSON Pointer (RFC 6901): empty, or `/`-separated tokens in which
-/// `~` only starts `~0` or `~1`. serde_json would read `~2` as is rather than refuse it.
-fn is_json_pointer(p: &str) -> bool {
-    let Some(tokens) = p.strip_prefix('/') else {
-        return p.is_empty();
-    };
-    tokens.split('/').all(|token| {
-        let mut rest = token;
-        while let Some(at) = rest.find('~') {
-            if !matches!(rest.as_bytes().get(at + 1), Some(b'0' | b'1')) {
-                return false;
-            }
-            rest = &rest[at + 2..];
-        }
-        true
-    })
-}
-
-/// The id at `pointer`: a non-blank string (trimmed) or an integer. Anything else (a
-/// missing field, a blank string, a float, an object) is no id.
-fn id_at(top: &Value, pointer: &str) -> Option<String> {
-    match top.pointer(pointer)? {
-        Value::String(s) => super::non_blank(Some(s)),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// The top-level keys of a payload, with its `customData` behind them.
 #[derive(Clone, Copy)]
 struct Fields<'a> {
@@ -268,7 +248,7 @@ impl<'a> Fields<'a> {
 
     /// Like `get`, as text: strings trimmed, numbers (a phone typed as digits) written out.
     fn text(&self, keys: &[&str]) -> Option<String> {
-        self.get(keys).and_then(text)
+        self.get(keys).and_then(text_of)
     }
 }
 
@@ -280,25 +260,17 @@ fn is_blank(v: &Value) -> bool {
     }
 }
 
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => super::non_blank(Some(s)),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 impl GoHighLevelWorkflow {
     /// Normalizes an authenticated workflow delivery. Never fails: a body it cannot use
     /// becomes an ignored event that keeps the body for inspection and replay.
-    pub fn normalize(&self, source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookEvent {
+    fn normalize_body(&self, source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookEvent {
         let parsed = serde_json::from_slice::<Value>(body);
         let Ok(value @ Value::Object(top)) = &parsed else {
             // The id is the body's digest here too, so it gets the same window.
             let reason = not_an_object(&parsed);
             return v1::WebhookEvent {
                 dedup_window_secs: self.options.dedup_window_secs,
-                ..unreadable(source, KIND, body, received_at_ms, reason)
+                ..unreadable(source, Self::KIND, body, received_at_ms, reason)
             };
         };
         let f = Fields {
@@ -328,8 +300,9 @@ impl GoHighLevelWorkflow {
 fn event(source: &str, id: &str, f: Fields<'_>, received_at_ms: i64) -> v1::WebhookEvent {
     let top = f.top;
     let calendar = object_of(top, "calendar");
-    let cal =
-        |keys: &[&str]| calendar.and_then(|c| keys.iter().find_map(|k| c.get(*k).and_then(text)));
+    let cal = |keys: &[&str]| {
+        calendar.and_then(|c| keys.iter().find_map(|k| c.get(*k).and_then(text_of)))
+    };
     let appointment_id = cal(&["appointmentId", "appointment_id"])
         .or_else(|| f.text(&["appointment_id", "appointmentId"]));
     let event_type = f.text(&["event"]).unwrap_or_else(|| {
@@ -349,7 +322,7 @@ fn event(source: &str, id: &str, f: Fields<'_>, received_at_ms: i64) -> v1::Webh
         .map_or(received_at_ms, |t| t.as_millisecond());
     let env = Envelope {
         source,
-        kind: KIND,
+        kind: GoHighLevelWorkflow::KIND,
         id,
         event_type: &event_type,
         occurred_at_ms,

@@ -1,21 +1,256 @@
-//! Webhook sources: one file per provider kind, each with a pure verifier (raw bytes,
-//! headers, secrets and `now` in; a verdict out) and a pure normalizer (raw bytes in; a
-//! `contacts.v1.WebhookEvent` out). Dispatch is a plain `match` on the kind.
+//! Webhook sources. Every provider has one shape, [`Source`]: its kind name, its
+//! configuration ([`Kind`]), a pure verifier (raw bytes, headers, secrets and `now` in;
+//! a verdict out), a pure normalizer (the delivery in; a `contacts.v1.WebhookEvent` out)
+//! and the status that tells its sender to retry. [`KINDS`] lists them, one line each:
+//! the kinds a configuration may name are derived from it, and adding a provider is one
+//! file plus one line there.
 
+pub mod fields;
 pub mod gohighlevel;
 pub mod gohighlevel_workflow;
+pub mod signature;
 pub mod stripe;
+
+use std::fmt;
 
 use hookline_proto::prost_types::Timestamp;
 use hookline_proto::v1;
 use http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
 
-/// A configured source.
-#[derive(Debug)]
-pub enum Source {
-    Stripe(stripe::Stripe),
-    GoHighLevel(gohighlevel::GoHighLevel),
-    GoHighLevelWorkflow(gohighlevel_workflow::GoHighLevelWorkflow),
+use crate::problem::{self, Problems};
+use crate::secret::{Resolver, Secret, SecretRef, SecretRefs};
+
+/// Every kind of source, one line each.
+pub const KINDS: &[Registered] = &[
+    registered::<stripe::Stripe>(),
+    registered::<gohighlevel::GoHighLevel>(),
+    registered::<gohighlevel_workflow::GoHighLevelWorkflow>(),
+];
+
+/// What every provider does with a delivery. Verification and normalization are pure:
+/// everything they look at comes in as arguments.
+pub trait Source: std::any::Any + fmt::Debug + Send + Sync {
+    /// The `kind` the configuration names it by.
+    fn kind(&self) -> &'static str;
+
+    /// Checks that the delivery is authentic. `now` is Unix seconds at receipt.
+    fn verify(&self, delivery: Delivery<'_>, now: i64) -> Result<(), VerifyError>;
+
+    /// Turns an authentic delivery into an event for contacts-svc. Never fails: a body
+    /// it cannot use becomes an ignored event that keeps the body for inspection and
+    /// replay.
+    fn normalize(
+        &self,
+        source: &str,
+        delivery: Delivery<'_>,
+        received_at_ms: i64,
+    ) -> v1::WebhookEvent;
+
+    /// What tells this sender to retry later.
+    fn retry_status(&self) -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+
+    /// For an authentic delivery that is not an event but a question the sender asks of
+    /// the endpoint (Slack's `url_verification`): the JSON answer, sent with 200.
+    /// Nothing is stored.
+    fn handshake(&self, _delivery: Delivery<'_>) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// How a provider is made from its `[sources.<name>]` table.
+pub trait Kind: Source + Sized + 'static {
+    /// The value of `kind` that selects it.
+    const KIND: &'static str;
+    /// The table, without `kind`. Unknown keys are reported by their path.
+    type Config: DeserializeOwned;
+    /// Checks the table, recording every problem in `setup`; `None` when there was one.
+    fn from_config(raw: Self::Config, setup: &mut Setup<'_>) -> Option<Self>;
+}
+
+/// One entry of [`KINDS`].
+#[derive(Clone, Copy)]
+pub struct Registered {
+    pub kind: &'static str,
+    build: fn(toml::Table, &mut Setup<'_>) -> Option<Box<dyn Source>>,
+}
+
+impl fmt::Debug for Registered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind)
+    }
+}
+
+const fn registered<K: Kind>() -> Registered {
+    Registered {
+        kind: K::KIND,
+        build: build_kind::<K>,
+    }
+}
+
+fn build_kind<K: Kind>(table: toml::Table, setup: &mut Setup<'_>) -> Option<Box<dyn Source>> {
+    let prefix = setup.prefix();
+    let raw =
+        problem::deserialize::<K::Config>(&prefix, toml::Value::Table(table), &mut setup.problems)?;
+    let source = K::from_config(raw, setup)?;
+    Some(Box::new(source))
+}
+
+/// The provider behind a configured source, when it is a `T`: for tests that check
+/// what a configuration built.
+#[cfg(test)]
+pub(crate) fn downcast<T: Source>(source: &dyn Source) -> Option<&T> {
+    let any: &dyn std::any::Any = source;
+    any.downcast_ref()
+}
+
+/// The names of every kind, as the configuration spells them.
+pub fn kind_names() -> String {
+    KINDS.iter().map(|k| k.kind).collect::<Vec<_>>().join(", ")
+}
+
+/// The source `[sources.<name>]` describes, or every problem found in it.
+pub fn build(
+    name: &str,
+    mut table: toml::Table,
+    resolver: &Resolver<'_>,
+) -> Result<Box<dyn Source>, Problems> {
+    let mut setup = Setup {
+        name,
+        resolver,
+        problems: Problems::default(),
+    };
+    let kind = match table.remove("kind") {
+        Some(toml::Value::String(k)) => k,
+        Some(_) => {
+            setup.problem(
+                "kind",
+                format!("must be a string, one of: {}", kind_names()),
+            );
+            return Err(setup.problems);
+        }
+        None => {
+            setup.problem("kind", format!("is required, one of: {}", kind_names()));
+            return Err(setup.problems);
+        }
+    };
+    let Some(registered) = KINDS.iter().find(|k| k.kind == kind) else {
+        setup.problem(
+            "kind",
+            format!("unknown kind {kind:?} (known: {})", kind_names()),
+        );
+        return Err(setup.problems);
+    };
+    let built = (registered.build)(table, &mut setup);
+    match built {
+        Some(source) if setup.problems.is_empty() => Ok(source),
+        _ => {
+            if setup.problems.is_empty() {
+                setup.problem("", "is not valid");
+            }
+            Err(setup.problems)
+        }
+    }
+}
+
+/// What a provider reads its configuration with: the source's name, the resolver of
+/// secret references, and the problems found so far. Keys are relative to the source's
+/// table (`secrets[0]`, `map.email`).
+#[allow(missing_debug_implementations)]
+pub struct Setup<'a> {
+    name: &'a str,
+    resolver: &'a Resolver<'a>,
+    problems: Problems,
+}
+
+impl<'a> Setup<'a> {
+    /// The source's name.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    fn prefix(&self) -> String {
+        format!("sources.{}", self.name)
+    }
+
+    /// The full key of `key`: `sources.<name>.<key>`.
+    pub fn key(&self, key: &str) -> String {
+        problem::join(&self.prefix(), key)
+    }
+
+    /// Records a problem with `key`.
+    pub fn problem(&mut self, key: &str, reason: impl Into<String>) {
+        let key = self.key(key);
+        self.problems.push(key, reason);
+    }
+
+    /// The value of `r`, or `None` with its error recorded under `key`.
+    pub fn check<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
+        r.map_err(|reason| self.problem(key, reason)).ok()
+    }
+
+    /// The secret `value` refers to.
+    pub fn secret(&mut self, key: &str, value: &SecretRef) -> Option<Secret> {
+        let resolved = self.resolver.secret(value);
+        self.check(key, resolved)
+    }
+
+    /// Every secret of a list (at least one), each checked by `check`, which says what
+    /// is wrong with a value without quoting it. `None` when any is missing or wrong.
+    pub fn secrets<T>(
+        &mut self,
+        key: &str,
+        values: &SecretRefs,
+        check: impl Fn(&Secret) -> Result<T, String>,
+    ) -> Option<Vec<T>> {
+        if values.0.is_empty() {
+            self.problem(key, "needs at least one secret");
+            return None;
+        }
+        let mut out = Vec::with_capacity(values.0.len());
+        let mut ok = true;
+        for (i, value) in values.0.iter().enumerate() {
+            let key = format!("{key}[{i}]");
+            let checked = self.secret(&key, value).and_then(|s| {
+                let c = check(&s);
+                self.check(&key, c)
+            });
+            match checked {
+                Some(v) => out.push(v),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// The text `value` refers to (inline, `env:NAME`, `file:PATH`): public keys.
+    pub fn text(&mut self, key: &str, value: &str) -> Option<String> {
+        let resolved = self.resolver.text(value);
+        self.check(key, resolved)
+    }
+
+    /// A JSON Pointer to a field (RFC 6901, not the empty pointer to the whole body).
+    pub fn pointer(&mut self, key: &str, p: &str) -> Option<String> {
+        if !p.is_empty() && fields::is_json_pointer(p) {
+            Some(p.to_owned())
+        } else {
+            self.problem(
+                key,
+                format!(
+                    "{p:?} is not a JSON Pointer to a field (RFC 6901): it starts with '/', and \
+                     '~' is written '~0' and '/' in a key '~1', e.g. \"/data/email\""
+                ),
+            );
+            None
+        }
+    }
+
+    /// Whether no problem was recorded yet.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
 }
 
 /// The parts of a delivery a verifier may look at.
@@ -26,6 +261,20 @@ pub struct Delivery<'a> {
     pub query: &'a str,
     /// The exact bytes received.
     pub body: &'a [u8],
+}
+
+impl<'a> Delivery<'a> {
+    /// A delivery of `body` alone, without headers or query: for normalizing a body
+    /// outside a request (tests, tools).
+    pub fn body_only(body: &'a [u8]) -> Self {
+        static NO_HEADERS: std::sync::LazyLock<HeaderMap> =
+            std::sync::LazyLock::new(HeaderMap::new);
+        Self {
+            headers: &NO_HEADERS,
+            query: "",
+            body,
+        }
+    }
 }
 
 /// Why a delivery is not authentic. Every variant answers 401 and stores nothing.
@@ -52,36 +301,6 @@ impl VerifyError {
             Self::Malformed(_) => "malformed_header",
             Self::StaleTimestamp => "stale_timestamp",
             Self::Mismatch => "mismatch",
-        }
-    }
-}
-
-impl Source {
-    /// Checks that the delivery is authentic. `now` is Unix seconds at receipt.
-    pub fn verify(&self, delivery: Delivery<'_>, now: i64) -> Result<(), VerifyError> {
-        match self {
-            Self::Stripe(s) => s.verify(delivery, now),
-            // GHL signatures bind no time: retries resend the original body (§1.5).
-            Self::GoHighLevel(g) => g.verify(delivery),
-            Self::GoHighLevelWorkflow(w) => w.verify(delivery),
-        }
-    }
-
-    /// Turns an authentic body into an event for contacts-svc.
-    pub fn normalize(&self, source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookEvent {
-        match self {
-            Self::Stripe(_) => stripe::normalize(source, body, received_at_ms),
-            Self::GoHighLevel(g) => g.normalize(source, body, received_at_ms),
-            Self::GoHighLevelWorkflow(w) => w.normalize(source, body, received_at_ms),
-        }
-    }
-
-    /// What tells this sender to retry later.
-    pub fn retry_status(&self) -> StatusCode {
-        match self {
-            Self::Stripe(_) => StatusCode::SERVICE_UNAVAILABLE,
-            // GHL retries 429 under its old policy (429 only) and its new one (any non-2xx).
-            Self::GoHighLevel(_) | Self::GoHighLevelWorkflow(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }

@@ -4,111 +4,89 @@
 
 use std::fmt;
 
-use hmac::{Hmac, KeyInit as _, Mac as _};
 use hookline_proto::v1::{self, webhook_event::Payload};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sha2::Sha256;
-use subtle::ConstantTimeEq as _;
 
-use super::{Delivery, Envelope, VerifyError, non_blank, unreadable};
-use crate::config::{ConfigError, Resolver};
+use super::signature::{self, Algorithm, Keys};
+use super::{Delivery, Envelope, Kind, Setup, Source, VerifyError, non_blank, unreadable};
+use crate::secret::SecretRefs;
 
-pub const KIND: &str = "stripe";
 const HEADER: &str = "stripe-signature";
 const DEFAULT_TOLERANCE_SECS: u64 = 300;
 
 /// `[sources.<name>]` with `kind = "stripe"`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    #[allow(dead_code)]
-    kind: String,
     /// Endpoint secrets (`whsec_…`), inline, `env:NAME` or `file:PATH`. Several while a
     /// secret is being rolled.
-    secrets: Vec<String>,
+    secrets: SecretRefs,
     tolerance_secs: Option<u64>,
 }
 
 /// A Stripe source: one keyed HMAC per endpoint secret.
 pub struct Stripe {
-    keys: Vec<Hmac<Sha256>>,
+    keys: Keys,
     tolerance_secs: i64,
 }
 
 impl fmt::Debug for Stripe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stripe")
-            .field("secrets", &format_args!("[{} redacted]", self.keys.len()))
+            .field("secrets", &self.keys)
             .field("tolerance_secs", &self.tolerance_secs)
             .finish()
     }
 }
 
-impl Stripe {
-    pub fn from_config(name: &str, raw: RawConfig, r: &Resolver<'_>) -> Result<Self, ConfigError> {
-        if raw.secrets.is_empty() {
-            return Err(ConfigError::new(
-                format!("sources.{name}.secrets"),
-                "needs at least one endpoint secret",
-            ));
-        }
-        let mut secrets = Vec::with_capacity(raw.secrets.len());
-        for (i, s) in raw.secrets.iter().enumerate() {
-            let key = format!("sources.{name}.secrets[{i}]");
-            let secret = r.secret(&key, s)?;
-            if !secret.expose().starts_with("whsec_") {
-                return Err(ConfigError::new(
-                    key,
-                    "is not a Stripe endpoint secret (they start with \"whsec_\")",
-                ));
+impl Kind for Stripe {
+    const KIND: &'static str = "stripe";
+    type Config = RawConfig;
+
+    fn from_config(raw: RawConfig, setup: &mut Setup<'_>) -> Option<Self> {
+        let secrets = setup.secrets("secrets", &raw.secrets, |s| {
+            if s.expose().starts_with("whsec_") {
+                Ok(s.clone())
+            } else {
+                Err("is not a Stripe endpoint secret (they start with \"whsec_\")".to_owned())
             }
-            secrets.push(secret);
-        }
+        });
         let tolerance = raw.tolerance_secs.unwrap_or(DEFAULT_TOLERANCE_SECS);
         if !(1..=86_400).contains(&tolerance) {
-            return Err(ConfigError::new(
-                format!("sources.{name}.tolerance_secs"),
-                "must be between 1 and 86400",
-            ));
+            setup.problem("tolerance_secs", "must be between 1 and 86400");
         }
-        Ok(Self::new(
-            secrets.iter().map(|s| s.expose().as_bytes()),
-            tolerance,
-        ))
+        let secrets = secrets?;
+        setup
+            .ok()
+            .then(|| Self::new(secrets.iter().map(|s| s.expose().as_bytes()), tolerance))
     }
+}
 
+impl Stripe {
     /// A verifier for these secrets. The key is the whole `whsec_…` string, not decoded.
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a [u8]>, tolerance_secs: u64) -> Self {
         Self {
-            keys: secrets
-                .into_iter()
-                .map(|s| Hmac::<Sha256>::new_from_slice(s).expect("HMAC takes keys of any length"))
-                .collect(),
+            keys: Keys::new(Algorithm::Sha256, secrets),
             tolerance_secs: i64::try_from(tolerance_secs).unwrap_or(i64::MAX),
         }
     }
+}
+
+impl Source for Stripe {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
 
     /// Verifies `Stripe-Signature` over the raw body. `now` is Unix seconds at receipt.
-    pub fn verify(&self, d: Delivery<'_>, now: i64) -> Result<(), VerifyError> {
+    fn verify(&self, d: Delivery<'_>, now: i64) -> Result<(), VerifyError> {
         let header = single_header(d.headers)?;
         let parsed = parse_header(header)?;
         // The SDKs sign the decimal form of the parsed integer, not the raw text.
         let t = parsed.t.to_string();
-        let mut signed = self.keys.iter().map(|key| {
-            let mut mac = key.clone();
-            mac.update(t.as_bytes());
-            mac.update(b".");
-            mac.update(d.body);
-            mac.finalize().into_bytes()
-        });
-        let matched = signed.any(|expected| {
-            parsed
-                .v1
-                .iter()
-                .any(|candidate| bool::from(candidate.ct_eq(expected.as_slice())))
-        });
-        if !matched {
+        if !self
+            .keys
+            .any_matches(&[t.as_bytes(), b".", d.body], &parsed.v1)
+        {
             return Err(VerifyError::Mismatch);
         }
         // Age only, as every Stripe SDK: a timestamp in the future is accepted.
@@ -116,6 +94,10 @@ impl Stripe {
             return Err(VerifyError::StaleTimestamp);
         }
         Ok(())
+    }
+
+    fn normalize(&self, source: &str, d: Delivery<'_>, received_at_ms: i64) -> v1::WebhookEvent {
+        normalize(source, d.body, received_at_ms)
     }
 }
 
@@ -354,14 +336,22 @@ fn lower(s: Option<String>) -> String {
 
 /// Normalizes an authentic Stripe delivery. Never fails: a body it cannot use becomes an
 /// ignored event that keeps the body for inspection and replay.
-pub fn normalize(source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookEvent {
+fn normalize(source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookEvent {
     let parsed: Result<StripeEvent<'_>, _> = serde_json::from_slice(body);
     let ev = match parsed {
         Ok(ev) if ev.id.as_deref().is_some_and(|id| !id.trim().is_empty()) => ev,
-        Ok(_) => return unreadable(source, KIND, body, received_at_ms, "body has no event id"),
+        Ok(_) => {
+            return unreadable(
+                source,
+                Stripe::KIND,
+                body,
+                received_at_ms,
+                "body has no event id",
+            );
+        }
         Err(e) => {
             let reason = format!("body is not a Stripe event: {e}");
-            return unreadable(source, KIND, body, received_at_ms, reason);
+            return unreadable(source, Stripe::KIND, body, received_at_ms, reason);
         }
     };
     let id = ev.id.as_deref().map(str::trim).unwrap_or_default();
@@ -375,7 +365,7 @@ pub fn normalize(source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookE
         .unwrap_or(received_at_ms);
     let env = Envelope {
         source,
-        kind: KIND,
+        kind: Stripe::KIND,
         id,
         event_type,
         occurred_at_ms,
@@ -602,11 +592,13 @@ fn invoice_paid(env: &Envelope<'_>, i: Invoice) -> v1::WebhookEvent {
 
 /// Signs `body` as Stripe does, for tests, the sample webhook and the benchmark.
 pub fn sign(secret: &str, t: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+    let t = t.to_string();
+    let mac = signature::mac(
+        Algorithm::Sha256,
+        secret.as_bytes(),
+        &[t.as_bytes(), b".", body],
+    );
+    format!("t={t},v1={}", hex::encode(mac))
 }
 
 #[cfg(test)]

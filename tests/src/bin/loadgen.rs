@@ -1284,6 +1284,8 @@ fn free_ports(n: usize) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use edge::sources::Source as _;
+
     use super::*;
 
     #[test]

@@ -26,24 +26,38 @@
 //! data there is: contacts-svc decides "no contact identifiers", after it has checked
 //! the fields, in one place for every source.
 
-use hookline_proto::prost_types::Timestamp;
 use hookline_proto::v1::{self, webhook_event::Payload};
 use serde_json::{Map, Value};
 
-use super::{GHL_CONTACT, GoHighLevel, KIND};
+use super::{GHL_CONTACT, GoHighLevel};
+use crate::sources::Kind as _;
+use crate::sources::fields::{
+    currency_exponent, parse_instant, phone_region, proto_timestamp, tag_list, to_minor_units,
+};
 use crate::sources::{Envelope, body_digest_id, not_an_object, unreadable};
 
 impl GoHighLevel {
     /// Normalizes an authentic delivery. Never fails: a body it cannot use becomes an
     /// ignored event that keeps the body for inspection and replay.
-    pub fn normalize(&self, source: &str, body: &[u8], received_at_ms: i64) -> v1::WebhookEvent {
+    pub(super) fn normalize_body(
+        &self,
+        source: &str,
+        body: &[u8],
+        received_at_ms: i64,
+    ) -> v1::WebhookEvent {
         let parsed = serde_json::from_slice::<Value>(body);
         let object = match &parsed {
             Ok(Value::Object(m)) => Some(m),
             _ => None,
         };
         let Some(m) = object else {
-            return unreadable(source, KIND, body, received_at_ms, not_an_object(&parsed));
+            return unreadable(
+                source,
+                Self::KIND,
+                body,
+                received_at_ms,
+                not_an_object(&parsed),
+            );
         };
         let digest;
         let id = match str_of(m, "webhookId") {
@@ -71,7 +85,7 @@ impl GoHighLevel {
             .map_or(received_at_ms, |t| t.as_millisecond());
         let env = Envelope {
             source,
-            kind: KIND,
+            kind: Self::KIND,
             id,
             event_type,
             occurred_at_ms,
@@ -313,34 +327,6 @@ fn contact_of(id: Option<&str>) -> v1::ContactData {
     }
 }
 
-/// The region for reading a phone number, when `country` is an ISO 3166 two-letter code.
-pub(in crate::sources) fn phone_region(country: Option<&str>) -> String {
-    match country {
-        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            c.to_ascii_uppercase()
-        }
-        _ => String::new(),
-    }
-}
-
-/// The full tag list from a JSON array of strings, or from a comma-separated string as
-/// workflow webhooks send it. `null` says nothing; an empty list or `""` clears the tags.
-pub(in crate::sources) fn tag_list(v: &Value) -> Option<v1::TagList> {
-    let mut tags: Vec<String> = Vec::new();
-    let mut push = |t: &str| {
-        let t = t.trim();
-        if !t.is_empty() && !tags.iter().any(|have| have == t) {
-            tags.push(t.to_owned());
-        }
-    };
-    match v {
-        Value::Array(items) => items.iter().filter_map(Value::as_str).for_each(&mut push),
-        Value::String(csv) => csv.split(',').for_each(&mut push),
-        _ => return None,
-    }
-    Some(v1::TagList { tags })
-}
-
 /// Attendance from GHL's appointment status (§3.2, §6). Unknown values (including the
 /// API-only `active` and `completed`) state nothing.
 pub(in crate::sources) fn appointment_status(status: Option<&str>) -> v1::AppointmentStatus {
@@ -354,49 +340,4 @@ pub(in crate::sources) fn appointment_status(status: Option<&str>) -> v1::Appoin
         "cancelled" | "canceled" | "invalid" => v1::AppointmentStatus::Cancelled,
         _ => v1::AppointmentStatus::Unspecified,
     }
-}
-
-/// An RFC 3339 instant with any offset, `Z` included. A time without an offset is not an
-/// instant and gives `None`.
-pub(in crate::sources) fn parse_instant(s: &str) -> Option<jiff::Timestamp> {
-    s.trim().parse().ok()
-}
-
-pub(in crate::sources) fn proto_timestamp(t: jiff::Timestamp) -> Timestamp {
-    let ns = t.as_nanosecond();
-    Timestamp {
-        seconds: i64::try_from(ns.div_euclid(1_000_000_000)).unwrap_or_default(),
-        nanos: i32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or_default(),
-    }
-}
-
-/// Digits after the decimal point of an ISO 4217 currency (lower-case code).
-fn currency_exponent(currency: &str) -> u32 {
-    match currency {
-        "bif" | "clp" | "djf" | "gnf" | "isk" | "jpy" | "kmf" | "krw" | "mga" | "pyg" | "rwf"
-        | "ugx" | "vnd" | "vuv" | "xaf" | "xof" | "xpf" => 0,
-        "bhd" | "iqd" | "jod" | "kwd" | "lyd" | "omr" | "tnd" => 3,
-        _ => 2,
-    }
-}
-
-/// An amount GHL states in major units (`1500`, `1499.99`, or the same as a string) in
-/// minor units: × 10^`exponent`. Integers are exact; decimals are rounded to the nearest
-/// minor unit (half away from zero), which is exact for any amount written with at most
-/// `exponent` decimals below 2^53 minor units. `None` when it is not a finite number or
-/// does not fit in an i64.
-pub fn to_minor_units(v: &Value, exponent: u32) -> Option<i64> {
-    let factor = 10_i64.pow(exponent);
-    let number = match v {
-        Value::Number(n) => n.clone(),
-        Value::String(s) => s.trim().parse::<serde_json::Number>().ok()?,
-        _ => return None,
-    };
-    if let Some(i) = number.as_i64() {
-        return i.checked_mul(factor);
-    }
-    let scaled = (number.as_f64()? * factor as f64).round();
-    // i64::MAX is not representable as f64; 2^63 is the first value out of range.
-    (scaled.is_finite() && scaled >= -(2f64.powi(63)) && scaled < 2f64.powi(63))
-        .then_some(scaled as i64)
 }

@@ -12,7 +12,8 @@ use sha2::Digest as _;
 use super::normalize::*;
 use super::*;
 use crate::config::{Args, Config};
-use crate::sources::{Source, body_digest_id, timestamp};
+use crate::sources::fields::{proto_timestamp, to_minor_units};
+use crate::sources::{Delivery, Source, body_digest_id, timestamp};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -118,7 +119,7 @@ fn signatures() {
             query: "",
             body: &c.body,
         };
-        let got = source(c.keys, legacy(c.legacy_rsa)).verify(d);
+        let got = source(c.keys, legacy(c.legacy_rsa)).verify(d, 0);
         assert_eq!(got, c.want, "{}", c.name);
     }
     let ed = || ED25519_SIG.trim().to_owned();
@@ -473,10 +474,9 @@ fn parse_config(source_toml: &str) -> Result<Config, String> {
 }
 
 fn ghl_source(config: &Config) -> &GoHighLevel {
-    match config.sources.get("ghl") {
-        Some(Source::GoHighLevel(g)) => g,
-        other => panic!("not a gohighlevel source: {other:?}"),
-    }
+    let source = config.sources.get("ghl").expect("the ghl source");
+    crate::sources::downcast::<GoHighLevel>(source.as_ref())
+        .unwrap_or_else(|| panic!("not a gohighlevel source: {source:?}"))
 }
 
 /// The start of a gohighlevel source taking the fixtures' app.
@@ -624,12 +624,13 @@ fn config_errors_name_the_key() {
     );
     check(
         &format!("{GHL_APP}\nsecret = \"x\""),
-        "sources.ghl: ",
-        "unknown field `secret`",
+        "sources.ghl.secret: unknown key (known: ed25519_public_key, rsa_public_key, \
+         allow_legacy_rsa, app_id, app_ids, location_ids)",
+        "",
     );
     check(
         &format!("{GHL_APP}\nallow_legacy_rsa = \"yes\""),
-        "sources.ghl: ",
+        "sources.ghl.allow_legacy_rsa: invalid type: string \"yes\", expected a boolean",
         "",
     );
     // A 1024-bit key: too weak to trust a signature made with it.
@@ -649,7 +650,7 @@ UrTgo/53DotlmzjWQwIDAQAB
     check(
         "kind = \"ghl\"",
         "sources.ghl.kind: unknown kind \"ghl\"",
-        "(known: stripe, gohighlevel, gohighlevel-workflow)",
+        "(known: stripe, gohighlevel, gohighlevel-workflow",
     );
 }
 
@@ -669,7 +670,7 @@ fn event(
     v1::WebhookEvent {
         id: format!("{SOURCE}:{webhook_id}"),
         source: SOURCE.to_owned(),
-        kind: KIND.to_owned(),
+        kind: "gohighlevel".to_owned(),
         r#type: event_type.to_owned(),
         occurred_at: Some(at(occurred_at)),
         received_at: Some(timestamp(RECEIVED_MS)),
@@ -738,7 +739,8 @@ const LOCATION: &str = "DhU4XgaOzyx7J3SdoVwg";
 #[test]
 fn normalizes_every_fixture() {
     fn check(name: &str, body: &[u8], want: v1::WebhookEvent) {
-        let got = source(Keys::Test, ours()).normalize(SOURCE, body, RECEIVED_MS);
+        let got =
+            source(Keys::Test, ours()).normalize(SOURCE, Delivery::body_only(body), RECEIVED_MS);
         assert_eq!(got, want, "{name}");
     }
     use v1::AppointmentStatus as S;
@@ -996,7 +998,8 @@ fn ignored_reason(e: &v1::WebhookEvent) -> Option<&str> {
 fn allow_lists() {
     /// `want`: `None` when the event is applied, else the whole ignore reason.
     fn check(name: &str, options: Options, body: &[u8], want: Option<&str>) {
-        let got = source(Keys::Test, options).normalize(SOURCE, body, RECEIVED_MS);
+        let got =
+            source(Keys::Test, options).normalize(SOURCE, Delivery::body_only(body), RECEIVED_MS);
         match (ignored_reason(&got), want) {
             (None, None) => {}
             (Some(reason), Some(want)) => {
@@ -1203,7 +1206,8 @@ fn allow_lists() {
 fn unexpected_shapes_are_ignored_with_a_reason() {
     /// `want_id`: the unscoped event id (`None`: the body digest).
     fn check(name: &str, body: &[u8], want_id: Option<&str>, want_type: &str, want_reason: &str) {
-        let got = source(Keys::Test, ours()).normalize(SOURCE, body, RECEIVED_MS);
+        let got =
+            source(Keys::Test, ours()).normalize(SOURCE, Delivery::body_only(body), RECEIVED_MS);
         let want_id = want_id.map_or_else(|| body_digest_id(body), str::to_owned);
         assert_eq!(got.id, format!("ghl:{want_id}"), "{name}");
         assert_eq!(got.r#type, want_type, "{name}");
@@ -1324,7 +1328,8 @@ fn unexpected_shapes_are_ignored_with_a_reason() {
 #[test]
 fn events_without_contact_identifiers_keep_their_type() {
     fn check(name: &str, body: Vec<u8>, want_contact: v1::ContactData, want: fn(&Payload) -> bool) {
-        let got = source(Keys::Test, ours()).normalize(SOURCE, &body, RECEIVED_MS);
+        let got =
+            source(Keys::Test, ours()).normalize(SOURCE, Delivery::body_only(&body), RECEIVED_MS);
         assert_eq!(got.contact, Some(want_contact), "{name}");
         let payload = got.payload.as_ref().expect("a payload");
         assert!(want(payload), "{name}: {payload:?}");
@@ -1389,7 +1394,8 @@ fn events_without_contact_identifiers_keep_their_type() {
 #[test]
 fn field_variations() {
     fn check(name: &str, body: Vec<u8>, inspect: impl FnOnce(&v1::WebhookEvent)) {
-        let got = source(Keys::Test, ours()).normalize(SOURCE, &body, RECEIVED_MS);
+        let got =
+            source(Keys::Test, ours()).normalize(SOURCE, Delivery::body_only(&body), RECEIVED_MS);
         assert!(ignored_reason(&got).is_none(), "{name}: {got:?}");
         inspect(&got);
     }
@@ -1616,14 +1622,14 @@ fn never_panics_on_truncated_or_mangled_bodies() {
     ];
     for body in bodies {
         for end in 0..body.len() {
-            let event = ghl.normalize(SOURCE, &body[..end], RECEIVED_MS);
+            let event = ghl.normalize(SOURCE, Delivery::body_only(&body[..end]), RECEIVED_MS);
             assert!(event.id.starts_with("ghl:"));
         }
         // Every string value replaced by a number, and every number by a string: the
         // fields it needs are unusable, and the body still becomes an event.
         let value: serde_json::Value = serde_json::from_slice(body).expect("fixture is JSON");
         let mangled = serde_json::to_vec(&swap_types(value)).expect("JSON");
-        let event = ghl.normalize(SOURCE, &mangled, RECEIVED_MS);
+        let event = ghl.normalize(SOURCE, Delivery::body_only(&mangled), RECEIVED_MS);
         assert!(event.id.starts_with("ghl:"), "{event:?}");
         // A signature header made of the body must not verify, nor panic.
         let mut headers = HeaderMap::new();
@@ -1636,7 +1642,7 @@ fn never_panics_on_truncated_or_mangled_bodies() {
             query: "",
             body,
         };
-        assert_eq!(ghl.verify(d), Err(VerifyError::Mismatch));
+        assert_eq!(ghl.verify(d, 0), Err(VerifyError::Mismatch));
     }
 }
 
@@ -1676,7 +1682,7 @@ mod properties {
         /// Normalization never panics and always keeps the source's id scope.
         #[test]
         fn normalize_takes_any_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let event = source(Keys::Test, ours()).normalize(SOURCE, &body, RECEIVED_MS);
+            let event = source(Keys::Test, ours()).normalize(SOURCE, Delivery::body_only(&body), RECEIVED_MS);
             prop_assert!(event.id.starts_with("ghl:"));
         }
 
@@ -1690,7 +1696,7 @@ mod properties {
             headers.insert("x-ghl-signature", HeaderValue::from_str(&ed25519).expect("value"));
             headers.insert("x-wh-signature", HeaderValue::from_str(&rsa).expect("value"));
             let d = Delivery { headers: &headers, query: "", body: BODY };
-            prop_assert!(source(Keys::Test, legacy(true)).verify(d).is_err());
+            prop_assert!(source(Keys::Test, legacy(true)).verify(d, 0).is_err());
         }
     }
 }

@@ -1,6 +1,8 @@
 use super::*;
 
+use hmac::{Hmac, KeyInit as _, Mac as _};
 use hookline_proto::prost_types::Timestamp;
+use sha2::Sha256;
 
 /// The known-answer vector of spec/stripe.md §2, computed with the official
 /// `stripe.WebhookSignature.generate_signature_header`.
