@@ -22,6 +22,8 @@ pub struct ContactFields {
     pub last_name: Option<String>,
     pub name: Option<String>,
     pub tags: Option<Vec<String>>,
+    /// Tags added (`true`) or taken off (`false`) one at a time.
+    pub tag_changes: BTreeMap<String, bool>,
     pub dnd: Option<bool>,
     pub external_ids: BTreeMap<String, String>,
     pub payment_refs: BTreeSet<String>,
@@ -90,6 +92,25 @@ impl ContactFields {
             tags.dedup();
             parsed.tags = Some(tags);
         }
+        // Taken off after the additions: a tag both added and removed is removed.
+        let changes = data
+            .add_tags
+            .iter()
+            .map(|t| (t, true))
+            .chain(data.remove_tags.iter().map(|t| (t, false)));
+        for (i, (t, add)) in changes.enumerate() {
+            if i == MAX_TAGS {
+                r.drop(Error::invalid(
+                    field("add_tags"),
+                    "changes more than 256 tags: the first 256 are kept",
+                ))?;
+                break;
+            }
+            let t = r.text(&field(if add { "add_tags" } else { "remove_tags" }), t)?;
+            if !t.is_empty() {
+                parsed.tag_changes.insert(t, add);
+            }
+        }
         for x in &data.external_ids {
             let system = match check_system(&field("external_ids.system"), &x.system) {
                 Ok(()) => &x.system,
@@ -142,15 +163,15 @@ impl ContactFields {
         let mut keep = BTreeSet::new();
         for p in paths {
             match p.as_str() {
-                "email" | "phone" | "first_name" | "last_name" | "name" | "tags" | "dnd"
-                | "external_ids" => {
+                "email" | "phone" | "first_name" | "last_name" | "name" | "tags" | "add_tags"
+                | "remove_tags" | "dnd" | "external_ids" => {
                     keep.insert(p.as_str());
                 }
                 _ => {
                     return Err(Error::invalid(
                         "update_mask",
                         "names an unknown field (allowed: email, phone, first_name, \
-                         last_name, name, tags, dnd, external_ids)",
+                         last_name, name, tags, add_tags, remove_tags, dnd, external_ids)",
                     ));
                 }
             }
@@ -173,6 +194,9 @@ impl ContactFields {
         if !keep.contains("tags") {
             self.tags = None;
         }
+        let (add, remove) = (keep.contains("add_tags"), keep.contains("remove_tags"));
+        self.tag_changes
+            .retain(|_, added| if *added { add } else { remove });
         if !keep.contains("dnd") {
             self.dnd = None;
         }

@@ -12,6 +12,10 @@
 //! - **Scalar fields** (email, phone, names, tags, dnd, deleted): last writer wins by
 //!   the event's occurrence time; ties are broken by the event id, then by the value.
 //!   An older event never overwrites a newer value.
+//! - **Tag changes** (one tag added or taken off, from senders that report changes
+//!   rather than the list): each tag's newest change wins, and applies on top of the
+//!   full list when it is not older than the list; a change older than the list is
+//!   forgotten, since the list states that tag's fate more recently.
 //! - **External ids**: one per system; a contact never holds two ids of one system
 //!   (resolution refuses such merges, see [`super::plan()`]). Should two ever meet, the
 //!   smaller id is kept so the result stays deterministic.
@@ -383,6 +387,9 @@ pub struct Record {
     pub name: Option<Lww<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Lww<Vec<String>>>,
+    /// Tags added (`true`) or taken off (`false`) one at a time, newer than `tags`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tag_changes: BTreeMap<String, Lww<bool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dnd: Option<Lww<bool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -422,6 +429,10 @@ impl Record {
         join_lww(&mut self.last_name, other.last_name);
         join_lww(&mut self.name, other.name);
         join_lww(&mut self.tags, other.tags);
+        join_lww_map(&mut self.tag_changes, other.tag_changes);
+        if let Some(list) = &self.tags {
+            self.tag_changes.retain(|_, c| c.stamp >= list.stamp);
+        }
         join_lww(&mut self.dnd, other.dnd);
         join_lww(&mut self.deleted, other.deleted);
         for (system, id) in other.external_ids {
@@ -487,6 +498,30 @@ impl Record {
             self.email.as_ref().map(|e| &e.v),
             self.phone.as_ref().map(|p| &p.v),
         )
+    }
+
+    /// The contact's tags: the newest full list, with the tag changes not older than it.
+    pub fn current_tags(&self) -> Vec<String> {
+        let mut tags: BTreeSet<String> = self
+            .tags
+            .as_ref()
+            .map(|l| l.v.iter().cloned().collect())
+            .unwrap_or_default();
+        for (tag, change) in &self.tag_changes {
+            if change.v {
+                tags.insert(tag.clone());
+            } else {
+                tags.remove(tag);
+            }
+        }
+        tags.into_iter().collect()
+    }
+
+    /// When the tags last changed: the newer of the list and the changes.
+    pub fn tags_stamp(&self) -> Option<&Stamp> {
+        let list = self.tags.as_ref().map(|l| &l.stamp);
+        let changes = self.tag_changes.values().map(|c| &c.stamp).max();
+        list.into_iter().chain(changes).max()
     }
 
     pub fn stage(&self) -> Stage {
@@ -564,6 +599,11 @@ impl Record {
             last_name: d.last_name.clone().map(|v| Lww::at(&stamp, v)),
             name: d.name.clone().map(|v| Lww::at(&stamp, v)),
             tags: d.tags.clone().map(|v| Lww::at(&stamp, v)),
+            tag_changes: d
+                .tag_changes
+                .iter()
+                .map(|(t, add)| (t.clone(), Lww::at(&stamp, *add)))
+                .collect(),
             dnd: d.dnd.map(|v| Lww::at(&stamp, v)),
             deleted: None,
             external_ids: d.external_ids.clone(),

@@ -271,6 +271,71 @@ fn ties_are_broken_by_event_id() {
     );
 }
 
+fn tags(list: Option<&[&str]>, add: &[&str], remove: &[&str]) -> ContactFields {
+    let changes = add
+        .iter()
+        .map(|t| (t, true))
+        .chain(remove.iter().map(|t| (t, false)));
+    ContactFields {
+        tags: list.map(|l| l.iter().map(|t| (*t).to_owned()).collect()),
+        tag_changes: changes.map(|(t, add)| ((*t).to_owned(), add)).collect(),
+        ..with_email("a@example.com")
+    }
+}
+
+#[test]
+fn tag_changes_apply_on_top_of_an_older_list() {
+    /// Events (id, time, fields); `want` the tags whatever the order of arrival.
+    fn check(events: Vec<(&str, i64, ContactFields)>, want: &[&str]) {
+        let records: Vec<Record> = events
+            .into_iter()
+            .map(|(ev, at, data)| event(ev, at, data, Effect::Profile))
+            .collect();
+        for order in permutations(&records) {
+            assert_eq!(fold(order).current_tags(), want, "{records:?}");
+        }
+    }
+    let list = |l: &[&'static str]| tags(Some(l), &[], &[]);
+    check(vec![("e1", 1, tags(None, &["vip"], &[]))], &["vip"]);
+    check(
+        vec![
+            ("e1", 1, list(&["a", "b"])),
+            ("e2", 2, tags(None, &["vip"], &["a"])),
+        ],
+        &["b", "vip"],
+    );
+    // A list newer than a change states the tag's fate more recently.
+    check(
+        vec![
+            ("e1", 2, list(&["a"])),
+            ("e2", 1, tags(None, &["vip"], &[])),
+        ],
+        &["a"],
+    );
+    // Per tag, the newest change wins.
+    check(
+        vec![
+            ("e1", 1, tags(None, &["vip"], &[])),
+            ("e2", 3, tags(None, &[], &["vip"])),
+            ("e3", 2, tags(None, &["vip"], &[])),
+        ],
+        &[],
+    );
+    // One event that adds and takes off a tag takes it off.
+    let mut both = tags(None, &["vip"], &[]);
+    both.tag_changes.insert("vip".into(), false);
+    check(vec![("e1", 1, both)], &[]);
+    // A list and changes of one event: the changes apply on top of it.
+    check(vec![("e1", 1, tags(Some(&["a"]), &["b"], &["a"]))], &["b"]);
+    // Changes older than the newest list are forgotten, not kept forever.
+    let r = fold([
+        event("e1", 1, tags(None, &["x"], &["y"]), Effect::Profile),
+        event("e2", 2, list(&["a"]), Effect::Profile),
+    ]);
+    assert!(r.tag_changes.is_empty(), "{:?}", r.tag_changes);
+    assert_eq!(r.tags_stamp().map(|s| s.at), Some(2));
+}
+
 #[test]
 fn stage_follows_the_funnel() {
     #[track_caller]
@@ -707,6 +772,28 @@ fn field_masks() {
     assert_eq!(f.email, None);
     assert_eq!(f.first_name.as_deref(), Some("Jane"));
     assert!(f.retain_paths(&["nickname".into()]).is_err());
+
+    // Tag changes read from the message: trimmed, a tag both added and removed removed;
+    // the mask keeps additions and removals apart.
+    let data = v1::ContactData {
+        add_tags: vec![" vip ".into(), "x".into(), "".into()],
+        remove_tags: vec!["x".into(), "old".into()],
+        ..v1::ContactData::default()
+    };
+    let parsed = ContactFields::parse("event.contact", &data, us(), &mut Reader::strict()).unwrap();
+    let want = |pairs: &[(&str, bool)]| -> BTreeMap<String, bool> {
+        pairs.iter().map(|(t, a)| ((*t).to_owned(), *a)).collect()
+    };
+    assert_eq!(
+        parsed.tag_changes,
+        want(&[("vip", true), ("x", false), ("old", false)])
+    );
+    let mut added = parsed.clone();
+    added.retain_paths(&["add_tags".into()]).unwrap();
+    assert_eq!(added.tag_changes, want(&[("vip", true)]));
+    let mut removed = parsed;
+    removed.retain_paths(&["remove_tags".into()]).unwrap();
+    assert_eq!(removed.tag_changes, want(&[("x", false), ("old", false)]));
 }
 
 // Property tests: the join is a semilattice, so order and duplication never matter.
@@ -726,6 +813,9 @@ fn arb_record() -> impl Strategy<Value = Record> {
     ]);
     let refs = prop::sample::select(vec!["", "r_1", "r_2"]);
     let kind = 0u8..5;
+    let tag = prop::sample::select(vec!["vip", "lead", "cold"]);
+    let tag_list = prop::option::of(prop::collection::btree_set(tag.clone(), 0..3));
+    let tag_changes = prop::collection::btree_map(tag, any::<bool>(), 0..3);
     (
         arb_stamp(),
         email,
@@ -734,53 +824,62 @@ fn arb_record() -> impl Strategy<Value = Record> {
         refs,
         kind,
         1i64..1000,
+        tag_list,
+        tag_changes,
     )
-        .prop_map(|((at, ev), email, status, pi, invoice, kind, amount)| {
-            let data = ContactFields {
-                email: email.map(|e| Email::parse("e", e).unwrap()),
-                ..ContactFields::default()
-            };
-            let effect = match kind {
-                0 => Effect::Profile,
-                1 => Effect::Appointment {
-                    id: "ap".into(),
-                    appointment: AppointmentRec {
-                        status,
-                        calendar: String::new(),
-                        start: Some(at),
-                        end: None,
-                        title: String::new(),
-                        deleted: false,
-                    },
-                },
-                2 => {
-                    let mut p = purchase(pi, "", invoice, amount);
-                    if p.refs.key().is_none() {
-                        p.refs.other = set("x_1");
-                    }
-                    p.first_at = at;
-                    p.stamp = stamp(at, &ev);
-                    Effect::Purchase(p)
-                }
-                3 => Effect::Refund {
-                    refund_id: Some(format!("re_{}", amount % 3)),
-                    refund: RefundRec {
-                        amount,
-                        currency: "usd".into(),
-                        charge: "ch_1".into(),
-                        payment_intent: String::new(),
-                        status: if amount % 2 == 0 {
-                            RefundStatus::Succeeded
-                        } else {
-                            RefundStatus::Failed
+        .prop_map(
+            |((at, ev), email, status, pi, invoice, kind, amount, tags, tag_changes)| {
+                let data = ContactFields {
+                    email: email.map(|e| Email::parse("e", e).unwrap()),
+                    tags: tags.map(|t| t.into_iter().map(str::to_owned).collect()),
+                    tag_changes: tag_changes
+                        .into_iter()
+                        .map(|(t, add)| (t.to_owned(), add))
+                        .collect(),
+                    ..ContactFields::default()
+                };
+                let effect = match kind {
+                    0 => Effect::Profile,
+                    1 => Effect::Appointment {
+                        id: "ap".into(),
+                        appointment: AppointmentRec {
+                            status,
+                            calendar: String::new(),
+                            start: Some(at),
+                            end: None,
+                            title: String::new(),
+                            deleted: false,
                         },
                     },
-                    charge_cumulative: Some(amount / 2),
-                },
-                _ => Effect::Deleted,
-            };
-            event(&ev, at, data, effect)
-        })
+                    2 => {
+                        let mut p = purchase(pi, "", invoice, amount);
+                        if p.refs.key().is_none() {
+                            p.refs.other = set("x_1");
+                        }
+                        p.first_at = at;
+                        p.stamp = stamp(at, &ev);
+                        Effect::Purchase(p)
+                    }
+                    3 => Effect::Refund {
+                        refund_id: Some(format!("re_{}", amount % 3)),
+                        refund: RefundRec {
+                            amount,
+                            currency: "usd".into(),
+                            charge: "ch_1".into(),
+                            payment_intent: String::new(),
+                            status: if amount % 2 == 0 {
+                                RefundStatus::Succeeded
+                            } else {
+                                RefundStatus::Failed
+                            },
+                        },
+                        charge_cumulative: Some(amount / 2),
+                    },
+                    _ => Effect::Deleted,
+                };
+                event(&ev, at, data, effect)
+            },
+        )
 }
 
 proptest! {

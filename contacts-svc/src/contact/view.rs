@@ -21,7 +21,7 @@ impl Record {
         stamp_of("first_name", self.first_name.as_ref().map(|l| &l.stamp));
         stamp_of("last_name", self.last_name.as_ref().map(|l| &l.stamp));
         stamp_of("name", self.name.as_ref().map(|l| &l.stamp));
-        stamp_of("tags", self.tags.as_ref().map(|l| &l.stamp));
+        stamp_of("tags", self.tags_stamp());
         stamp_of("dnd", self.dnd.as_ref().map(|l| &l.stamp));
         stamp_of("deleted", self.deleted.as_ref().map(|l| &l.stamp));
 
@@ -121,7 +121,7 @@ impl Record {
                 .collect(),
             stage: self.stage().to_proto().into(),
             refunded: !refunded.is_empty(),
-            tags: self.tags.as_ref().map(|t| t.v.clone()).unwrap_or_default(),
+            tags: self.current_tags(),
             dnd: self.dnd.as_ref().is_some_and(|d| d.v),
             purchases,
             refunds,

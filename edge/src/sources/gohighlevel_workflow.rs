@@ -350,7 +350,7 @@ fn event(source: &str, id: &str, f: Fields<'_>, received_at_ms: i64) -> v1::Webh
             .or_else(|| f.custom.and_then(|c| c.get("tags")))
             .and_then(tag_list),
         dnd: f.get(&["dnd"]).and_then(Value::as_bool),
-        payment_refs: Vec::new(),
+        ..v1::ContactData::default()
     };
     // Even without contact_id, email or phone the event keeps its type: contacts-svc
     // decides "no contact identifiers" once it has checked the fields.

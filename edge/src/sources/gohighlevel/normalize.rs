@@ -193,7 +193,7 @@ fn contact_upserted(env: &Envelope<'_>, m: &Map<String, Value>) -> v1::WebhookEv
         phone_region: phone_region(str_of(m, "country")),
         tags: m.get("tags").and_then(tag_list),
         dnd: m.get("dnd").and_then(Value::as_bool),
-        payment_refs: Vec::new(),
+        ..v1::ContactData::default()
     };
     env.event(contact, Payload::ContactUpserted(v1::ContactUpserted {}))
 }

@@ -726,6 +726,7 @@ fn jordan(tag_list: &[&str]) -> v1::ContactData {
         tags: tags(tag_list),
         dnd: Some(false),
         payment_refs: vec![],
+        ..v1::ContactData::default()
     }
 }
 
@@ -873,6 +874,7 @@ fn normalizes_every_fixture() {
                     tags: tags(&["consultation"]),
                     dnd: Some(false),
                     payment_refs: vec![],
+                    ..v1::ContactData::default()
                 },
                 Payload::ContactUpserted(v1::ContactUpserted {}),
             ),

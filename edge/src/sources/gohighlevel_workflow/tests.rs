@@ -354,6 +354,7 @@ fn jordan(tag_list: &[&str]) -> v1::ContactData {
         tags: tags(tag_list),
         dnd: None,
         payment_refs: vec![],
+        ..v1::ContactData::default()
     }
 }
 
@@ -422,6 +423,7 @@ fn normalizes_every_fixture() {
                     tags: tags(&[]),
                     dnd: None,
                     payment_refs: vec![],
+                    ..v1::ContactData::default()
                 },
                 Payload::ContactUpserted(v1::ContactUpserted {}),
             ),
