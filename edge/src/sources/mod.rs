@@ -8,7 +8,10 @@
 pub mod fields;
 pub mod gohighlevel;
 pub mod gohighlevel_workflow;
+pub mod hmac;
+pub mod mapping;
 pub mod signature;
+pub mod standard_webhooks;
 pub mod stripe;
 
 use std::fmt;
@@ -26,6 +29,8 @@ pub const KINDS: &[Registered] = &[
     registered::<stripe::Stripe>(),
     registered::<gohighlevel::GoHighLevel>(),
     registered::<gohighlevel_workflow::GoHighLevelWorkflow>(),
+    registered::<standard_webhooks::StandardWebhooks>(),
+    registered::<hmac::HmacSource>(),
 ];
 
 /// What every provider does with a delivery. Verification and normalization are pure:
@@ -245,6 +250,13 @@ impl<'a> Setup<'a> {
             );
             None
         }
+    }
+
+    /// A nested table (`map`, `actions[0]`) read as `T`, its unknown keys and values of
+    /// the wrong type recorded by their paths.
+    pub fn deserialize<T: DeserializeOwned>(&mut self, key: &str, value: toml::Value) -> Option<T> {
+        let prefix = self.key(key);
+        problem::deserialize(&prefix, value, &mut self.problems)
     }
 
     /// Whether no problem was recorded yet.

@@ -1,0 +1,470 @@
+//! Generic HMAC senders (`kind = "hmac"`): a MAC of the raw body, alone or with a
+//! timestamp and id, in one header. Everything is configuration: the header, the hash
+//! (SHA-256 or SHA-512), the encoding (hex or base64), a prefix (`sha256=`), the
+//! signed-content template (`{body}`, `{timestamp}.{body}`, `v0:{timestamp}:{body}`,
+//! `{id}.{timestamp}.{body}`) with the timestamp's header and tolerance, where the event
+//! id comes from (a header, a JSON Pointer, else the body's digest) and the event type
+//! (a header). The key is the secret's UTF-8 bytes, as these senders use it.
+//!
+//! `preset` fills these in as a sender publishes its scheme (`spec/standard-webhooks.md`
+//! §7); keys set beside it win:
+//!
+//! | preset | header | value | signed | id | type |
+//! |---|---|---|---|---|---|
+//! | `github` | `X-Hub-Signature-256` | `sha256=` + hex | body | `X-GitHub-Delivery` | `X-GitHub-Event` |
+//! | `shopify` | `X-Shopify-Hmac-Sha256` | base64 | body | `X-Shopify-Webhook-Id` | `X-Shopify-Topic` |
+//! | `slack` | `X-Slack-Signature` | `v0=` + hex | `v0:{X-Slack-Request-Timestamp}:{body}`, ±300 s | `/event_id` | `/event/type` |
+//!
+//! A Slack source also answers Slack's signed `url_verification` request with its
+//! challenge, as the Events API requires before it sends events. The payload becomes an
+//! event through the source's mapping (`mapping.rs`).
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hookline_proto::v1;
+use http::HeaderName;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::fields::id_at;
+use super::mapping::{Defaults, Given, Mapping};
+use super::signature::{Algorithm, Keys};
+use super::{Delivery, Kind, Setup, Source, VerifyError, body_digest_id, one_header};
+use crate::secret::SecretRefs;
+
+const DEFAULT_TOLERANCE_SECS: u64 = 300;
+
+/// `[sources.<name>]` with `kind = "hmac"`.
+#[derive(Debug, Deserialize)]
+pub struct RawConfig {
+    preset: Option<String>,
+    /// Shared secrets (inline, `env:NAME`, `file:PATH`), several while rotating.
+    secrets: SecretRefs,
+    header: Option<String>,
+    algorithm: Option<String>,
+    encoding: Option<String>,
+    prefix: Option<String>,
+    signed_content: Option<String>,
+    timestamp_header: Option<String>,
+    tolerance_secs: Option<u64>,
+    id_header: Option<String>,
+    id_pointer: Option<String>,
+    type_header: Option<String>,
+    map: Option<toml::Table>,
+    actions: Option<Vec<toml::Table>>,
+}
+
+/// A sender's published scheme.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Preset {
+    name: &'static str,
+    header: Option<&'static str>,
+    algorithm: Option<&'static str>,
+    encoding: Option<&'static str>,
+    prefix: Option<&'static str>,
+    signed_content: Option<&'static str>,
+    timestamp_header: Option<&'static str>,
+    id_header: Option<&'static str>,
+    id_pointer: Option<&'static str>,
+    type_header: Option<&'static str>,
+    defaults: Defaults,
+    slack_url_verification: bool,
+}
+
+const PRESETS: &[Preset] = &[
+    Preset {
+        name: "github",
+        header: Some("x-hub-signature-256"),
+        algorithm: Some("sha256"),
+        encoding: Some("hex"),
+        prefix: Some("sha256="),
+        signed_content: Some("{body}"),
+        timestamp_header: None,
+        id_header: Some("x-github-delivery"),
+        id_pointer: None,
+        type_header: Some("x-github-event"),
+        defaults: Defaults {
+            event_type: None,
+            occurred_at: None,
+        },
+        slack_url_verification: false,
+    },
+    Preset {
+        name: "shopify",
+        header: Some("x-shopify-hmac-sha256"),
+        algorithm: Some("sha256"),
+        encoding: Some("base64"),
+        prefix: None,
+        signed_content: Some("{body}"),
+        timestamp_header: None,
+        id_header: Some("x-shopify-webhook-id"),
+        id_pointer: None,
+        type_header: Some("x-shopify-topic"),
+        defaults: Defaults {
+            event_type: None,
+            occurred_at: None,
+        },
+        slack_url_verification: false,
+    },
+    Preset {
+        name: "slack",
+        header: Some("x-slack-signature"),
+        algorithm: Some("sha256"),
+        encoding: Some("hex"),
+        prefix: Some("v0="),
+        signed_content: Some("v0:{timestamp}:{body}"),
+        timestamp_header: Some("x-slack-request-timestamp"),
+        id_header: None,
+        id_pointer: Some("/event_id"),
+        type_header: None,
+        defaults: Defaults {
+            event_type: Some("/event/type"),
+            occurred_at: Some("/event_time"),
+        },
+        slack_url_verification: true,
+    },
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Hex,
+    Base64,
+}
+
+/// One piece of the signed content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Body,
+    Timestamp,
+    Id,
+}
+
+/// A generic HMAC source.
+pub struct HmacSource {
+    keys: Keys,
+    header: HeaderName,
+    encoding: Encoding,
+    prefix: String,
+    signed: Vec<Part>,
+    timestamp_header: Option<HeaderName>,
+    tolerance_secs: i64,
+    id_header: Option<HeaderName>,
+    id_pointer: Option<String>,
+    type_header: Option<HeaderName>,
+    slack_url_verification: bool,
+    mapping: Mapping,
+}
+
+impl fmt::Debug for HmacSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HmacSource")
+            .field("secrets", &self.keys)
+            .field("header", &self.header)
+            .field("encoding", &self.encoding)
+            .field("prefix", &self.prefix)
+            .field("signed", &self.signed)
+            .field("timestamp_header", &self.timestamp_header)
+            .field("tolerance_secs", &self.tolerance_secs)
+            .field("id_header", &self.id_header)
+            .field("id_pointer", &self.id_pointer)
+            .field("type_header", &self.type_header)
+            .field("mapping", &self.mapping)
+            .finish()
+    }
+}
+
+/// Parses a signed-content template: literal text and `{body}` (exactly once),
+/// `{timestamp}`, `{id}`.
+fn template(s: &str) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        match rest.find('{') {
+            Some(0) => {
+                let end = rest
+                    .find('}')
+                    .ok_or_else(|| format!("{s:?} has a '{{' without its '}}'"))?;
+                parts.push(match &rest[1..end] {
+                    "body" => Part::Body,
+                    "timestamp" => Part::Timestamp,
+                    "id" => Part::Id,
+                    other => {
+                        return Err(format!(
+                            "{s:?} has an unknown placeholder {{{other}}} (known: {{body}}, \
+                             {{timestamp}}, {{id}})"
+                        ));
+                    }
+                });
+                rest = &rest[end + 1..];
+            }
+            Some(at) => {
+                parts.push(Part::Text(rest[..at].to_owned()));
+                rest = &rest[at..];
+            }
+            None => {
+                parts.push(Part::Text(rest.to_owned()));
+                rest = "";
+            }
+        }
+    }
+    if parts.iter().filter(|p| **p == Part::Body).count() != 1 {
+        return Err(format!("{s:?} must hold {{body}} exactly once"));
+    }
+    Ok(parts)
+}
+
+fn header_name(setup: &mut Setup<'_>, key: &str, value: Option<&str>) -> Option<HeaderName> {
+    let value = value?;
+    let parsed = HeaderName::from_bytes(value.trim().as_bytes())
+        .map_err(|_| format!("{value:?} is not a header name"));
+    setup.check(key, parsed)
+}
+
+impl Kind for HmacSource {
+    const KIND: &'static str = "hmac";
+    type Config = RawConfig;
+
+    fn from_config(raw: RawConfig, setup: &mut Setup<'_>) -> Option<Self> {
+        let preset = match raw.preset.as_deref() {
+            None => Some(Preset::default()),
+            Some(name) => {
+                let found = PRESETS.iter().find(|p| p.name == name).copied();
+                if found.is_none() {
+                    let known: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+                    setup.problem(
+                        "preset",
+                        format!("unknown preset {name:?} (known: {})", known.join(", ")),
+                    );
+                }
+                found
+            }
+        };
+        let preset = preset.unwrap_or_default();
+        // A key set in the file wins over the preset's.
+        let pick = |own: &Option<String>, preset: Option<&'static str>| {
+            own.clone().or_else(|| preset.map(str::to_owned))
+        };
+        let keys = setup.secrets("secrets", &raw.secrets, |s| {
+            Ok(s.expose().as_bytes().to_vec())
+        });
+        let header = match pick(&raw.header, preset.header) {
+            Some(h) => header_name(setup, "header", Some(&h)),
+            None => {
+                setup.problem(
+                    "header",
+                    "is required (the header that carries the signature), or a preset: github, \
+                     shopify, slack",
+                );
+                None
+            }
+        };
+        let algorithm = match pick(&raw.algorithm, preset.algorithm).as_deref() {
+            None | Some("sha256") => Some(Algorithm::Sha256),
+            Some("sha512") => Some(Algorithm::Sha512),
+            Some(other) => {
+                setup.problem("algorithm", format!("{other:?} is not sha256 or sha512"));
+                None
+            }
+        };
+        let encoding = match pick(&raw.encoding, preset.encoding).as_deref() {
+            None | Some("hex") => Some(Encoding::Hex),
+            Some("base64") => Some(Encoding::Base64),
+            Some(other) => {
+                setup.problem("encoding", format!("{other:?} is not hex or base64"));
+                None
+            }
+        };
+        let prefix = pick(&raw.prefix, preset.prefix).unwrap_or_default();
+        let signed = pick(&raw.signed_content, preset.signed_content)
+            .map_or_else(|| Ok(vec![Part::Body]), |t| template(&t));
+        let signed = setup.check("signed_content", signed);
+        let timestamp_header = header_name(
+            setup,
+            "timestamp_header",
+            pick(&raw.timestamp_header, preset.timestamp_header).as_deref(),
+        );
+        let id_header = header_name(
+            setup,
+            "id_header",
+            pick(&raw.id_header, preset.id_header).as_deref(),
+        );
+        let type_header = header_name(
+            setup,
+            "type_header",
+            pick(&raw.type_header, preset.type_header).as_deref(),
+        );
+        let id_pointer =
+            pick(&raw.id_pointer, preset.id_pointer).and_then(|p| setup.pointer("id_pointer", &p));
+        if let Some(signed) = &signed {
+            if signed.contains(&Part::Timestamp) && timestamp_header.is_none() {
+                setup.problem(
+                    "timestamp_header",
+                    "is required: signed_content holds {timestamp}",
+                );
+            }
+            if !signed.contains(&Part::Timestamp) && timestamp_header.is_some() {
+                setup.problem(
+                    "timestamp_header",
+                    "is set, but signed_content does not hold {timestamp}: an unsigned \
+                     timestamp proves nothing",
+                );
+            }
+            if signed.contains(&Part::Id) && id_header.is_none() {
+                setup.problem("id_header", "is required: signed_content holds {id}");
+            }
+        }
+        let tolerance = raw.tolerance_secs.unwrap_or(DEFAULT_TOLERANCE_SECS);
+        if !(1..=86_400).contains(&tolerance) {
+            setup.problem("tolerance_secs", "must be between 1 and 86400");
+        }
+        let mapping = Mapping::from_config(raw.map, raw.actions, preset.defaults, setup);
+        let (keys, header, algorithm, encoding, signed, mapping) =
+            (keys?, header?, algorithm?, encoding?, signed?, mapping?);
+        setup.ok().then(|| Self {
+            keys: Keys::new(algorithm, keys.iter().map(Vec::as_slice)),
+            header,
+            encoding,
+            prefix,
+            signed,
+            timestamp_header,
+            tolerance_secs: i64::try_from(tolerance).unwrap_or(i64::MAX),
+            id_header,
+            id_pointer,
+            type_header,
+            slack_url_verification: preset.slack_url_verification,
+            mapping,
+        })
+    }
+}
+
+/// How an error names a header: the presets' by their names, a configured one by its
+/// role (the error type holds static text).
+fn label(name: &HeaderName) -> &'static str {
+    match name.as_str() {
+        "x-hub-signature-256" => "X-Hub-Signature-256",
+        "x-shopify-hmac-sha256" => "X-Shopify-Hmac-Sha256",
+        "x-slack-signature" => "X-Slack-Signature",
+        "x-slack-request-timestamp" => "X-Slack-Request-Timestamp",
+        _ => "signature",
+    }
+}
+
+impl HmacSource {
+    /// The id this delivery is deduplicated by: the id header, else the payload's id at
+    /// `id_pointer`, else the body's digest.
+    fn event_id(&self, d: Delivery<'_>) -> String {
+        let from_header = self.id_header.as_ref().and_then(|h| {
+            one_header(d.headers, h.as_str(), "id")
+                .ok()
+                .flatten()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        });
+        from_header
+            .or_else(|| {
+                let p = self.id_pointer.as_deref()?;
+                let body: Value = serde_json::from_slice(d.body).ok()?;
+                id_at(&body, p)
+            })
+            .unwrap_or_else(|| body_digest_id(d.body))
+    }
+}
+
+impl Source for HmacSource {
+    fn kind(&self) -> &'static str {
+        Self::KIND
+    }
+
+    fn verify(&self, d: Delivery<'_>, now: i64) -> Result<(), VerifyError> {
+        let name = label(&self.header);
+        let value = one_header(d.headers, self.header.as_str(), name)?
+            .ok_or(VerifyError::MissingHeader(name))?;
+        let encoded = value
+            .get(..self.prefix.len())
+            .filter(|p| p.eq_ignore_ascii_case(self.prefix.as_bytes()))
+            .map(|_| &value[self.prefix.len()..])
+            .ok_or(VerifyError::Malformed("signature without its prefix"))?;
+        let mac = match self.encoding {
+            Encoding::Hex => hex::decode(encoded).ok(),
+            Encoding::Base64 => BASE64.decode(encoded).ok(),
+        }
+        .ok_or(VerifyError::Malformed("signature is not in its encoding"))?;
+        let timestamp = match &self.timestamp_header {
+            None => None,
+            Some(h) => {
+                let name = label(h);
+                let value = one_header(d.headers, h.as_str(), name)?
+                    .ok_or(VerifyError::MissingHeader(name))?;
+                let ts: i64 = std::str::from_utf8(value)
+                    .ok()
+                    .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse().ok())
+                    .ok_or(VerifyError::Malformed("timestamp is not an integer"))?;
+                if now.saturating_sub(ts) > self.tolerance_secs
+                    || ts.saturating_sub(now) > self.tolerance_secs
+                {
+                    return Err(VerifyError::StaleTimestamp);
+                }
+                Some(value)
+            }
+        };
+        let id = match &self.id_header {
+            Some(h) if self.signed.contains(&Part::Id) => Some(
+                one_header(d.headers, h.as_str(), "id")?.ok_or(VerifyError::MissingHeader("id"))?,
+            ),
+            _ => None,
+        };
+        let signed: Vec<&[u8]> = self
+            .signed
+            .iter()
+            .map(|part| match part {
+                Part::Text(t) => t.as_bytes(),
+                Part::Body => d.body,
+                Part::Timestamp => timestamp.unwrap_or_default(),
+                Part::Id => id.unwrap_or_default(),
+            })
+            .collect();
+        if self.keys.any_matches(&signed, &[mac]) {
+            Ok(())
+        } else {
+            Err(VerifyError::Mismatch)
+        }
+    }
+
+    fn normalize(&self, source: &str, d: Delivery<'_>, received_at_ms: i64) -> v1::WebhookEvent {
+        let id = self.event_id(d);
+        let event_type = self.type_header.as_ref().and_then(|h| {
+            one_header(d.headers, h.as_str(), "type")
+                .ok()
+                .flatten()
+                .and_then(|v| std::str::from_utf8(v).ok())
+        });
+        let given = Given {
+            source,
+            kind: Self::KIND,
+            id: &id,
+            event_type,
+            occurred_at_ms: None,
+            received_at_ms,
+        };
+        self.mapping.event(given, d.body)
+    }
+
+    /// Slack's `url_verification`: signed like events, answered with its challenge.
+    fn handshake(&self, d: Delivery<'_>) -> Option<Value> {
+        if !self.slack_url_verification {
+            return None;
+        }
+        let body: Value = serde_json::from_slice(d.body).ok()?;
+        if body.get("type")?.as_str()? != "url_verification" {
+            return None;
+        }
+        let challenge = body.get("challenge")?.as_str()?;
+        Some(json!({ "challenge": challenge }))
+    }
+}
+
+#[cfg(test)]
+mod tests;
