@@ -16,7 +16,7 @@ run: ## start Redis, contacts-svc and edge with the development config; Ctrl-C s
 
 test: tools ## everything CI tests: unit and end-to-end (private redis-server, real gRPC and HTTP)
 	cargo build --workspace --bins
-	GRPCURL=$(GRPCURL) cargo test --workspace
+	GRPCURL=$(GRPCURL) HOOKLINE_PYTHONPATH=$(TOOLS)/python cargo test --workspace
 
 lint: ## formatting, clippy -D warnings, buf lint
 	cargo fmt --all -- --check
@@ -30,5 +30,5 @@ bench: ## benchmark against a no-op baseline (release build, private Redis with 
 	@dev/tools.sh redis-server
 	@dev/bench.sh
 
-tools: ## install what the tests need: redis-server (apt) and grpcurl (pip)
-	@dev/tools.sh redis-server grpcurl
+tools: ## install what the tests need: redis-server (apt), grpcurl and standardwebhooks (pip)
+	@dev/tools.sh redis-server grpcurl standardwebhooks

