@@ -5,7 +5,7 @@
 # Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dev/tools.sh redis-server grpcurl curl
+dev/tools.sh redis-server grpcurl curl standardwebhooks
 
 redis_url=${REDIS_URL:-redis://127.0.0.1:6379/0}
 hostport=${redis_url#*://}; hostport=${hostport#*@}; hostport=${hostport%%/*}
@@ -85,6 +85,12 @@ See the contact, found by its email in any letter case:
 
   .tools/bin/grpcurl -plaintext -d '{"email":"JENNY.ROSEN@EXAMPLE.COM"}' \\
     127.0.0.1:50051 contacts.v1.ContactsService/LookupContact
+
+Any other sender is configuration: a Standard Webhooks one (source "acme" in
+dev/edge.toml), signed by the official library:
+
+  python3 dev/standard-webhooks-sign.py dev/sample-acme.json \\
+    | curl -sS http://127.0.0.1:8080/webhooks/acme -H @- --data-binary @dev/sample-acme.json
 
 Ctrl-C stops everything.
 TXT

@@ -92,6 +92,39 @@ fn the_development_config_loads_and_takes_the_test_vector() {
         "{:?}",
         event.payload
     );
+
+    // The Standard Webhooks sample, signed with the development secret, maps to its
+    // contact.
+    let acme = config.sources.get("acme").expect("an acme source");
+    let sample = include_bytes!("../../../dev/sample-acme.json");
+    let now = 1_796_400_000;
+    let signature = crate::sources::standard_webhooks::sign_v1(
+        "whsec_aG9va2xpbmUtZGV2ZWxvcG1lbnQtb25seS1zZWNyZXQ=",
+        "msg_hookline_sample_0001",
+        now,
+        sample,
+    )
+    .expect("sign");
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in [
+        ("webhook-id", "msg_hookline_sample_0001".to_owned()),
+        ("webhook-timestamp", now.to_string()),
+        ("webhook-signature", signature),
+    ] {
+        headers.insert(k, http::HeaderValue::from_str(&v).expect("header value"));
+    }
+    let delivery = crate::sources::Delivery {
+        headers: &headers,
+        query: "",
+        body: sample,
+    };
+    assert_eq!(acme.verify(delivery, now), Ok(()));
+    let event = acme.normalize("acme", delivery, 0);
+    assert_eq!(event.id, "acme:msg_hookline_sample_0001");
+    assert_eq!(
+        event.contact.and_then(|c| c.email).as_deref(),
+        Some("Grace.Hopper@Example.com")
+    );
 }
 
 /// Where metrics are served: (metrics_listen, metrics_on_webhook_port), or the error line.
