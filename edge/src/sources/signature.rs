@@ -18,16 +18,6 @@ pub enum Algorithm {
     Sha512,
 }
 
-impl Algorithm {
-    /// Bytes of a MAC.
-    pub fn mac_len(self) -> usize {
-        match self {
-            Self::Sha256 => 32,
-            Self::Sha512 => 64,
-        }
-    }
-}
-
 /// A source's keys, each ready to MAC (keyed once, cloned per delivery).
 #[derive(Clone)]
 pub struct Keys {
@@ -69,10 +59,6 @@ impl Keys {
         Self { algorithm, keys }
     }
 
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
     /// Whether any of `candidates` is the MAC of `signed` (its parts in order, as one
     /// message) under any key. Each comparison takes the same time wherever the bytes
     /// differ; a candidate of the wrong length matches nothing.
@@ -81,26 +67,29 @@ impl Keys {
             return false;
         }
         self.keys.iter().any(|key| {
-            let expected = key.mac(signed);
-            candidates
-                .iter()
-                .any(|c| bool::from(c.as_ref().ct_eq(expected.as_slice())))
+            key.with_mac(signed, |expected| {
+                candidates
+                    .iter()
+                    .any(|c| bool::from(c.as_ref().ct_eq(expected)))
+            })
         })
     }
 }
 
 impl Keyed {
-    fn mac(&self, signed: &[&[u8]]) -> Vec<u8> {
+    /// Runs `f` on the MAC of `signed`, which stays on the stack (this is on every
+    /// delivery's path).
+    fn with_mac<T>(&self, signed: &[&[u8]], f: impl FnOnce(&[u8]) -> T) -> T {
         match self {
             Self::Sha256(k) => {
                 let mut mac = k.clone();
                 signed.iter().for_each(|part| mac.update(part));
-                mac.finalize().into_bytes().to_vec()
+                f(&mac.finalize().into_bytes())
             }
             Self::Sha512(k) => {
                 let mut mac = k.clone();
                 signed.iter().for_each(|part| mac.update(part));
-                mac.finalize().into_bytes().to_vec()
+                f(&mac.finalize().into_bytes())
             }
         }
     }
@@ -109,7 +98,7 @@ impl Keyed {
 /// The MAC of `signed` under `key`: how a sender signs. For tests, the samples and the
 /// benchmark.
 pub fn mac(algorithm: Algorithm, key: &[u8], signed: &[&[u8]]) -> Vec<u8> {
-    Keys::new(algorithm, [key]).keys[0].mac(signed)
+    Keys::new(algorithm, [key]).keys[0].with_mac(signed, <[u8]>::to_vec)
 }
 
 #[cfg(test)]
