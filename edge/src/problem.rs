@@ -194,6 +194,21 @@ fn render_path(path: &serde_path_to_error::Path) -> String {
     out
 }
 
+/// Asserts that `got` (a configuration's outcome, its problems one per line) holds
+/// exactly the problems `want`, in order; none means it must be `Ok`. For tests.
+#[cfg(test)]
+pub(crate) fn assert_problems<T>(got: Result<T, String>, want: &[&str], context: &str) {
+    let got = got
+        .map(|_| ())
+        .map_err(|e| e.lines().map(str::to_owned).collect::<Vec<_>>());
+    let want = if want.is_empty() {
+        Ok(())
+    } else {
+        Err(want.iter().map(|s| (*s).to_owned()).collect())
+    };
+    assert_eq!(got, want, "{context}");
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

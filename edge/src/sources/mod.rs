@@ -289,6 +289,38 @@ impl<'a> Delivery<'a> {
     }
 }
 
+/// A header map of these `(name, value)` pairs, in order (a name may repeat): for tests.
+#[cfg(test)]
+pub(crate) fn header_map(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("a header name"),
+            http::HeaderValue::from_str(v).expect("a header value"),
+        );
+    }
+    h
+}
+
+/// `source`'s verdict on `body` with these headers at `now`: for tests.
+#[cfg(test)]
+pub(crate) fn verify_with(
+    source: &dyn Source,
+    pairs: &[(&str, &str)],
+    body: &[u8],
+    now: i64,
+) -> Result<(), VerifyError> {
+    let headers = header_map(pairs);
+    source.verify(
+        Delivery {
+            headers: &headers,
+            query: "",
+            body,
+        },
+        now,
+    )
+}
+
 /// Why a delivery is not authentic. Every variant answers 401 and stores nothing.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {

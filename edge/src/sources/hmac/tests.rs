@@ -1,7 +1,6 @@
 use std::path::Path;
 
 use hookline_proto::v1::webhook_event::Payload;
-use http::{HeaderMap, HeaderValue};
 
 use super::*;
 use crate::config::{Args, Config};
@@ -41,32 +40,13 @@ fn preset(name: &str, secret: &str) -> HmacSource {
     source(&format!("preset = \"{name}\"\nsecrets = [{secret:?}]")).expect("valid")
 }
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (k, v) in pairs {
-        h.append(
-            http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
-            HeaderValue::from_str(v).expect("value"),
-        );
-    }
-    h
-}
-
 fn verify(
     s: &HmacSource,
     pairs: &[(&str, &str)],
     body: &[u8],
     now: i64,
 ) -> Result<(), VerifyError> {
-    let h = headers(pairs);
-    s.verify(
-        Delivery {
-            headers: &h,
-            query: "",
-            body,
-        },
-        now,
-    )
+    crate::sources::verify_with(s, pairs, body, now)
 }
 
 /// A name, the headers, the body and the verdict.
@@ -347,15 +327,7 @@ fn templates() {
 #[test]
 fn configuration() {
     fn check(toml: &str, want: &[&str]) {
-        let got = source(toml)
-            .map(|_| ())
-            .map_err(|e| e.lines().map(str::to_owned).collect::<Vec<_>>());
-        let want = if want.is_empty() {
-            Ok(())
-        } else {
-            Err(want.iter().map(|s| (*s).to_owned()).collect())
-        };
-        assert_eq!(got, want, "{toml}");
+        crate::problem::assert_problems(source(toml), want, toml);
     }
     check(CUSTOM, &[]);
     check("preset = \"github\"\nsecrets = [\"s\"]", &[]);
@@ -410,7 +382,7 @@ fn ids_types_and_the_slack_handshake() {
     )
     .expect("valid");
     let body = br#"{"pusher":{"email":"octo@example.com"}}"#;
-    let h = headers(&[
+    let h = crate::sources::header_map(&[
         ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
         ("x-github-event", "push"),
     ]);

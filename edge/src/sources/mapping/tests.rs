@@ -403,15 +403,7 @@ fn a_value_an_action_needs_is_missing_or_unreadable() {
 #[test]
 fn configuration_problems() {
     fn check(toml: &str, want: &[&str]) {
-        let got = mapping(toml)
-            .map(|_| ())
-            .map_err(|e| e.lines().map(str::to_owned).collect::<Vec<_>>());
-        let want = if want.is_empty() {
-            Ok(())
-        } else {
-            Err(want.iter().map(|s| (*s).to_owned()).collect())
-        };
-        assert_eq!(got, want, "{toml}");
+        crate::problem::assert_problems(mapping(toml), want, toml);
     }
     let pointer = |key: &str, p: &str| {
         format!(

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use hookline_proto::v1::webhook_event::Payload;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 
 use super::*;
 use crate::config::{Args, Config};
@@ -48,21 +48,7 @@ fn verify(
     body: &[u8],
     now: i64,
 ) -> Result<(), VerifyError> {
-    let mut h = HeaderMap::new();
-    for (k, v) in pairs {
-        h.append(
-            HeaderName::from_bytes(k.as_bytes()).expect("name"),
-            HeaderValue::from_str(v).expect("value"),
-        );
-    }
-    s.verify(
-        Delivery {
-            headers: &h,
-            query: "",
-            body,
-        },
-        now,
-    )
+    crate::sources::verify_with(s, pairs, body, now)
 }
 
 /// The three headers with this signature, as `(name, value)` pairs.
