@@ -421,3 +421,31 @@ fn ids_types_and_the_slack_handshake() {
     // Only a Slack source answers challenges.
     assert_eq!(github.handshake(Delivery::body_only(challenge)), None);
 }
+
+mod properties {
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Only the GitHub vector's own signature passes, whatever else the header holds.
+        #[test]
+        fn only_the_signature_passes(candidate in "[ -~]{0,80}") {
+            let github = preset("github", GITHUB_SECRET);
+            let Ok(_) = HeaderValue::from_str(&candidate) else { return Ok(()) };
+            let verdict = verify(&github, &[("x-hub-signature-256", &candidate)], GITHUB_BODY, 0);
+            let real = candidate.trim().eq_ignore_ascii_case(GITHUB_SIGNATURE);
+            prop_assert_eq!(verdict.is_ok(), real, "{}", candidate);
+        }
+
+        /// Templates of any text parse or are refused, never panic; a parsed one holds the
+        /// body exactly once.
+        #[test]
+        fn any_template(t in "[{}a-z.:]{0,30}") {
+            if let Ok(parts) = template(&t) {
+                prop_assert_eq!(parts.iter().filter(|p| **p == Part::Body).count(), 1);
+            }
+        }
+    }
+}

@@ -499,3 +499,74 @@ fn configuration_problems() {
         ],
     );
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A JSON value of a few levels, of the shapes payloads hold.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            ".{0,20}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "topic", "order_id", "total", "currency", "id", "amount", "tags", "tag",
+                        "booking", "state", "start", "email", "0",
+                    ]),
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| serde_json::Value::Object(
+                    m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Whatever the payload, the mapping answers with an event under the given id: an
+        /// effect, or ignored with the body.
+        #[test]
+        fn any_payload_makes_an_event(value in json_value(), topic in prop::sample::select(vec![
+            "orders/paid", "refunds/create", "customers/tagged", "customers/untagged",
+            "bookings/created", "customers/x", "other",
+        ])) {
+            let m = mapping(SHOP).expect("valid");
+            let mut body = serde_json::json!({ "topic": topic });
+            if let serde_json::Value::Object(fields) = value {
+                body.as_object_mut().expect("object").extend(fields);
+            }
+            let e = event(&m, &body, None);
+            prop_assert_eq!(&e.id, "acme:evt_1");
+            if let Some(Payload::Ignored(_)) = e.payload {
+                prop_assert!(e.raw_body.is_some());
+            }
+        }
+
+        #[test]
+        fn any_bytes_make_an_event(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let m = mapping(SHOP).expect("valid");
+            let e = m.event(
+                Given {
+                    source: "acme",
+                    kind: "hmac",
+                    id: "evt_1",
+                    event_type: None,
+                    occurred_at_ms: None,
+                    received_at_ms: RECEIVED_MS,
+                },
+                &body,
+            );
+            prop_assert_eq!(e.id, "acme:evt_1");
+        }
+    }
+}

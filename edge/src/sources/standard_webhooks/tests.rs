@@ -565,3 +565,40 @@ fn events_take_the_webhook_id_and_the_mapping() {
     assert!(matches!(e.payload, Some(Payload::ContactUpserted(_))));
     assert_eq!(e.raw_body, None);
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever the signature header holds, verification answers (never panics), and
+        /// only the real signature among junk passes.
+        #[test]
+        fn any_signature_header(junk in "[ -~]{0,120}", with_real in any::<bool>()) {
+            let s = kat_source();
+            let ts = KAT_TS.to_string();
+            let header = if with_real { format!("{junk} {KAT_SIGNATURE}") } else { junk };
+            let Ok(value) = HeaderValue::from_str(&header) else { return Ok(()) };
+            let mut h = HeaderMap::new();
+            h.insert("webhook-id", HeaderValue::from_static(KAT_ID));
+            h.insert("webhook-timestamp", HeaderValue::from_str(&ts).expect("digits"));
+            h.insert("webhook-signature", value);
+            let d = Delivery { headers: &h, query: "", body: KAT_BODY };
+            let verdict = s.verify(d, KAT_TS);
+            // The real entry passes when it stands as an entry of its own.
+            let real_entry = header.split(' ').any(|e| e == KAT_SIGNATURE);
+            prop_assert_eq!(verdict.is_ok(), real_entry, "{}", header);
+        }
+
+        /// Normalization takes any bytes and keeps the webhook-id.
+        #[test]
+        fn normalize_takes_any_bytes(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut h = HeaderMap::new();
+            h.insert("webhook-id", HeaderValue::from_static(KAT_ID));
+            let d = Delivery { headers: &h, query: "", body: &body };
+            let event = kat_source().normalize("acme", d, 0);
+            prop_assert_eq!(event.id, format!("acme:{KAT_ID}"));
+        }
+    }
+}
