@@ -28,7 +28,7 @@ pub struct Args {
 
     /// Check the configuration, print every problem (or a summary of the sources) and
     /// exit: non-zero when there is a problem. Nothing is served.
-    #[arg(long)]
+    #[arg(long, env = "EDGE_CHECK_CONFIG")]
     pub check_config: bool,
 
     /// Address to serve HTTP on (overrides `listen` in the file).

@@ -145,10 +145,16 @@ async fn a_github_style_sender() {
     let reply = send("push", "d-1", push.clone(), push.clone()).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     assert_eq!(reply.json()["status"], "applied");
-    assert_eq!(reply.json()["event_id"], "d-1");
-    // A redelivery (GitHub's "Redeliver" button) keeps the delivery GUID.
+    // X-GitHub-Delivery is not signed, so the event is known by its type and body.
+    let push_id = reply.json()["event_id"].as_str().unwrap().to_owned();
+    assert!(push_id.starts_with("sha256:"), "{push_id}");
+    // A redelivery (GitHub's "Redeliver" button) is the same event...
     let again = send("push", "d-1", push.clone(), push.clone()).await;
     assert_eq!(again.json()["status"], "duplicate");
+    // ...and so is a captured delivery replayed under a delivery id of the replayer's.
+    let replay = send("push", "d-forged", push.clone(), push.clone()).await;
+    assert_eq!(replay.json()["status"], "duplicate");
+    assert_eq!(replay.json()["event_id"], push_id.as_str());
     // Tampered after signing.
     let mut tampered = push.clone();
     let at = tampered.iter().position(|b| *b == b'O').unwrap();
@@ -204,7 +210,8 @@ async fn a_github_style_sender() {
         })
         .await;
     assert_eq!(ignored.len(), 1);
-    assert_eq!(ignored[0].event_id, "github:d-4");
+    assert!(ignored[0].event_id.starts_with("github:sha256:"));
+    assert_eq!(ignored[0].r#type, "ping");
     assert!(!ignored[0].body.is_empty(), "recorded with its body");
 }
 
@@ -254,7 +261,31 @@ async fn a_shopify_style_sender() {
         assert_eq!(reply.json()["status"], "applied", "{topic}");
         let again = post(&stack, "shopify", body, &headers).await;
         assert_eq!(again.json()["status"], "duplicate", "{topic}");
+        // A replay under another X-Shopify-Webhook-Id (it is not signed) is no new event.
+        let mut replayed = headers;
+        replayed[1].1 = "11111111-2222-4333-8444-555555555555";
+        let replay = post(&stack, "shopify", body, &replayed).await;
+        assert_eq!(replay.json()["status"], "duplicate", "{topic}");
     }
+    // The same order under another topic is another event (Shopify sends orders/create
+    // and orders/paid with one body when an order is paid at once): mapped by no action
+    // here, it is recorded, not taken for the paid one.
+    let sig = sign_as(&["shopify", SHOPIFY_NEW], &order).await;
+    let created = post(
+        &stack,
+        "shopify",
+        &order,
+        &[
+            ("x-shopify-topic", "orders/create"),
+            (
+                "x-shopify-webhook-id",
+                "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d",
+            ),
+            ("x-shopify-hmac-sha256", &sig),
+        ],
+    )
+    .await;
+    assert_eq!(created.json()["status"], "ignored", "{:?}", created.body);
     let wrong = sign_as(&["shopify", "not-the-secret"], &order).await;
     let reply = post(
         &stack,

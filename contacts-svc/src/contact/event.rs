@@ -92,23 +92,27 @@ impl ContactFields {
             tags.dedup();
             parsed.tags = Some(tags);
         }
-        // Taken off after the additions: a tag both added and removed is removed.
-        let changes = data
-            .add_tags
-            .iter()
-            .map(|t| (t, true))
-            .chain(data.remove_tags.iter().map(|t| (t, false)));
-        for (i, (t, add)) in changes.enumerate() {
-            if i == MAX_TAGS {
+        // Taken off after the additions: a tag both added and removed is removed. Each
+        // list is bounded on its own, so a long list of additions cannot crowd out a
+        // removal.
+        for (name, tags, add) in [
+            ("add_tags", &data.add_tags, true),
+            ("remove_tags", &data.remove_tags, false),
+        ] {
+            if tags.len() > MAX_TAGS {
                 r.drop(Error::invalid(
-                    field("add_tags"),
-                    "changes more than 256 tags: the first 256 are kept",
+                    field(name),
+                    format!(
+                        "has {} tags, more than 256: the first 256 are kept",
+                        tags.len()
+                    ),
                 ))?;
-                break;
             }
-            let t = r.text(&field(if add { "add_tags" } else { "remove_tags" }), t)?;
-            if !t.is_empty() {
-                parsed.tag_changes.insert(t, add);
+            for t in tags.iter().take(MAX_TAGS) {
+                let t = r.text(&field(name), t)?;
+                if !t.is_empty() {
+                    parsed.tag_changes.insert(t, add);
+                }
             }
         }
         for x in &data.external_ids {

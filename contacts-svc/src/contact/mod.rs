@@ -4,12 +4,14 @@
 //! [`plan()`]); validated events in `event.rs`; the public view in `view.rs`.
 
 mod event;
+mod payments;
 mod plan;
 mod record;
 pub mod text;
 mod view;
 
 pub use event::*;
+pub use payments::*;
 pub use plan::*;
 pub use record::*;
 

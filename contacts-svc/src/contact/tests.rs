@@ -794,6 +794,30 @@ fn field_masks() {
     let mut removed = parsed;
     removed.retain_paths(&["remove_tags".into()]).unwrap();
     assert_eq!(removed.tag_changes, want(&[("x", false), ("old", false)]));
+
+    // Each list is bounded on its own: 300 additions do not crowd out a removal.
+    let data = v1::ContactData {
+        add_tags: (0..300)
+            .map(|i| format!("t{i}"))
+            .chain(["vip".into()])
+            .collect(),
+        remove_tags: vec!["vip".into()],
+        ..v1::ContactData::default()
+    };
+    let mut notes = Vec::new();
+    let parsed = ContactFields::parse(
+        "event.contact",
+        &data,
+        us(),
+        &mut Reader::lenient(&mut notes),
+    )
+    .unwrap();
+    assert_eq!(parsed.tag_changes.get("vip"), Some(&false));
+    assert_eq!(
+        parsed.tag_changes.values().filter(|added| **added).count(),
+        256
+    );
+    assert_eq!(notes.len(), 1, "{notes:?}");
 }
 
 // Property tests: the join is a semilattice, so order and duplication never matter.

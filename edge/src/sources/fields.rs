@@ -131,7 +131,7 @@ const EPOCH_MILLIS_FROM: i64 = 100_000_000_000;
 /// milliseconds (also written as a string of digits), in milliseconds.
 pub fn instant_millis(v: &Value) -> Option<i64> {
     let epoch = |n: i64| {
-        if n.abs() < EPOCH_MILLIS_FROM {
+        if n.unsigned_abs() < EPOCH_MILLIS_FROM.unsigned_abs() {
             n.checked_mul(1000)
         } else {
             Some(n)
@@ -177,6 +177,11 @@ mod tests {
             (json!(""), None),
             (json!(null), None),
             (json!(true), None),
+            // Out of any range, but read without overflow: contacts-svc falls back to the
+            // receipt time for it.
+            (json!(i64::MIN), Some(i64::MIN)),
+            (json!(i64::MAX), Some(i64::MAX)),
+            (json!(-1_796_378_400), Some(-1_796_378_400_000)),
         ];
         for (v, want) in cases {
             assert_eq!(instant_millis(&v), want, "{v}");

@@ -3,17 +3,31 @@
 //! (SHA-256 or SHA-512), the encoding (hex or base64), a prefix (`sha256=`), the
 //! signed-content template (`{body}`, `{timestamp}.{body}`, `v0:{timestamp}:{body}`,
 //! `{id}.{timestamp}.{body}`) with the timestamp's header and tolerance, where the event
-//! id comes from (a header, a JSON Pointer, else the body's digest) and the event type
-//! (a header). The key is the secret's UTF-8 bytes, as these senders use it.
+//! id comes from and the event type (a header). The key is the secret's UTF-8 bytes, as
+//! these senders use it.
+//!
+//! # Event ids
+//!
+//! Only what the signature covers may deduplicate: an id an attacker can change would let
+//! a captured delivery be replayed as new. So the id is an `id_header` only when the
+//! template signs it (`{id}`); else the payload's id at `id_pointer` (the body is
+//! signed); else the SHA-256 of the type header and the body. A digest id is a duplicate
+//! for `dedup_window_secs`: by default an hour when the template signs a timestamp (a
+//! replay is refused after the tolerance anyway, and the same body may mean something
+//! again later), and contacts-svc's whole dedup TTL when it does not (nothing else stops
+//! a replay). Senders whose delivery-id header is not signed (GitHub's
+//! `X-GitHub-Delivery`, Shopify's `X-Shopify-Webhook-Id`) are therefore deduplicated on
+//! their type and body: a redelivery is the same bytes, and two topics of one order
+//! (`orders/create`, `orders/paid`) stay two events.
 //!
 //! `preset` fills these in as a sender publishes its scheme (`spec/standard-webhooks.md`
 //! §7); keys set beside it win:
 //!
-//! | preset | header | value | signed | id | type |
-//! |---|---|---|---|---|---|
-//! | `github` | `X-Hub-Signature-256` | `sha256=` + hex | body | `X-GitHub-Delivery` | `X-GitHub-Event` |
-//! | `shopify` | `X-Shopify-Hmac-Sha256` | base64 | body | `X-Shopify-Webhook-Id` | `X-Shopify-Topic` |
-//! | `slack` | `X-Slack-Signature` | `v0=` + hex | `v0:{X-Slack-Request-Timestamp}:{body}`, ±300 s | `/event_id` | `/event/type` |
+//! | preset | header | value | signed | id | type | time |
+//! |---|---|---|---|---|---|---|
+//! | `github` | `X-Hub-Signature-256` | `sha256=` + hex | body | digest | `X-GitHub-Event` | |
+//! | `shopify` | `X-Shopify-Hmac-Sha256` | base64 | body | digest | `X-Shopify-Topic` | `/updated_at` |
+//! | `slack` | `X-Slack-Signature` | `v0=` + hex | `v0:{X-Slack-Request-Timestamp}:{body}`, ±300 s | `/event_id` | `/event/type` | `/event_time` |
 //!
 //! A Slack source also answers Slack's signed `url_verification` request with its
 //! challenge, as the Events API requires before it sends events. The payload becomes an
@@ -30,11 +44,14 @@ use serde_json::{Value, json};
 
 use super::fields::id_at;
 use super::mapping::{Defaults, Given, Mapping};
-use super::signature::{Algorithm, Keys};
-use super::{Delivery, Kind, Setup, Source, VerifyError, body_digest_id, one_header};
+use super::signature::{self, Algorithm, Keys};
+use super::{Delivery, Kind, Setup, Source, VerifyError, header_id, one_header};
 use crate::secret::SecretRefs;
 
-const DEFAULT_TOLERANCE_SECS: u64 = 300;
+/// `dedup_window_secs` of digest ids when the template signs a timestamp.
+const TIMESTAMPED_DEDUP_WINDOW_SECS: u32 = 3600;
+/// The longest window: contacts-svc's default dedup TTL, 30 days.
+const MAX_DEDUP_WINDOW_SECS: u32 = 30 * 24 * 3600;
 
 /// `[sources.<name>]` with `kind = "hmac"`.
 #[derive(Debug, Deserialize)]
@@ -52,6 +69,8 @@ pub struct RawConfig {
     id_header: Option<String>,
     id_pointer: Option<String>,
     type_header: Option<String>,
+    /// Signed, so that a negative value gets this key's message rather than serde's.
+    dedup_window_secs: Option<i64>,
     map: Option<toml::Table>,
     actions: Option<Vec<toml::Table>>,
 }
@@ -82,7 +101,7 @@ const PRESETS: &[Preset] = &[
         prefix: Some("sha256="),
         signed_content: Some("{body}"),
         timestamp_header: None,
-        id_header: Some("x-github-delivery"),
+        id_header: None,
         id_pointer: None,
         type_header: Some("x-github-event"),
         defaults: Defaults {
@@ -99,12 +118,14 @@ const PRESETS: &[Preset] = &[
         prefix: None,
         signed_content: Some("{body}"),
         timestamp_header: None,
-        id_header: Some("x-shopify-webhook-id"),
+        id_header: None,
         id_pointer: None,
         type_header: Some("x-shopify-topic"),
+        // Shopify delivers out of order and retries for hours: its resources' change time
+        // orders them.
         defaults: Defaults {
             event_type: None,
-            occurred_at: None,
+            occurred_at: Some("/updated_at"),
         },
         slack_url_verification: false,
     },
@@ -151,8 +172,11 @@ pub struct HmacSource {
     signed: Vec<Part>,
     timestamp_header: Option<HeaderName>,
     tolerance_secs: i64,
+    /// Only when the template signs it (`{id}`).
     id_header: Option<HeaderName>,
     id_pointer: Option<String>,
+    /// How long a digest id is a duplicate (0: contacts-svc's whole dedup TTL).
+    dedup_window_secs: u32,
     type_header: Option<HeaderName>,
     slack_url_verification: bool,
     mapping: Mapping,
@@ -170,6 +194,7 @@ impl fmt::Debug for HmacSource {
             .field("tolerance_secs", &self.tolerance_secs)
             .field("id_header", &self.id_header)
             .field("id_pointer", &self.id_pointer)
+            .field("dedup_window_secs", &self.dedup_window_secs)
             .field("type_header", &self.type_header)
             .field("mapping", &self.mapping)
             .finish()
@@ -300,31 +325,66 @@ impl Kind for HmacSource {
         );
         let id_pointer =
             pick(&raw.id_pointer, preset.id_pointer).and_then(|p| setup.pointer("id_pointer", &p));
+        let tolerance = setup.check("tolerance_secs", signature::tolerance(raw.tolerance_secs));
+        let mut dedup_window_secs = None;
         if let Some(signed) = &signed {
-            if signed.contains(&Part::Timestamp) && timestamp_header.is_none() {
+            let stamped = signed.contains(&Part::Timestamp);
+            if stamped && timestamp_header.is_none() {
                 setup.problem(
                     "timestamp_header",
                     "is required: signed_content holds {timestamp}",
                 );
             }
-            if !signed.contains(&Part::Timestamp) && timestamp_header.is_some() {
+            if !stamped && timestamp_header.is_some() {
                 setup.problem(
                     "timestamp_header",
                     "is set, but signed_content does not hold {timestamp}: an unsigned \
                      timestamp proves nothing",
                 );
             }
+            if !stamped && raw.tolerance_secs.is_some() {
+                setup.problem(
+                    "tolerance_secs",
+                    "is set, but signed_content does not hold {timestamp}: nothing bounds \
+                     a replay of this sender's deliveries but deduplication",
+                );
+            }
             if signed.contains(&Part::Id) && id_header.is_none() {
                 setup.problem("id_header", "is required: signed_content holds {id}");
             }
-        }
-        let tolerance = raw.tolerance_secs.unwrap_or(DEFAULT_TOLERANCE_SECS);
-        if !(1..=86_400).contains(&tolerance) {
-            setup.problem("tolerance_secs", "must be between 1 and 86400");
+            if !signed.contains(&Part::Id) && id_header.is_some() {
+                setup.problem(
+                    "id_header",
+                    "is not signed (signed_content has no {id}): an id a sender of a captured \
+                     request could change cannot deduplicate; leave it out (then the id is \
+                     id_pointer's, else the digest of the type and body)",
+                );
+            }
+            dedup_window_secs = match raw.dedup_window_secs {
+                None if stamped => Some(TIMESTAMPED_DEDUP_WINDOW_SECS),
+                None => Some(0),
+                Some(secs) => {
+                    let window = u32::try_from(secs)
+                        .ok()
+                        .filter(|s| (1..=MAX_DEDUP_WINDOW_SECS).contains(s))
+                        .ok_or_else(|| {
+                            format!("must be between 1 and {MAX_DEDUP_WINDOW_SECS} (30 days)")
+                        });
+                    setup.check("dedup_window_secs", window)
+                }
+            };
         }
         let mapping = Mapping::from_config(raw.map, raw.actions, preset.defaults, setup);
-        let (keys, header, algorithm, encoding, signed, mapping) =
-            (keys?, header?, algorithm?, encoding?, signed?, mapping?);
+        let (keys, header, algorithm, encoding, signed, tolerance_secs, dedup_window_secs, mapping) = (
+            keys?,
+            header?,
+            algorithm?,
+            encoding?,
+            signed?,
+            tolerance?,
+            dedup_window_secs?,
+            mapping?,
+        );
         setup.ok().then(|| Self {
             keys: Keys::new(algorithm, keys.iter().map(Vec::as_slice)),
             header,
@@ -332,9 +392,10 @@ impl Kind for HmacSource {
             prefix,
             signed,
             timestamp_header,
-            tolerance_secs: i64::try_from(tolerance).unwrap_or(i64::MAX),
+            tolerance_secs,
             id_header,
             id_pointer,
+            dedup_window_secs,
             type_header,
             slack_url_verification: preset.slack_url_verification,
             mapping,
@@ -355,23 +416,46 @@ fn label(name: &HeaderName) -> &'static str {
 }
 
 impl HmacSource {
-    /// The id this delivery is deduplicated by: the id header, else the payload's id at
-    /// `id_pointer`, else the body's digest.
-    fn event_id(&self, d: Delivery<'_>) -> String {
-        let from_header = self.id_header.as_ref().and_then(|h| {
-            one_header(d.headers, h.as_str(), "id")
-                .ok()
-                .flatten()
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        });
-        from_header
-            .or_else(|| {
-                let p = self.id_pointer.as_deref()?;
-                let body: Value = serde_json::from_slice(d.body).ok()?;
-                id_at(&body, p)
-            })
-            .unwrap_or_else(|| body_digest_id(d.body))
+    /// The id this delivery is deduplicated by (module docs, "Event ids"), and whether it
+    /// is a digest of the content.
+    fn event_id(&self, d: Delivery<'_>, event_type: Option<&str>) -> (String, bool) {
+        let signed_header = self
+            .id_header
+            .as_ref()
+            .and_then(|h| one_header(d.headers, h.as_str(), "id").ok().flatten())
+            .map(header_id);
+        let from_body = || {
+            let p = self.id_pointer.as_deref()?;
+            let body: Value = serde_json::from_slice(d.body).ok()?;
+            id_at(&body, p)
+        };
+        match signed_header.or_else(from_body) {
+            Some(id) => (id, false),
+            None => (content_digest_id(event_type, d.body), true),
+        }
     }
+
+    /// The first byte of the text right after `{id}` in the template, if any.
+    fn separator_after_id(&self) -> Option<u8> {
+        let at = self.signed.iter().position(|p| *p == Part::Id)?;
+        match self.signed.get(at + 1)? {
+            Part::Text(t) => t.bytes().next(),
+            _ => None,
+        }
+    }
+}
+
+/// `sha256:<hex>` of the event type (when the sender names one in a header) and the
+/// body: the same delivery again is the same id, another topic of the same body is not.
+fn content_digest_id(event_type: Option<&str>, body: &[u8]) -> String {
+    use sha2::Digest as _;
+    let mut digest = sha2::Sha256::new();
+    if let Some(t) = event_type {
+        digest.update(t.as_bytes());
+        digest.update(b"\n");
+    }
+    digest.update(body);
+    format!("sha256:{}", hex::encode(digest.finalize()))
 }
 
 impl Source for HmacSource {
@@ -399,24 +483,28 @@ impl Source for HmacSource {
                 let name = label(h);
                 let value = one_header(d.headers, h.as_str(), name)?
                     .ok_or(VerifyError::MissingHeader(name))?;
-                let ts: i64 = std::str::from_utf8(value)
-                    .ok()
-                    .filter(|v| v.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|v| v.parse().ok())
-                    .ok_or(VerifyError::Malformed("timestamp is not an integer"))?;
-                if now.saturating_sub(ts) > self.tolerance_secs
-                    || ts.saturating_sub(now) > self.tolerance_secs
-                {
-                    return Err(VerifyError::StaleTimestamp);
-                }
+                let ts = signature::parse_timestamp(value)?;
+                signature::check_fresh(ts, now, self.tolerance_secs)?;
                 Some(value)
             }
         };
         let id = match &self.id_header {
-            Some(h) if self.signed.contains(&Part::Id) => Some(
-                one_header(d.headers, h.as_str(), "id")?.ok_or(VerifyError::MissingHeader("id"))?,
-            ),
-            _ => None,
+            Some(h) => {
+                let id = one_header(d.headers, h.as_str(), "id")?
+                    .ok_or(VerifyError::MissingHeader("id"))?;
+                // An id holding the text that follows it in the template could be split
+                // elsewhere and the same bytes read as another id and timestamp.
+                if self
+                    .separator_after_id()
+                    .is_some_and(|sep| id.contains(&sep))
+                {
+                    return Err(VerifyError::Malformed(
+                        "id holds the separator that follows it in the signed content",
+                    ));
+                }
+                Some(id)
+            }
+            None => None,
         };
         let signed: Vec<&[u8]> = self
             .signed
@@ -436,13 +524,13 @@ impl Source for HmacSource {
     }
 
     fn normalize(&self, source: &str, d: Delivery<'_>, received_at_ms: i64) -> v1::WebhookEvent {
-        let id = self.event_id(d);
         let event_type = self.type_header.as_ref().and_then(|h| {
             one_header(d.headers, h.as_str(), "type")
                 .ok()
                 .flatten()
                 .and_then(|v| std::str::from_utf8(v).ok())
         });
+        let (id, digest) = self.event_id(d, event_type);
         let given = Given {
             source,
             kind: Self::KIND,
@@ -451,7 +539,15 @@ impl Source for HmacSource {
             occurred_at_ms: None,
             received_at_ms,
         };
-        self.mapping.event(given, d.body)
+        let event = self.mapping.event(given, d.body);
+        if digest {
+            v1::WebhookEvent {
+                dedup_window_secs: self.dedup_window_secs,
+                ..event
+            }
+        } else {
+            event
+        }
     }
 
     /// Slack's `url_verification`: signed like events, answered with its challenge.

@@ -322,19 +322,15 @@ impl Action {
 impl Money {
     /// The amount in minor units and the lower-case currency, or why not.
     fn read(&self, top: &Value) -> Result<(i64, String), String> {
-        let currency = self
-            .currency
-            .as_deref()
-            .and_then(|p| top.pointer(p))
-            .and_then(text_of)
-            .map(|c| c.to_ascii_lowercase())
-            .or_else(|| self.currency_value.clone())
-            .ok_or_else(|| {
-                format!(
-                    "no currency at {}",
-                    self.currency.as_deref().unwrap_or_default()
-                )
-            })?;
+        let at = self.currency.as_deref().unwrap_or_default();
+        let currency = match self.currency.as_deref().and_then(|p| top.pointer(p)) {
+            Some(Value::String(c)) if is_currency_code(c.trim()) => c.trim().to_ascii_lowercase(),
+            Some(_) => return Err(format!("the currency at {at} is not an ISO 4217 code")),
+            None => self
+                .currency_value
+                .clone()
+                .ok_or_else(|| format!("no currency at {at}"))?,
+        };
         let value = top
             .pointer(&self.amount)
             .ok_or_else(|| format!("no amount at {}", self.amount))?;
@@ -350,8 +346,16 @@ impl Money {
                 self.amount
             )
         })?;
+        if amount < 0 {
+            return Err(format!("the amount at {} is negative", self.amount));
+        }
         Ok((amount, currency))
     }
+}
+
+/// Three ASCII letters, as ISO 4217 codes are.
+pub(super) fn is_currency_code(c: &str) -> bool {
+    c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic())
 }
 
 /// A whole number of minor units: an integer, or a string of one.

@@ -458,6 +458,12 @@ pub fn body_digest_id(body: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
 }
 
+/// An id from a header as text; bytes that are not UTF-8 become the digest of the bytes
+/// (not replacement characters, which would make two ids one).
+pub fn header_id(value: &[u8]) -> String {
+    std::str::from_utf8(value).map_or_else(|_| body_digest_id(value), str::to_owned)
+}
+
 /// `Some(s)` for a non-blank string.
 pub fn non_blank(s: Option<&str>) -> Option<String> {
     s.map(str::trim)

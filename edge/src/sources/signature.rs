@@ -10,6 +10,47 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha2::{Sha256, Sha512};
 use subtle::ConstantTimeEq as _;
 
+use super::VerifyError;
+
+/// How far a signed timestamp may be from the receipt time by default: 300 s, as
+/// Stripe, Standard Webhooks and Slack ask.
+pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
+/// A day: a wider window would make a captured request replayable for longer than any
+/// sender's clock can be off.
+const MAX_TOLERANCE_SECS: u64 = 86_400;
+
+/// The tolerance a source's `tolerance_secs` sets, or why it cannot be.
+pub fn tolerance(configured: Option<u64>) -> Result<i64, String> {
+    let secs = configured.unwrap_or(DEFAULT_TOLERANCE_SECS);
+    if (1..=MAX_TOLERANCE_SECS).contains(&secs) {
+        Ok(i64::try_from(secs).unwrap_or(i64::MAX))
+    } else {
+        Err(format!("must be between 1 and {MAX_TOLERANCE_SECS}"))
+    }
+}
+
+/// A signed timestamp as sent: whole Unix seconds in ASCII digits (no sign, no
+/// fraction, no milliseconds suffix).
+pub fn parse_timestamp(value: &[u8]) -> Result<i64, VerifyError> {
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
+        .ok_or(VerifyError::Malformed(
+            "timestamp is not a whole number of seconds",
+        ))
+}
+
+/// Whether a signed timestamp is within `tolerance` of `now`, in both directions: a
+/// timestamp far in the future would stay replayable until it comes.
+pub fn check_fresh(ts: i64, now: i64, tolerance: i64) -> Result<(), VerifyError> {
+    if now.saturating_sub(ts) > tolerance || ts.saturating_sub(now) > tolerance {
+        Err(VerifyError::StaleTimestamp)
+    } else {
+        Ok(())
+    }
+}
+
 /// The hash under the HMAC. SHA-1 is not offered: no sender hookline presets needs it
 /// (GitHub sends SHA-256 beside its legacy SHA-1 header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,7 +13,6 @@ use super::{Delivery, Envelope, Kind, Setup, Source, VerifyError, non_blank, unr
 use crate::secret::SecretRefs;
 
 const HEADER: &str = "stripe-signature";
-const DEFAULT_TOLERANCE_SECS: u64 = 300;
 
 /// `[sources.<name>]` with `kind = "stripe"`.
 #[derive(Debug, Deserialize)]
@@ -51,14 +50,15 @@ impl Kind for Stripe {
                 Err("is not a Stripe endpoint secret (they start with \"whsec_\")".to_owned())
             }
         });
-        let tolerance = raw.tolerance_secs.unwrap_or(DEFAULT_TOLERANCE_SECS);
-        if !(1..=86_400).contains(&tolerance) {
-            setup.problem("tolerance_secs", "must be between 1 and 86400");
-        }
-        let secrets = secrets?;
-        setup
-            .ok()
-            .then(|| Self::new(secrets.iter().map(|s| s.expose().as_bytes()), tolerance))
+        let tolerance = setup.check("tolerance_secs", signature::tolerance(raw.tolerance_secs));
+        let (secrets, tolerance) = (secrets?, tolerance?);
+        setup.ok().then(|| Self {
+            keys: Keys::new(
+                Algorithm::Sha256,
+                secrets.iter().map(|s| s.expose().as_bytes()),
+            ),
+            tolerance_secs: tolerance,
+        })
     }
 }
 

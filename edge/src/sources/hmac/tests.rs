@@ -180,7 +180,9 @@ fn presets_verify_their_senders_known_answers() {
             SLACK_BODY,
             SLACK_TS,
         ),
-        Err(VerifyError::Malformed("timestamp is not an integer"))
+        Err(VerifyError::Malformed(
+            "timestamp is not a whole number of seconds"
+        ))
     );
 }
 
@@ -242,6 +244,14 @@ fn a_configured_scheme() {
             h(&first, "d2", &ts),
             now,
             Err(VerifyError::Mismatch),
+        ),
+        (
+            "an id holding the separator",
+            h(&sign("first-secret", "d.1", &ts, body), "d.1", &ts),
+            now,
+            Err(VerifyError::Malformed(
+                "id holds the separator that follows it in the signed content",
+            )),
         ),
         (
             "SHA-256",
@@ -370,6 +380,18 @@ fn configuration() {
         &["sources.hooks: missing field `secrets`"],
     );
     check(
+        "preset = \"github\"\nsecrets = [\"s\"]\nid_header = \"x-github-delivery\"\ntolerance_secs = 300\ndedup_window_secs = 0",
+        &[
+            "sources.hooks.tolerance_secs: is set, but signed_content does not hold \
+             {timestamp}: nothing bounds a replay of this sender's deliveries but \
+             deduplication",
+            "sources.hooks.id_header: is not signed (signed_content has no {id}): an id a \
+             sender of a captured request could change cannot deduplicate; leave it out \
+             (then the id is id_pointer's, else the digest of the type and body)",
+            "sources.hooks.dedup_window_secs: must be between 1 and 2592000 (30 days)",
+        ],
+    );
+    check(
         "secrets = []\nheader = \"x-sig\"",
         &["sources.hooks.secrets: needs at least one secret"],
     );
@@ -392,17 +414,62 @@ fn ids_types_and_the_slack_handshake() {
         body,
     };
     let e = github.normalize("hooks", d, 0);
-    assert_eq!(e.id, "hooks:72d3162e-cc78-11e3-81ab-4c9367dc0958");
+    // X-GitHub-Delivery is not signed: the id is the digest of the type and the body,
+    // deduplicated for contacts-svc's whole TTL (nothing else stops a replay).
+    assert_eq!(e.id.len(), "hooks:sha256:".len() + 64, "{}", e.id);
+    assert!(e.id.starts_with("hooks:sha256:"), "{}", e.id);
+    assert_eq!(e.dedup_window_secs, 0);
     assert_eq!(e.r#type, "push");
     assert_eq!(e.kind, "hmac");
     assert_eq!(
         e.contact.and_then(|c| c.email).as_deref(),
         Some("octo@example.com")
     );
-    // Without the id header: the body's digest, the same for every delivery of it.
+    // Another delivery id, the same bytes: the same event.
+    let h2 = crate::sources::header_map(&[
+        ("x-github-delivery", "00000000-0000-0000-0000-000000000000"),
+        ("x-github-event", "push"),
+    ]);
+    let again = github.normalize(
+        "hooks",
+        Delivery {
+            headers: &h2,
+            query: "",
+            body,
+        },
+        0,
+    );
+    assert_eq!(again.id, e.id);
+    // Another type, the same body (Shopify's orders/create and orders/paid): another event.
+    let h3 = crate::sources::header_map(&[("x-github-event", "sponsorship")]);
+    let other = github.normalize(
+        "hooks",
+        Delivery {
+            headers: &h3,
+            query: "",
+            body,
+        },
+        0,
+    );
+    assert_ne!(other.id, e.id);
+    // No type header: the body's digest alone.
     let e = github.normalize("hooks", Delivery::body_only(body), 0);
-    assert_eq!(e.id, format!("hooks:{}", body_digest_id(body)));
+    assert_eq!(
+        e.id,
+        format!("hooks:{}", crate::sources::body_digest_id(body))
+    );
     assert_eq!(e.r#type, "");
+    // A timestamped scheme's digest ids are duplicates for an hour.
+    let stamped = source(
+        "secrets = [\"s\"]\nheader = \"x-sig\"\nsigned_content = \"{timestamp}.{body}\"\ntimestamp_header = \"x-ts\"",
+    )
+    .expect("valid");
+    assert_eq!(
+        stamped
+            .normalize("hooks", Delivery::body_only(body), 0)
+            .dedup_window_secs,
+        3600
+    );
 
     // Slack: the id and the type from the payload.
     let slack = preset("slack", SLACK_SECRET);

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{Action, Defaults, Effect, Mapping, Money, STATUSES, Status, Values, known_status};
+use super::{
+    Action, Defaults, Effect, Mapping, Money, STATUSES, Status, Values, is_currency_code,
+    known_status,
+};
 use crate::sources::Setup;
 
 const EFFECTS: &str = "contact, purchase, refund, add_tags, remove_tags, appointment";
@@ -136,7 +139,12 @@ impl Action {
             setup.problem(&key("do"), format!("is required, one of: {EFFECTS}"));
             return None;
         };
-        let types = raw.types.clone().unwrap_or_default();
+        let types: Vec<String> = raw
+            .types
+            .iter()
+            .flatten()
+            .map(|t| t.trim().to_owned())
+            .collect();
         if raw.types.is_some() && types.is_empty() {
             setup.problem(
                 &key("types"),
@@ -281,9 +289,7 @@ impl Reader<'_, '_> {
         let has_pointer = self.raw.currency.is_some();
         let currency = self.pointer("currency");
         let currency_value = match self.raw.currency_value.take() {
-            Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
-                Some(c.to_ascii_lowercase())
-            }
+            Some(c) if is_currency_code(&c) => Some(c.to_ascii_lowercase()),
             Some(c) => {
                 let key = self.key("currency_value");
                 self.setup.problem(

@@ -389,6 +389,18 @@ fn a_value_an_action_needs_is_missing_or_unreadable() {
             json!({"topic": "refunds/create", "id": "re", "order_id": "o", "amount": 1.5}),
             "the amount at /amount is not a number in minor units",
         ),
+        (
+            json!({"topic": "orders/paid", "order_id": "o", "total": "1.00", "currency": 840}),
+            "the currency at /currency is not an ISO 4217 code",
+        ),
+        (
+            json!({"topic": "orders/paid", "order_id": "o", "total": "1.00", "currency": "US Dollar"}),
+            "the currency at /currency is not an ISO 4217 code",
+        ),
+        (
+            json!({"topic": "refunds/create", "id": "re", "order_id": "o", "amount": -500}),
+            "the amount at /amount is negative",
+        ),
         (json!({"topic": "customers/untagged"}), "no tag at /tag"),
         (
             json!({"topic": "bookings/created", "booking": {"state": "booked"}}),
@@ -413,6 +425,12 @@ fn configuration_problems() {
     };
     check("", &[]);
     check(SHOP, &[]);
+    // Types are trimmed as the event's type is.
+    let m = mapping("[[actions]]\ntypes = [\" orders/paid \"]\ndo = \"contact\"").expect("valid");
+    assert!(matches!(
+        event(&m, &json!({}), Some("orders/paid")).payload,
+        Some(Payload::ContactUpserted(_))
+    ));
     check(
         "[map]\nemail = \"data/email\"\nphone = \"/a~2\"",
         &[

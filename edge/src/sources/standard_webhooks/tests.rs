@@ -265,7 +265,7 @@ fn every_rejection_the_spec_implies() {
                 b,
                 t,
                 Err(VerifyError::Malformed(
-                    "webhook-timestamp is not an integer",
+                    "timestamp is not a whole number of seconds",
                 )),
             ),
             (
@@ -274,7 +274,7 @@ fn every_rejection_the_spec_implies() {
                 b,
                 t,
                 Err(VerifyError::Malformed(
-                    "webhook-timestamp is not an integer",
+                    "timestamp is not a whole number of seconds",
                 )),
             ),
             (
@@ -283,7 +283,7 @@ fn every_rejection_the_spec_implies() {
                 b,
                 t,
                 Err(VerifyError::Malformed(
-                    "webhook-timestamp is not an integer",
+                    "timestamp is not a whole number of seconds",
                 )),
             ),
             (
@@ -334,6 +334,22 @@ fn every_rejection_the_spec_implies() {
                 b,
                 t,
                 Err(VerifyError::DuplicateHeader("webhook-signature")),
+            ),
+            (
+                "seventeen signatures",
+                with(KAT_ID, &ts, &[good.as_str(); 17].join(" ")),
+                b,
+                t,
+                Err(VerifyError::Malformed(
+                    "webhook-signature holds more than 16 signatures",
+                )),
+            ),
+            (
+                "sixteen signatures, the last one valid",
+                with(KAT_ID, &ts, &format!("{}{good}", "v1,AAAA ".repeat(15))),
+                b,
+                t,
+                Ok(()),
             ),
             (
                 "svix- headers",
