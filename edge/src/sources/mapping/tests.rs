@@ -4,7 +4,6 @@ use hookline_proto::prost_types::Timestamp;
 use serde_json::json;
 
 use super::*;
-use crate::problem::Problems;
 use crate::secret::Resolver;
 use crate::sources::Setup;
 
@@ -25,11 +24,7 @@ fn mapping(toml: &str) -> Result<Mapping, String> {
         });
     let env = |_: &str| None;
     let resolver = Resolver::new(Path::new("."), &env);
-    let mut setup = Setup {
-        name: "acme",
-        resolver: &resolver,
-        problems: Problems::default(),
-    };
+    let mut setup = Setup::new("acme", &resolver);
     let built = Mapping::from_config(map, actions, Defaults::default(), &mut setup);
     match built {
         Some(m) if setup.problems.is_empty() => Ok(m),
