@@ -226,7 +226,8 @@ impl Config {
                 Err(p) => problems.extend(p),
             }
         }
-        let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        // Without an address a problem was recorded, and this value is never used.
+        let listen = listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         problems.into_result(Self {
             listen,
             metrics_listen,

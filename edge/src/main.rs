@@ -6,6 +6,7 @@ use std::io::IsTerminal as _;
 use anyhow::Context as _;
 use clap::Parser as _;
 use edge::config::{Args, Config, LogFormat};
+use edge::problem::Problems;
 
 // Both services allocate small, short-lived buffers for every request (HTTP, protobuf,
 // JSON); mimalloc handles them with markedly less CPU than the system allocator.
@@ -48,9 +49,7 @@ fn check_config(args: &Args) -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(problems) => {
-            for p in problems.iter() {
-                eprintln!("edge: {p}");
-            }
+            eprintln!("edge: {}", problem_lines(&problems));
             eprintln!(
                 "edge: {}: {} problem{}",
                 args.config.display(),
@@ -62,20 +61,20 @@ fn check_config(args: &Args) -> std::process::ExitCode {
     }
 }
 
+/// Every problem of a file on a line of its own, each after `edge: ` (the first line's
+/// comes from whoever prints it).
+fn problem_lines(problems: &Problems) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\nedge: ")
+}
+
 async fn start(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .with_context(|| format!("--log {:?} is not a valid filter", args.log))?;
-    // Every problem of the file, one line each (the error prints "edge: " before each).
-    let config = Config::load(&args).map_err(|problems| {
-        anyhow::anyhow!(
-            "{}",
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\nedge: ")
-        )
-    })?;
+    let config = Config::load(&args).map_err(|p| anyhow::anyhow!("{}", problem_lines(&p)))?;
     // Colours only for a terminal: in a file or a pipe they are noise, and cost CPU per line.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

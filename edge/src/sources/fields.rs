@@ -114,12 +114,8 @@ pub fn text_of(v: &Value) -> Option<String> {
 /// missing field, a blank string, a float, an object) is no id.
 pub fn id_at(top: &Value, pointer: &str) -> Option<String> {
     match top.pointer(pointer)? {
-        Value::String(s) => {
-            let s = s.trim();
-            (!s.is_empty()).then(|| s.to_owned())
-        }
-        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        _ => None,
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => None,
+        v => text_of(v),
     }
 }
 

@@ -80,8 +80,6 @@ pub struct RawConfig {
 /// Default `dedup_window_secs`: an hour absorbs a sender's quick retries and lets a
 /// repeat later in the day (booked again) take effect.
 pub const DEFAULT_DEDUP_WINDOW_SECS: u32 = 3600;
-/// The longest window: contacts-svc's default dedup TTL, 30 days.
-pub const MAX_DEDUP_WINDOW_SECS: u32 = 30 * 24 * 3600;
 
 /// A workflow source: the SHA-256 of its token, and how its events get their ids.
 pub struct GoHighLevelWorkflow {
@@ -95,7 +93,7 @@ pub struct GoHighLevelWorkflow {
 pub struct Options {
     /// A checked JSON Pointer: empty, or starting with `/`.
     pub id_pointer: Option<String>,
-    /// Sent with body-digest ids: 1..=[`MAX_DEDUP_WINDOW_SECS`].
+    /// Sent with body-digest ids: 1..=[`crate::sources::MAX_DEDUP_WINDOW_SECS`].
     pub dedup_window_secs: u32,
 }
 
@@ -128,18 +126,8 @@ impl Kind for GoHighLevelWorkflow {
             None => Some(None),
             Some(p) => setup.pointer("id_pointer", &p).map(Some),
         };
-        let dedup_window_secs = match raw.dedup_window_secs {
-            None => Some(DEFAULT_DEDUP_WINDOW_SECS),
-            Some(secs) => {
-                let window = u32::try_from(secs)
-                    .ok()
-                    .filter(|s| (1..=MAX_DEDUP_WINDOW_SECS).contains(s))
-                    .ok_or_else(|| {
-                        format!("must be between 1 and {MAX_DEDUP_WINDOW_SECS} (30 days)")
-                    });
-                setup.check("dedup_window_secs", window)
-            }
-        };
+        let dedup_window_secs =
+            setup.dedup_window(raw.dedup_window_secs, DEFAULT_DEDUP_WINDOW_SECS);
         let (token, id_pointer, dedup_window_secs) = (token?, id_pointer?, dedup_window_secs?);
         Some(Self::new(
             token.expose(),

@@ -45,13 +45,11 @@ use serde_json::{Value, json};
 use super::fields::id_at;
 use super::mapping::{Defaults, Given, Mapping};
 use super::signature::{self, Algorithm, Keys};
-use super::{Delivery, Kind, Setup, Source, VerifyError, header_id, one_header};
+use super::{Delivery, Kind, Setup, Source, VerifyError, digest_id, header_id, one_header};
 use crate::secret::SecretRefs;
 
 /// `dedup_window_secs` of digest ids when the template signs a timestamp.
 const TIMESTAMPED_DEDUP_WINDOW_SECS: u32 = 3600;
-/// The longest window: contacts-svc's default dedup TTL, 30 days.
-const MAX_DEDUP_WINDOW_SECS: u32 = 30 * 24 * 3600;
 
 /// `[sources.<name>]` with `kind = "hmac"`.
 #[derive(Debug, Deserialize)]
@@ -174,6 +172,8 @@ pub struct HmacSource {
     tolerance_secs: i64,
     /// Only when the template signs it (`{id}`).
     id_header: Option<HeaderName>,
+    /// The first byte of the text after `{id}` in the template, which an id may not hold.
+    id_separator: Option<u8>,
     id_pointer: Option<String>,
     /// How long a digest id is a duplicate (0: contacts-svc's whole dedup TTL).
     dedup_window_secs: u32,
@@ -360,19 +360,13 @@ impl Kind for HmacSource {
                      id_pointer's, else the digest of the type and body)",
                 );
             }
-            dedup_window_secs = match raw.dedup_window_secs {
-                None if stamped => Some(TIMESTAMPED_DEDUP_WINDOW_SECS),
-                None => Some(0),
-                Some(secs) => {
-                    let window = u32::try_from(secs)
-                        .ok()
-                        .filter(|s| (1..=MAX_DEDUP_WINDOW_SECS).contains(s))
-                        .ok_or_else(|| {
-                            format!("must be between 1 and {MAX_DEDUP_WINDOW_SECS} (30 days)")
-                        });
-                    setup.check("dedup_window_secs", window)
-                }
+            // 0: contacts-svc's whole dedup TTL.
+            let default = if stamped {
+                TIMESTAMPED_DEDUP_WINDOW_SECS
+            } else {
+                0
             };
+            dedup_window_secs = setup.dedup_window(raw.dedup_window_secs, default);
         }
         let mapping = Mapping::from_config(raw.map, raw.actions, preset.defaults, setup);
         let (keys, header, algorithm, encoding, signed, tolerance_secs, dedup_window_secs, mapping) = (
@@ -386,6 +380,7 @@ impl Kind for HmacSource {
             mapping?,
         );
         setup.ok().then(|| Self {
+            id_separator: separator_after_id(&signed),
             keys: Keys::new(algorithm, keys.iter().map(Vec::as_slice)),
             header,
             encoding,
@@ -434,28 +429,24 @@ impl HmacSource {
             None => (content_digest_id(event_type, d.body), true),
         }
     }
+}
 
-    /// The first byte of the text right after `{id}` in the template, if any.
-    fn separator_after_id(&self) -> Option<u8> {
-        let at = self.signed.iter().position(|p| *p == Part::Id)?;
-        match self.signed.get(at + 1)? {
-            Part::Text(t) => t.bytes().next(),
-            _ => None,
-        }
+/// The first byte of the text right after `{id}` in a template, if any.
+fn separator_after_id(signed: &[Part]) -> Option<u8> {
+    let at = signed.iter().position(|p| *p == Part::Id)?;
+    match signed.get(at + 1)? {
+        Part::Text(t) => t.bytes().next(),
+        _ => None,
     }
 }
 
-/// `sha256:<hex>` of the event type (when the sender names one in a header) and the
+/// The digest id of the event type (when the sender names one in a header) and the
 /// body: the same delivery again is the same id, another topic of the same body is not.
 fn content_digest_id(event_type: Option<&str>, body: &[u8]) -> String {
-    use sha2::Digest as _;
-    let mut digest = sha2::Sha256::new();
-    if let Some(t) = event_type {
-        digest.update(t.as_bytes());
-        digest.update(b"\n");
+    match event_type {
+        Some(t) => digest_id(&[t.as_bytes(), b"\n", body]),
+        None => digest_id(&[body]),
     }
-    digest.update(body);
-    format!("sha256:{}", hex::encode(digest.finalize()))
 }
 
 impl Source for HmacSource {
@@ -494,10 +485,7 @@ impl Source for HmacSource {
                     .ok_or(VerifyError::MissingHeader("id"))?;
                 // An id holding the text that follows it in the template could be split
                 // elsewhere and the same bytes read as another id and timestamp.
-                if self
-                    .separator_after_id()
-                    .is_some_and(|sep| id.contains(&sep))
-                {
+                if self.id_separator.is_some_and(|sep| id.contains(&sep)) {
                     return Err(VerifyError::Malformed(
                         "id holds the separator that follows it in the signed content",
                     ));

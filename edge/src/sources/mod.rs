@@ -15,7 +15,7 @@ pub mod signature;
 pub mod standard_webhooks;
 pub mod stripe;
 
-pub use setup::Setup;
+pub use setup::{MAX_DEDUP_WINDOW_SECS, Setup};
 
 use std::fmt;
 
@@ -24,7 +24,7 @@ use hookline_proto::v1;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::problem::{self, Problems};
+use crate::problem::Problems;
 use crate::secret::Resolver;
 
 /// Every kind of source, one line each.
@@ -99,9 +99,7 @@ const fn registered<K: Kind>() -> Registered {
 }
 
 fn build_kind<K: Kind>(table: toml::Table, setup: &mut Setup<'_>) -> Option<Box<dyn Source>> {
-    let prefix = setup.prefix();
-    let raw =
-        problem::deserialize::<K::Config>(&prefix, toml::Value::Table(table), &mut setup.problems)?;
+    let raw: K::Config = setup.deserialize("", toml::Value::Table(table))?;
     let source = K::from_config(raw, setup)?;
     Some(Box::new(source))
 }
@@ -348,8 +346,15 @@ pub fn not_an_object(parsed: &Result<serde_json::Value, serde_json::Error>) -> S
 
 /// Id for a body that carries none: its SHA-256, so redeliveries deduplicate.
 pub fn body_digest_id(body: &[u8]) -> String {
+    digest_id(&[body])
+}
+
+/// `sha256:<hex>` of `parts`, one after the other: an id derived from content.
+pub fn digest_id(parts: &[&[u8]]) -> String {
     use sha2::Digest as _;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)))
+    let mut digest = sha2::Sha256::new();
+    parts.iter().for_each(|part| digest.update(part));
+    format!("sha256:{}", hex::encode(digest.finalize()))
 }
 
 /// An id from a header as text; bytes that are not UTF-8 become the digest of the bytes

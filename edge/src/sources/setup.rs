@@ -6,6 +6,10 @@ use serde::de::DeserializeOwned;
 
 use super::fields;
 use crate::problem::{self, Problems};
+
+/// The longest dedup window a source may give ids derived from content: contacts-svc's
+/// default dedup TTL, 30 days.
+pub const MAX_DEDUP_WINDOW_SECS: u32 = 30 * 24 * 3600;
 use crate::secret::{Resolver, Secret, SecretRef, SecretRefs};
 
 /// What a provider reads its configuration with: the source's name, the resolver of
@@ -33,24 +37,33 @@ impl<'a> Setup<'a> {
         self.name
     }
 
-    pub(super) fn prefix(&self) -> String {
-        format!("sources.{}", self.name)
-    }
-
-    /// The full key of `key`: `sources.<name>.<key>`.
+    /// The full key of `key`: `sources.<name>.<key>` (the source's own for `""`).
     pub fn key(&self, key: &str) -> String {
-        problem::join(&self.prefix(), key)
+        problem::join(&format!("sources.{}", self.name), key)
     }
 
     /// Records a problem with `key`.
     pub fn problem(&mut self, key: &str, reason: impl Into<String>) {
-        let key = self.key(key);
-        self.problems.push(key, reason);
+        self.problems.push(self.key(key), reason);
     }
 
     /// The value of `r`, or `None` with its error recorded under `key`.
     pub fn check<T>(&mut self, key: &str, r: Result<T, String>) -> Option<T> {
-        r.map_err(|reason| self.problem(key, reason)).ok()
+        self.problems.check(self.key(key), r)
+    }
+
+    /// `dedup_window_secs` of a source whose ids may be digests of the content:
+    /// `default` when absent, else 1..=[`MAX_DEDUP_WINDOW_SECS`]. Signed, so that a
+    /// negative value gets this key's message rather than serde's.
+    pub fn dedup_window(&mut self, configured: Option<i64>, default: u32) -> Option<u32> {
+        let Some(secs) = configured else {
+            return Some(default);
+        };
+        let window = u32::try_from(secs)
+            .ok()
+            .filter(|s| (1..=MAX_DEDUP_WINDOW_SECS).contains(s))
+            .ok_or_else(|| format!("must be between 1 and {MAX_DEDUP_WINDOW_SECS} (30 days)"));
+        self.check("dedup_window_secs", window)
     }
 
     /// The secret `value` refers to.

@@ -153,16 +153,22 @@ struct Headers<'a> {
     signature: &'a [u8],
 }
 
-/// Reads the headers: `webhook-*`, or `svix-*` when no `webhook-*` header is present.
-fn headers(h: &http::HeaderMap) -> Result<Headers<'_>, VerifyError> {
-    let standard = ["webhook-id", "webhook-timestamp", "webhook-signature"]
-        .iter()
-        .any(|n| h.contains_key(*n));
-    let [id, ts, sig] = if standard || !h.contains_key("svix-signature") {
-        ["webhook-id", "webhook-timestamp", "webhook-signature"]
+const STANDARD: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
+const SVIX: [&str; 3] = ["svix-id", "svix-timestamp", "svix-signature"];
+
+/// The names the delivery uses: `webhook-*`, or `svix-*` when no `webhook-*` header is
+/// present and a `svix-signature` is.
+fn names(h: &http::HeaderMap) -> [&'static str; 3] {
+    if STANDARD.iter().any(|n| h.contains_key(*n)) || !h.contains_key(SVIX[2]) {
+        STANDARD
     } else {
-        ["svix-id", "svix-timestamp", "svix-signature"]
-    };
+        SVIX
+    }
+}
+
+/// Reads the three headers, by the names the delivery uses.
+fn headers(h: &http::HeaderMap) -> Result<Headers<'_>, VerifyError> {
+    let [id, ts, sig] = names(h);
     let read =
         |name: &'static str| one_header(h, name, name)?.ok_or(VerifyError::MissingHeader(name));
     Ok(Headers {
@@ -251,9 +257,10 @@ impl Source for StandardWebhooks {
 
     fn normalize(&self, source: &str, d: Delivery<'_>, received_at_ms: i64) -> v1::WebhookEvent {
         // Verified, so the id header is there; the digest is only a guard.
-        let id = ["webhook-id", "svix-id"]
-            .iter()
-            .find_map(|name| one_header(d.headers, name, name).ok().flatten())
+        let [id_name, ..] = names(d.headers);
+        let id = one_header(d.headers, id_name, id_name)
+            .ok()
+            .flatten()
             .map_or_else(|| body_digest_id(d.body), header_id);
         let given = Given {
             source,

@@ -152,7 +152,7 @@ impl Action {
             );
         }
         for (i, t) in types.iter().enumerate() {
-            if t.trim().is_empty() {
+            if t.is_empty() {
                 setup.problem(&key(&format!("types[{i}]")), "is empty");
             }
         }
@@ -165,9 +165,11 @@ impl Action {
         let effect = match effect.as_str() {
             "contact" => Some(Effect::Contact),
             "purchase" => {
-                let purchase_id = r.required("purchase_id");
+                let purchase_id = r.raw.purchase_id.take();
+                let purchase_id = r.required("purchase_id", purchase_id);
                 let money = r.money();
-                let description = r.pointer("description");
+                let description = r.raw.description.take();
+                let description = r.pointer("description", description);
                 Some(Effect::Purchase {
                     purchase_id: purchase_id?,
                     money: money?,
@@ -175,8 +177,10 @@ impl Action {
                 })
             }
             "refund" => {
-                let refund_id = r.required("refund_id");
-                let purchase_id = r.pointer("purchase_id");
+                let refund_id = r.raw.refund_id.take();
+                let refund_id = r.required("refund_id", refund_id);
+                let purchase_id = r.raw.purchase_id.take();
+                let purchase_id = r.pointer("purchase_id", purchase_id);
                 let money = r.money();
                 Some(Effect::Refund {
                     refund_id: refund_id?,
@@ -189,15 +193,23 @@ impl Action {
                 tags,
             }),
             "appointment" => {
-                let appointment_id = r.required("appointment_id");
+                let appointment_id = r.raw.appointment_id.take();
+                let appointment_id = r.required("appointment_id", appointment_id);
                 let status = r.status();
+                let [start_time, end_time, title, calendar_id] = [
+                    ("start_time", r.raw.start_time.take()),
+                    ("end_time", r.raw.end_time.take()),
+                    ("title", r.raw.title.take()),
+                    ("calendar_id", r.raw.calendar_id.take()),
+                ]
+                .map(|(k, p)| r.pointer(k, p));
                 Some(Effect::Appointment {
                     appointment_id: appointment_id?,
                     status: status?,
-                    start_time: r.pointer("start_time"),
-                    end_time: r.pointer("end_time"),
-                    title: r.pointer("title"),
-                    calendar_id: r.pointer("calendar_id"),
+                    start_time,
+                    end_time,
+                    title,
+                    calendar_id,
                 })
             }
             other => {
@@ -230,48 +242,28 @@ impl Reader<'_, '_> {
         format!("{}.{k}", self.at)
     }
 
-    fn pointer(&mut self, k: &str) -> Option<String> {
-        let p = match k {
-            "purchase_id" => self.raw.purchase_id.take(),
-            "refund_id" => self.raw.refund_id.take(),
-            "amount" => self.raw.amount.take(),
-            "currency" => self.raw.currency.take(),
-            "description" => self.raw.description.take(),
-            "tags" => self.raw.tags.take(),
-            "appointment_id" => self.raw.appointment_id.take(),
-            "status" => self.raw.status.take(),
-            "start_time" => self.raw.start_time.take(),
-            "end_time" => self.raw.end_time.take(),
-            "title" => self.raw.title.take(),
-            "calendar_id" => self.raw.calendar_id.take(),
-            _ => None,
-        }?;
+    /// The JSON Pointer `value` of key `k`, checked; `None` when absent or not one.
+    fn pointer(&mut self, k: &str, value: Option<String>) -> Option<String> {
         let key = self.key(k);
-        self.setup.pointer(&key, &p)
+        value.and_then(|p| self.setup.pointer(&key, &p))
     }
 
-    fn required(&mut self, k: &str) -> Option<String> {
-        let present = match k {
-            "purchase_id" => self.raw.purchase_id.is_some(),
-            "refund_id" => self.raw.refund_id.is_some(),
-            "amount" => self.raw.amount.is_some(),
-            "appointment_id" => self.raw.appointment_id.is_some(),
-            _ => false,
-        };
-        if !present {
+    /// Like `pointer`, but a missing value is a problem.
+    fn required(&mut self, k: &str, value: Option<String>) -> Option<String> {
+        if value.is_none() {
             let key = self.key(k);
             let effect = self.effect.clone();
             self.setup.problem(
                 &key,
                 format!("is required by a {effect:?} action (a JSON Pointer)"),
             );
-            return None;
         }
-        self.pointer(k)
+        self.pointer(k, value)
     }
 
     fn money(&mut self) -> Option<Money> {
-        let amount = self.required("amount");
+        let amount = self.raw.amount.take();
+        let amount = self.required("amount", amount);
         let major_units = match self.raw.amount_unit.take().as_deref() {
             None | Some("minor") => Some(false),
             Some("major") => Some(true),
@@ -286,8 +278,9 @@ impl Reader<'_, '_> {
                 None
             }
         };
-        let has_pointer = self.raw.currency.is_some();
-        let currency = self.pointer("currency");
+        let currency = self.raw.currency.take();
+        let has_pointer = currency.is_some();
+        let currency = self.pointer("currency", currency);
         let currency_value = match self.raw.currency_value.take() {
             Some(c) if is_currency_code(&c) => Some(c.to_ascii_lowercase()),
             Some(c) => {
@@ -321,8 +314,9 @@ impl Reader<'_, '_> {
     }
 
     fn tags(&mut self) -> Option<Values> {
-        let has_pointer = self.raw.tags.is_some();
-        let pointer = self.pointer("tags");
+        let pointer = self.raw.tags.take();
+        let has_pointer = pointer.is_some();
+        let pointer = self.pointer("tags", pointer);
         let constant = self.raw.tags_value.take().unwrap_or_default();
         if !has_pointer && constant.is_empty() {
             let key = self.key("tags");
@@ -342,8 +336,9 @@ impl Reader<'_, '_> {
     }
 
     fn status(&mut self) -> Option<Status> {
-        let has_pointer = self.raw.status.is_some();
-        let pointer = self.pointer("status");
+        let pointer = self.raw.status.take();
+        let has_pointer = pointer.is_some();
+        let pointer = self.pointer("status", pointer);
         let constant = match self.raw.status_value.take() {
             None => None,
             Some(v) => match known_status(&v) {
