@@ -302,3 +302,49 @@ fn connection_limits() {
         assert!(err.contains(key), "{top}: {err}");
     }
 }
+
+/// Problems of the file's shape, each with its key; a syntax error located without the
+/// text around it, which may hold a secret.
+#[test]
+fn the_shape_of_the_file() {
+    let args = Args::for_file("edge.toml");
+    let check = |text: &str, want: &[&str]| {
+        crate::problem::assert_problems(parse(text, &args), want, text);
+    };
+    check(
+        "listen = \"127.0.0.1:8080\"\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_s3cr3t\"",
+        &["edge.toml: line 4, column 26: unclosed array, expected `]`"],
+    );
+    assert!(
+        !parse("[sources.s]\nsecrets = [\"whsec_s3cr3t\"", &args)
+            .expect_err("a syntax error")
+            .contains("s3cr3t")
+    );
+    check(
+        "listen = \"127.0.0.1:8080\"",
+        &["sources: no source is configured"],
+    );
+    check("[sources]", &["sources: no source is configured"]);
+    check("sources = 1", &["sources: must be a table of sources"]);
+    check(
+        "[sources]\nstripe = \"whsec_x\"",
+        &["sources.stripe: must be a table ([sources.<name>] with its kind and keys)"],
+    );
+    check(
+        "[sources.a]\nsecrets = [\"whsec_x\"]\n[sources.b]\nkind = 1",
+        &[
+            "sources.a.kind: is required, one of: stripe, gohighlevel, gohighlevel-workflow, \
+             standard-webhooks, hmac",
+            "sources.b.kind: must be a string, one of: stripe, gohighlevel, \
+             gohighlevel-workflow, standard-webhooks, hmac",
+        ],
+    );
+    // Top-level problems and every source's, together.
+    check(
+        "max_body_bytes = 1\nlisten = 5\n[sources.x]\nkind = \"stripe\"\nsecrets = []",
+        &[
+            "listen: invalid type: integer `5`, expected a string",
+            "sources.x.secrets: needs at least one secret",
+        ],
+    );
+}

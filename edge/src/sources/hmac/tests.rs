@@ -470,6 +470,23 @@ fn ids_types_and_the_slack_handshake() {
             .dedup_window_secs,
         3600
     );
+    // A window of the file's.
+    let windowed =
+        source("preset = \"github\"\nsecrets = [\"s\"]\ndedup_window_secs = 60").expect("valid");
+    assert_eq!(
+        windowed
+            .normalize("hooks", Delivery::body_only(body), 0)
+            .dedup_window_secs,
+        60
+    );
+    // An id of the payload's is no digest: no window.
+    let slack = preset("slack", SLACK_SECRET);
+    assert_eq!(
+        slack
+            .normalize("hooks", Delivery::body_only(br#"{"event_id":"Ev1"}"#), 0)
+            .dedup_window_secs,
+        0
+    );
 
     // Slack: the id and the type from the payload.
     let slack = preset("slack", SLACK_SECRET);
