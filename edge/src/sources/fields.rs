@@ -101,10 +101,7 @@ pub fn is_json_pointer(p: &str) -> bool {
 /// phone numbers typed as numbers). Anything else is no text.
 pub fn text_of(v: &Value) -> Option<String> {
     match v {
-        Value::String(s) => {
-            let s = s.trim();
-            (!s.is_empty()).then(|| s.to_owned())
-        }
+        Value::String(s) => super::non_blank(Some(s)),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }

@@ -52,22 +52,18 @@ impl Kind for Stripe {
         });
         let tolerance = setup.check("tolerance_secs", signature::tolerance(raw.tolerance_secs));
         let (secrets, tolerance) = (secrets?, tolerance?);
-        setup.ok().then(|| Self {
-            keys: Keys::new(
-                Algorithm::Sha256,
-                secrets.iter().map(|s| s.expose().as_bytes()),
-            ),
-            tolerance_secs: tolerance,
-        })
+        setup
+            .ok()
+            .then(|| Self::new(secrets.iter().map(|s| s.expose().as_bytes()), tolerance))
     }
 }
 
 impl Stripe {
     /// A verifier for these secrets. The key is the whole `whsec_…` string, not decoded.
-    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a [u8]>, tolerance_secs: u64) -> Self {
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a [u8]>, tolerance_secs: i64) -> Self {
         Self {
             keys: Keys::new(Algorithm::Sha256, secrets),
-            tolerance_secs: i64::try_from(tolerance_secs).unwrap_or(i64::MAX),
+            tolerance_secs,
         }
     }
 }

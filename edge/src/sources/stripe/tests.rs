@@ -76,7 +76,7 @@ mod verification {
         name: &'static str,
         /// The secrets the verifier holds.
         secrets: Vec<String>,
-        tolerance: u64,
+        tolerance: i64,
         /// Header fields in the order sent: name as written, raw value bytes.
         headers: Vec<(&'static str, Vec<u8>)>,
         body: Vec<u8>,
@@ -106,7 +106,7 @@ mod verification {
             self.now = now;
             self
         }
-        fn tolerance(mut self, secs: u64) -> Self {
+        fn tolerance(mut self, secs: i64) -> Self {
             self.tolerance = secs;
             self
         }
