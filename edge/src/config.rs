@@ -39,6 +39,10 @@ pub struct Args {
     #[arg(long, env = "CONTACTS_URL")]
     pub contacts_url: Option<String>,
 
+    /// Directory of the spool (overrides `spool_dir`). Each edge needs its own.
+    #[arg(long, env = "EDGE_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+
     /// Serve `GET /metrics` on this address (overrides `metrics_listen`). Without it,
     /// metrics are served nowhere unless the file sets `metrics_on_webhook_port`.
     #[arg(long, env = "EDGE_METRICS_LISTEN")]
@@ -66,6 +70,7 @@ impl Args {
             check_config: false,
             listen: None,
             contacts_url: None,
+            spool_dir: None,
             metrics_listen: None,
             worker_threads: None,
             log: "info".to_owned(),
@@ -96,6 +101,9 @@ pub struct Config {
     pub contacts_urls: Vec<http::Uri>,
     pub max_body_bytes: usize,
     pub spool_dir: PathBuf,
+    /// Most bytes of events the spool holds; beyond it, deliveries are answered with the
+    /// retry status. 0 turns spooling off.
+    pub spool_max_bytes: u64,
     /// Deadline of every call to contacts-svc.
     pub contacts_timeout: Duration,
     /// Time in-flight requests get after a shutdown signal.
@@ -115,6 +123,7 @@ struct FileConfig {
     contacts_url: Option<String>,
     max_body_bytes: Option<usize>,
     spool_dir: Option<PathBuf>,
+    spool_max_bytes: Option<u64>,
     contacts_timeout_ms: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     first_request_timeout_ms: Option<u64>,
@@ -129,6 +138,8 @@ struct FileConfig {
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_CONTACTS_URL: &str = "http://127.0.0.1:50051";
 const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// 1 GiB: about 400,000 typical events, hours of full load or days of a quiet source.
+const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 /// 64 GiB: far beyond any machine the edge runs on, still a number a typo cannot reach.
 const MAX_BUFFERED_BODY_BYTES: u64 = 64 << 30;
 
@@ -234,9 +245,12 @@ impl Config {
             metrics_on_webhook_port,
             contacts_urls,
             max_body_bytes,
-            spool_dir: file
-                .spool_dir
-                .map_or_else(|| base.join(".data/edge-spool"), |p| base.join(p)),
+            spool_dir: match (&args.spool_dir, file.spool_dir) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(dir)) => base.join(dir),
+                (None, None) => base.join(".data/edge-spool"),
+            },
+            spool_max_bytes: file.spool_max_bytes.unwrap_or(DEFAULT_SPOOL_MAX_BYTES),
             contacts_timeout,
             shutdown_grace: Duration::from_secs(file.shutdown_grace_secs.unwrap_or(10)),
             limits,

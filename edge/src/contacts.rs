@@ -34,7 +34,7 @@ const CALL_SLOTS: usize = 4;
 /// Events waiting for a call slot; beyond this, webhooks wait to enqueue.
 const QUEUE: usize = 4096;
 
-type Answer = Result<v1::ApplyEventResponse, tonic::Status>;
+pub type Answer = Result<v1::ApplyEventResponse, tonic::Status>;
 
 /// An event waiting to be sent, and where its answer goes.
 #[derive(Debug)]
@@ -105,15 +105,18 @@ impl Contacts {
 
     /// Applies one event, within the deadline (waiting in the queue included).
     pub async fn apply(&self, event: v1::WebhookEvent, trace: &Trace) -> Answer {
+        self.apply_item(v1::ApplyEventsItem {
+            event: Some(event),
+            request_id: trace.request_id.clone(),
+            traceparent: trace.traceparent.clone(),
+        })
+        .await
+    }
+
+    /// Applies one event with the correlation ids it carries, within the deadline.
+    pub async fn apply_item(&self, item: v1::ApplyEventsItem) -> Answer {
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            item: v1::ApplyEventsItem {
-                event: Some(event),
-                request_id: trace.request_id.clone(),
-                traceparent: trace.traceparent.clone(),
-            },
-            reply,
-        };
+        let job = Job { item, reply };
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
         tokio::select! {
@@ -140,6 +143,42 @@ impl Contacts {
         match tokio::time::timeout(READY_TIMEOUT, health.check(request)).await {
             Ok(Ok(r)) => r.into_inner().status() == ServingStatus::Serving,
             _ => false,
+        }
+    }
+}
+
+/// What an answer of contacts-svc means for its event: the one place that decides, for
+/// live deliveries and replays alike.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Applied, a duplicate, or ignored (and recorded): nothing is left to do, and the
+    /// sender may be told so.
+    Done(&'static str, v1::ApplyEventResponse),
+    /// contacts-svc will not apply the event and records it only with its raw body:
+    /// send it again with the body.
+    NeedsBody,
+    /// Not now: contacts-svc or Redis is down, slow or busy with the same event. The
+    /// event may wait in the spool.
+    Later(String),
+    /// contacts-svc refused the event as breaking the contract: a bug or a version
+    /// mismatch, never the sender's content. It waits for the fix.
+    Rejected(String),
+}
+
+impl Verdict {
+    pub fn of(answer: Answer) -> Self {
+        let answer = match answer {
+            Ok(a) => a,
+            Err(s) => return Self::Later(format!("{:?}: {}", s.code(), s.message())),
+        };
+        match answer.outcome() {
+            v1::EventOutcome::Applied => Self::Done("applied", answer),
+            v1::EventOutcome::Duplicate => Self::Done("duplicate", answer),
+            v1::EventOutcome::Ignored => Self::Done("ignored", answer),
+            v1::EventOutcome::BodyRequired => Self::NeedsBody,
+            v1::EventOutcome::RetryLater => Self::Later(answer.reason),
+            v1::EventOutcome::Rejected => Self::Rejected(answer.reason),
+            v1::EventOutcome::Unspecified => Self::Later("contacts-svc gave no outcome".into()),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod sources;
+pub mod spool;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 pub use crate::config::Config;
 pub use crate::contacts::Contacts;
@@ -30,6 +33,11 @@ use crate::limits::BodyBudget;
 pub use crate::metrics::Metrics;
 pub use crate::routes::Routes;
 use crate::sources::Source;
+pub use crate::spool::{Closer, Spool};
+
+/// Of the shutdown grace period, what is kept for spooling the requests still waiting
+/// for contacts-svc when it ends.
+const SPOOL_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -40,6 +48,12 @@ pub struct State {
     /// Bytes of bodies buffered at once, across every connection.
     pub body_budget: BodyBudget,
     pub metrics: Metrics,
+    /// Where events wait when contacts-svc cannot take them.
+    pub spool: Spool,
+    /// Set when shutdown begins: the moment by which requests still waiting for
+    /// contacts-svc stop waiting and spool their event, so that they are answered
+    /// within the grace period.
+    pub answer_by: watch::Receiver<Option<Instant>>,
 }
 
 /// A configured source and its name, shared with metric labels.
@@ -50,25 +64,37 @@ pub struct Configured {
 }
 
 /// Serves webhooks on `listener` until `shutdown` resolves, and metrics on `metrics`
-/// when given. The webhook port serves metrics too only when there is no such listener
-/// and the configuration asks for it (`metrics_on_webhook_port`): it faces the internet.
+/// when given, spooling into `spool` (opened by the caller, from `config.spool_dir`)
+/// and replaying from it. The webhook port serves metrics too only when there is no
+/// such listener and the configuration asks for it (`metrics_on_webhook_port`): it
+/// faces the internet. Returns once in-flight requests are answered (or the grace
+/// period is over) and the spool is closed.
 pub async fn run(
     listener: TcpListener,
     metrics: Option<TcpListener>,
     config: Config,
+    spool: (Spool, Closer),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     // The server is compiled once, here, rather than for every caller's future type.
-    serve_all(listener, metrics, config, Box::pin(shutdown)).await;
+    serve_all(listener, metrics, config, spool, Box::pin(shutdown)).await;
 }
 
 async fn serve_all(
     listener: TcpListener,
     metrics: Option<TcpListener>,
     config: Config,
+    (spool, closer): (Spool, Closer),
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) {
     let contacts = Contacts::connect_lazy(&config.contacts_urls, config.contacts_timeout);
+    let (set_answer_by, answer_by) = watch::channel(None);
+    let grace = config.shutdown_grace;
+    let shutdown = Box::pin(async move {
+        shutdown.await;
+        let by = Instant::now() + grace.saturating_sub(SPOOL_MARGIN.min(grace / 2));
+        set_answer_by.send_replace(Some(by));
+    });
     let recorded = Metrics::new();
     let (reserved, refused) = recorded.body_budget();
     let body_budget = BodyBudget::new(config.limits.max_buffered_body_bytes, reserved, refused);
@@ -88,7 +114,16 @@ async fn serve_all(
         max_body_bytes: config.max_body_bytes,
         body_budget,
         metrics: recorded,
+        spool: spool.clone(),
+        answer_by,
     });
+    let (stop_replay, replay_stopped) = watch::channel(false);
+    let replayer = tokio::spawn(spool::replay::run(
+        spool,
+        state.contacts.clone(),
+        state.metrics.replay_outcomes(),
+        replay_stopped,
+    ));
     let limits = config.limits;
     // The public port publishes internal metrics only when asked to, and never beside a
     // listener of their own.
@@ -126,7 +161,10 @@ async fn serve_all(
     )
     .await;
     let _ = stop.send(true);
+    let _ = stop_replay.send(true);
+    let _ = replayer.await;
     if let Some(task) = metrics_server {
         let _ = task.await;
     }
+    closer.close().await;
 }

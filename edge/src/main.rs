@@ -94,13 +94,16 @@ async fn start(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let spool = edge::Spool::open(&config.spool_dir, config.spool_max_bytes)
+        .with_context(|| format!("spool_dir {}", config.spool_dir.display()))?;
     tracing::info!(
         listen = %listener.local_addr()?,
+        spooled = spool.0.stats().entries(),
         sources = ?config.sources.keys().collect::<Vec<_>>(),
         contacts = ?config.contacts_urls.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "edge started"
     );
-    edge::run(listener, metrics, config, shutdown_signal()).await;
+    edge::run(listener, metrics, config, spool, shutdown_signal()).await;
     tracing::info!("edge stopped");
     Ok(())
 }

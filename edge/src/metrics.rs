@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::spool::Stats;
+
 /// Label value for requests naming a source that is not configured: the path segment is
 /// the caller's, so it must not become a label (unbounded cardinality).
 const UNKNOWN_SOURCE: &str = "unknown";
@@ -35,6 +37,16 @@ struct EventLabels {
     source: Arc<String>,
     r#type: String,
     outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +80,25 @@ pub struct Metrics {
     connections_closed: Family<ClosedLabels, Counter>,
     buffered_body_bytes: Gauge,
     body_budget_refusals: Counter,
+    spool_entries: Gauge,
+    spool_bytes: Gauge,
+    spool_max_bytes: Gauge,
+    spool_oldest_age_seconds: Gauge,
+    spool_failing: Gauge,
+    spool_writes: Family<ResultLabels, Counter>,
+    replayed: Family<OutcomeLabels, Counter>,
+}
+
+/// Counts what became of spooled events the replayer sent; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ReplayOutcomes(Family<OutcomeLabels, Counter>);
+
+impl ReplayOutcomes {
+    /// Counts one entry's outcome: applied, duplicate, ignored, retry_later, rejected or
+    /// unreadable.
+    pub fn count(&self, outcome: &'static str) {
+        self.0.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -146,6 +177,48 @@ impl Metrics {
             "Requests answered with the retry status because the buffered-body budget was spent",
             body_budget_refusals.clone(),
         );
+        let spool_entries = Gauge::default();
+        registry.register(
+            "spool_entries",
+            "Events held in the spool, waiting for contacts-svc",
+            spool_entries.clone(),
+        );
+        let spool_bytes = Gauge::default();
+        registry.register(
+            "spool_bytes",
+            "Bytes of events held in the spool",
+            spool_bytes.clone(),
+        );
+        let spool_max_bytes = Gauge::default();
+        registry.register(
+            "spool_max_bytes",
+            "The spool's limit (spool_max_bytes); at it, deliveries are answered with the retry status",
+            spool_max_bytes.clone(),
+        );
+        let spool_oldest_age_seconds = Gauge::default();
+        registry.register(
+            "spool_oldest_age_seconds",
+            "Age of the oldest event in the spool (0 when it is empty)",
+            spool_oldest_age_seconds.clone(),
+        );
+        let spool_failing = Gauge::default();
+        registry.register(
+            "spool_failing",
+            "1 when the last write to the spool failed in storage (a full disk, say)",
+            spool_failing.clone(),
+        );
+        let spool_writes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "spool_writes",
+            "Events offered to the spool, by result (spooled, full, error)",
+            spool_writes.clone(),
+        );
+        let replayed = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "spool_replayed",
+            "Spooled events sent again, by outcome (applied, duplicate, ignored: removed; retry_later, rejected, unreadable: kept)",
+            replayed.clone(),
+        );
         Self {
             registry,
             requests,
@@ -158,7 +231,39 @@ impl Metrics {
             connections_closed,
             buffered_body_bytes,
             body_budget_refusals,
+            spool_entries,
+            spool_bytes,
+            spool_max_bytes,
+            spool_oldest_age_seconds,
+            spool_failing,
+            spool_writes,
+            replayed,
         }
+    }
+
+    /// The counter of replay outcomes, for the replayer.
+    pub fn replay_outcomes(&self) -> ReplayOutcomes {
+        ReplayOutcomes(self.replayed.clone())
+    }
+
+    /// Counts an event offered to the spool: `spooled`, `full` or `error`.
+    pub fn spool_write(&self, result: &'static str) {
+        self.spool_writes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Sets the spool's gauges from what it holds at `now_ms`.
+    pub fn spool_state(&self, stats: &Stats, max_bytes: u64, now_ms: i64) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.spool_entries.set(gauge(stats.entries()));
+        self.spool_bytes.set(gauge(stats.bytes()));
+        self.spool_max_bytes.set(gauge(max_bytes));
+        let age = stats
+            .oldest_ms()
+            .map_or(0, |at| (now_ms - at).max(0) / 1000);
+        self.spool_oldest_age_seconds.set(age);
+        self.spool_failing.set(i64::from(stats.failing()));
     }
 
     /// The gauge of bytes reserved and the counter of refusals a

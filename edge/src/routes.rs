@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::State;
 use crate::error::Error;
+use crate::spool::Stats;
 use crate::webhook::{self, json_response};
 
 /// Which routes a listener serves.
@@ -31,6 +32,9 @@ where
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["metrics"]) if routes != Routes::Webhooks => {
+            state
+                .metrics
+                .spool_state(state.spool.stats(), state.spool.max_bytes(), now_ms());
             let mut resp = Response::new(Full::new(Bytes::from(state.metrics.encode())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -50,19 +54,86 @@ where
         }
         (&Method::GET, ["healthz"]) => json_response(StatusCode::OK, &json!({"status": "ok"}), ""),
         (&Method::GET, ["readyz"]) => {
-            if state.contacts.ready().await {
-                json_response(StatusCode::OK, &json!({"status": "ready"}), "")
-            } else {
-                json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"status": "unavailable", "error": "contacts-svc is not serving"}),
-                    "",
-                )
-            }
+            let readiness = Readiness::of(
+                state.contacts.ready().await,
+                state.spool.stats(),
+                state.spool.max_bytes(),
+            );
+            json_response(readiness.status(), &readiness.body(), "")
         }
         (_, ["healthz" | "readyz"]) => error(&Error::MethodNotAllowed),
         _ => error(&Error::NotFound),
     }
+}
+
+/// What `/readyz` reports: whether deliveries can be taken, and how.
+#[derive(Debug, PartialEq, Eq)]
+enum Readiness {
+    /// contacts-svc serves and the spool is empty.
+    Ready,
+    /// Deliveries are acknowledged, through the spool: contacts-svc is not serving
+    /// (`spooling`), or serves and the replayer is catching up (`draining`).
+    Degraded { reason: &'static str, spooled: u64 },
+    /// contacts-svc is not serving and the spool cannot take events: deliveries are
+    /// answered with the retry status.
+    Down { reason: &'static str, spooled: u64 },
+}
+
+impl Readiness {
+    fn of(serving: bool, spool: &Stats, max_bytes: u64) -> Self {
+        let spooled = spool.entries();
+        // Room for at least one more typical event.
+        let room = spool.bytes().saturating_add(ROOM_FOR_ONE) <= max_bytes;
+        match (serving, spooled) {
+            (true, 0) => Self::Ready,
+            (true, _) => Self::Degraded {
+                reason: "draining: contacts-svc is serving, spooled events are being applied",
+                spooled,
+            },
+            (false, _) if spool.failing() => Self::Down {
+                reason: "contacts-svc is not serving and the spool cannot be written",
+                spooled,
+            },
+            (false, _) if !room => Self::Down {
+                reason: "contacts-svc is not serving and the spool is full (spool_max_bytes)",
+                spooled,
+            },
+            (false, _) => Self::Degraded {
+                reason: "spooling: contacts-svc is not serving, events are spooled and acknowledged",
+                spooled,
+            },
+        }
+    }
+
+    /// Degraded answers 200: the edge still acknowledges what it receives, so a load
+    /// balancer should keep sending to it.
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Ready | Self::Degraded { .. } => StatusCode::OK,
+            Self::Down { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn body(&self) -> serde_json::Value {
+        match self {
+            Self::Ready => json!({"status": "ready"}),
+            Self::Degraded { reason, spooled } => {
+                json!({"status": "degraded", "reason": reason, "spooled": spooled})
+            }
+            Self::Down { reason, spooled } => {
+                json!({"status": "down", "error": reason, "spooled": spooled})
+            }
+        }
+    }
+}
+
+/// Bytes a typical event takes in the spool.
+const ROOM_FOR_ONE: u64 = 4096;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn error(e: &Error) -> Response<Full<Bytes>> {

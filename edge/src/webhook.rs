@@ -9,9 +9,11 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use serde_json::json;
 
+use crate::contacts::{self, Verdict};
 use crate::error::Error;
 use crate::limits::BodyShare;
 use crate::sources::Delivery;
+use crate::spool::{Entry, SpoolError};
 use crate::{Configured, State};
 
 /// How long a sender may take to send the body.
@@ -35,7 +37,8 @@ where
     let took = started.elapsed();
     let latency_us = took.as_micros();
     let status = match &result {
-        Ok(_) => StatusCode::OK,
+        Ok(Done::Event(taken)) => taken.status,
+        Ok(Done::Handshake(_)) => StatusCode::OK,
         Err(e) => e.status(),
     };
     state
@@ -60,7 +63,7 @@ where
                 event_id = %done.event_id,
                 r#type = %done.event_type,
                 outcome = done.outcome,
-                status = 200,
+                status = done.status.as_u16(),
                 latency_us,
                 request_id = %trace.request_id,
                 trace_id = %trace.trace_id,
@@ -73,7 +76,7 @@ where
             if !done.notes.is_empty() {
                 body["notes"] = done.notes.into();
             }
-            json_response(StatusCode::OK, &body, &trace.request_id)
+            json_response(done.status, &body, &trace.request_id)
         }
         Err(e) => {
             // Server-side trouble is a warning; a caller's mistake is routine.
@@ -108,6 +111,8 @@ enum Done {
 
 /// What became of an event.
 struct Taken {
+    /// 200 once it took effect, 202 once it is spooled.
+    status: StatusCode,
     outcome: &'static str,
     event_id: String,
     event_type: String,
@@ -167,9 +172,10 @@ where
     };
     let answer = apply(state, &delivery, event, trace).await;
     state.metrics.contacts_call(called.elapsed());
-    let (outcome, answer) = answer?;
+    let (status, outcome, answer) = answer?;
     state.metrics.event(&configured.name, &event_type, outcome);
     Ok(Done::Event(Taken {
+        status,
         outcome,
         event_id,
         event_type,
@@ -185,55 +191,108 @@ struct Normalized<'a> {
     received_at_ms: i64,
 }
 
-/// Hands the event to contacts-svc and reads what became of it: applied, duplicate or
-/// ignored (the sender is told 200), or anything else, after which the sender must
-/// deliver again. This is the one place that decides. An event contacts-svc will not
-/// apply is recorded whole: asked for the raw body, the edge sends the event once more
-/// with it (normalizing is pure, so it is the same event).
+impl Normalized<'_> {
+    /// The event, made again (normalizing is pure, so it is the same event).
+    fn event(&self) -> v1::WebhookEvent {
+        self.configured
+            .source
+            .normalize(&self.configured.name, self.delivery, self.received_at_ms)
+    }
+}
+
+/// Hands the event to contacts-svc and acts on its [`Verdict`]: applied, duplicate or
+/// ignored (the sender is told 200); not now (contacts-svc or Redis is down or slow:
+/// the event is spooled and the sender told 202, or, when it cannot be spooled, told
+/// to retry); refused (the sender retries until the fix). An event contacts-svc will
+/// not apply is recorded whole: asked for the raw body, the edge sends the event once
+/// more with it (normalizing is pure, so it is the same event).
 async fn apply(
     state: &State,
     delivery: &Normalized<'_>,
     event: v1::WebhookEvent,
     trace: &Trace,
-) -> Result<(&'static str, v1::ApplyEventResponse), Error> {
+) -> Result<(StatusCode, &'static str, v1::ApplyEventResponse), Error> {
     let source = &delivery.configured.source;
     let retry = |cause: String| Error::RetryLater {
         status: source.retry_status(),
         cause,
     };
-    let call = |event| async {
-        state
-            .contacts
-            .apply(event, trace)
-            .await
-            .map_err(|s| retry(format!("{:?}: {}", s.code(), s.message())))
-    };
-    let mut answer = call(event).await?;
-    if answer.outcome() == v1::EventOutcome::BodyRequired {
-        let mut event = source.normalize(
-            &delivery.configured.name,
-            delivery.delivery,
-            delivery.received_at_ms,
-        );
+    let mut verdict = Verdict::of(call(state, event, trace).await);
+    if let Verdict::NeedsBody = verdict {
+        let mut event = delivery.event();
         event.raw_body = Some(delivery.delivery.body.to_vec());
-        answer = call(event).await?;
+        verdict = Verdict::of(call(state, event, trace).await);
     }
-    match answer.outcome() {
-        v1::EventOutcome::Applied => Ok(("applied", answer)),
-        v1::EventOutcome::Duplicate => Ok(("duplicate", answer)),
-        v1::EventOutcome::Ignored => Ok(("ignored", answer)),
-        v1::EventOutcome::RetryLater => Err(retry(answer.reason)),
-        // The event breaks the contract: a bug here or a version mismatch, never the
-        // sender's content. Its retries wait for the fix.
-        v1::EventOutcome::Rejected => {
-            tracing::error!(source = %delivery.configured.name, reason = %answer.reason, "contacts-svc rejected an event");
-            Err(retry(format!("rejected: {}", answer.reason)))
+    match verdict {
+        Verdict::Done(outcome, answer) => Ok((StatusCode::OK, outcome, answer)),
+        Verdict::Later(cause) => spool(state, delivery, trace, &cause)
+            .await
+            .map(|()| {
+                (
+                    StatusCode::ACCEPTED,
+                    "queued",
+                    v1::ApplyEventResponse::default(),
+                )
+            })
+            .map_err(|e| retry(format!("{cause}; and cannot spool: {e}"))),
+        Verdict::Rejected(reason) => {
+            tracing::error!(source = %delivery.configured.name, reason = %reason, "contacts-svc rejected an event");
+            Err(retry(format!("rejected: {reason}")))
         }
-        v1::EventOutcome::BodyRequired | v1::EventOutcome::Unspecified => Err(retry(format!(
-            "contacts-svc answered {:?}",
-            answer.outcome()
-        ))),
+        Verdict::NeedsBody => Err(retry("contacts-svc asked again for the body".to_owned())),
     }
+}
+
+/// One call to contacts-svc, given up when shutdown says requests must be answered.
+async fn call(state: &State, event: v1::WebhookEvent, trace: &Trace) -> contacts::Answer {
+    let mut answer_by = state.answer_by.clone();
+    let closing = async move {
+        let by = loop {
+            if let Some(by) = *answer_by.borrow_and_update() {
+                break by;
+            }
+            if answer_by.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        };
+        tokio::time::sleep_until(by).await;
+    };
+    tokio::select! {
+        answer = state.contacts.apply(event, trace) => answer,
+        () = closing => Err(tonic::Status::deadline_exceeded("shutting down before contacts-svc answered")),
+    }
+}
+
+/// Keeps the event in the spool, on disk when this returns, for the replayer to apply.
+async fn spool(
+    state: &State,
+    delivery: &Normalized<'_>,
+    trace: &Trace,
+    cause: &str,
+) -> Result<(), SpoolError> {
+    let event = delivery.event();
+    let body = event
+        .raw_body
+        .is_none()
+        .then(|| Bytes::copy_from_slice(delivery.delivery.body));
+    let entry = Entry {
+        spooled_at_ms: delivery.received_at_ms,
+        item: v1::ApplyEventsItem {
+            event: Some(event),
+            request_id: trace.request_id.clone(),
+            traceparent: trace.traceparent.clone(),
+        },
+        body,
+    };
+    let put = state.spool.put(&entry).await;
+    let result = match &put {
+        Ok(()) => "spooled",
+        Err(SpoolError::Full { .. }) => "full",
+        Err(_) => "error",
+    };
+    state.metrics.spool_write(result);
+    tracing::debug!(source = %delivery.configured.name, cause, result, "contacts-svc cannot take the event now");
+    put
 }
 
 /// The request's correlation ids: `X-Request-Id` (the caller's when sane, else new) and

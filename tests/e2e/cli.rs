@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use hookline_tests::{Redis, TempFile, eventually, free_port, workspace_bin};
+use hookline_tests::{Redis, TempDir, TempFile, eventually, free_port, workspace_bin};
 
 /// Runs a binary to completion; returns its exit code and stderr. A binary that accepts
 /// what it should refuse would serve forever: it is killed at the deadline and the test
@@ -188,6 +188,7 @@ async fn both_services_stop_gracefully_on_sigterm() {
     let redis = Redis::start().await;
     let grpc_port = free_port();
     let http_port = free_port();
+    let spool = TempDir::new("hookline-spool");
     let config = TempFile::new(
         "hookline-edge",
         &format!(
@@ -206,6 +207,7 @@ async fn both_services_stop_gracefully_on_sigterm() {
         .unwrap();
     let mut edge = tokio::process::Command::new(workspace_bin("edge"))
         .args(["--config", &config.arg()])
+        .args(["--spool-dir", &spool.arg()])
         .kill_on_drop(true)
         .spawn()
         .unwrap();

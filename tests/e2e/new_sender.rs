@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use hookline_proto::v1;
 use hookline_tests::{
-    ContactsSvc, Http, Redis, TempFile, eventually, free_port, now_secs, sign_as, workspace_bin,
+    ContactsSvc, Http, Redis, TempDir, TempFile, eventually, free_port, now_secs, sign_as,
+    workspace_bin,
 };
 use serde_json::json;
 
@@ -78,6 +79,7 @@ async fn a_new_sender_by_its_configuration_file_alone() {
     let redis = Redis::start().await;
     let contacts = ContactsSvc::start(&redis.url()).await;
     let port = free_port();
+    let spool = TempDir::new("hookline-spool");
     let config = TempFile::new("hookline-acme-crm", &acme_crm(port, &contacts.url()));
     let env = [("ACME_CRM_SECRET", SECRET)];
 
@@ -92,6 +94,7 @@ async fn a_new_sender_by_its_configuration_file_alone() {
 
     let mut edge = tokio::process::Command::new(workspace_bin("edge"))
         .args(["--config", &config.arg()])
+        .args(["--spool-dir", &spool.arg()])
         .env_clear()
         .envs(env)
         .stdout(Stdio::null())

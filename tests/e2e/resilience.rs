@@ -1,10 +1,13 @@
-//! What happens when Redis or contacts-svc is down: the sender is told to retry, and
-//! nothing it was told is done gets lost.
+//! What happens when Redis or contacts-svc is down: the event is spooled and the sender
+//! told 202, or, when it cannot be spooled either, told to retry; nothing it was told
+//! is taken care of gets lost.
 
 use std::time::Duration;
 
 use hookline_proto::v1;
-use hookline_tests::{ContactsSvc, Redis, Stack, contact_item, eventually, stripe_checkout};
+use hookline_tests::{
+    ContactsSvc, Redis, Stack, contact_item, eventually, metric, stripe_checkout,
+};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -28,32 +31,99 @@ async fn health(contacts: &ContactsSvc) -> ServingStatus {
 }
 
 #[tokio::test]
-async fn redis_down_means_retry_later_and_the_retry_succeeds_after_it_returns() {
+async fn redis_down_means_queued_and_the_spooled_event_applies_once_it_returns() {
     let mut stack = Stack::start().await;
     let body = stripe_checkout("evt_outage", "outage@example.com", 700, "pi_outage");
     stack.redis.kill().await;
 
     let reply = stack.post_stripe(&body).await;
-    assert_eq!(reply.status, 503, "{:?}", reply.body);
-    assert!(reply.headers.contains_key("retry-after"));
-    assert!(
-        !String::from_utf8_lossy(&reply.body).contains("redis"),
-        "a 5xx says nothing about its cause"
-    );
+    assert_eq!(reply.status, 202, "{:?}", reply.body);
+    assert_eq!(reply.json()["status"], "queued");
+    assert_eq!(reply.json()["event_id"], "evt_outage");
     eventually(Duration::from_secs(10), "health NOT_SERVING", || async {
         (health(&stack.contacts).await == ServingStatus::NotServing).then_some(())
     })
     .await;
-    eventually(Duration::from_secs(10), "readyz 503", || async {
-        (stack.http.get(&stack.edge.url("/readyz")).await.status == 503).then_some(())
-    })
-    .await;
+    let ready = stack.http.get(&stack.edge.url("/readyz")).await;
+    assert_eq!(
+        ready.status, 200,
+        "still taking deliveries: {:?}",
+        ready.body
+    );
+    assert_eq!(ready.json()["status"], "degraded");
+    assert!(
+        ready.json()["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("spooling")
+    );
+    assert_eq!(ready.json()["spooled"], 1);
+    // A redelivery meanwhile is spooled again, and applies no more than once.
+    assert_eq!(stack.post_stripe(&body).await.status, 202);
 
     stack.redis.restart().await;
-    eventually(Duration::from_secs(10), "health SERVING", || async {
-        (health(&stack.contacts).await == ServingStatus::Serving).then_some(())
+    let contact = eventually(
+        Duration::from_secs(20),
+        "the spooled event to be applied",
+        || async { stack.contacts.lookup_email("outage@example.com").await.ok() },
+    )
+    .await;
+    assert_eq!(contact.totals[0].purchased, 700);
+    eventually(Duration::from_secs(20), "the spool to drain", || async {
+        let r = stack.http.get(&stack.edge.url("/readyz")).await;
+        (r.json()["status"] == "ready").then_some(())
     })
     .await;
+    let metrics = stack.http.get(&stack.edge.metrics_url("/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    let replayed = |outcome| {
+        metric(
+            &text,
+            "hookline_edge_spool_replayed_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        (replayed("applied"), replayed("duplicate")),
+        (1.0, 1.0),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "hookline_edge_spool_entries", &[]), 0.0);
+    assert_eq!(stack.post_stripe(&body).await.json()["status"], "duplicate");
+}
+
+#[tokio::test]
+async fn an_event_that_can_be_neither_applied_nor_spooled_is_answered_retry_later() {
+    let mut stack = Stack::start_with_config("spool_max_bytes = 0").await;
+    let body = stripe_checkout("evt_nowhere", "nowhere@example.com", 700, "pi_nowhere");
+    stack.redis.kill().await;
+
+    let reply = stack.post_stripe(&body).await;
+    assert_eq!(reply.status, 503, "{:?}", reply.body);
+    assert_eq!(reply.headers["retry-after"], "5");
+    assert!(
+        !String::from_utf8_lossy(&reply.body).contains("redis")
+            && !String::from_utf8_lossy(&reply.body).contains("spool"),
+        "a 5xx says nothing about its cause"
+    );
+    let ready = eventually(Duration::from_secs(10), "readyz 503", || async {
+        let r = stack.http.get(&stack.edge.url("/readyz")).await;
+        (r.status == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(ready.json()["status"], "down");
+    let metrics = stack.http.get(&stack.edge.metrics_url("/metrics")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert_eq!(
+        metric(
+            &text,
+            "hookline_edge_spool_writes_total",
+            &[("result", "full")]
+        ),
+        1.0
+    );
+
+    stack.redis.restart().await;
     // The sender's retry now takes effect.
     let reply = eventually(
         Duration::from_secs(10),
@@ -106,7 +176,7 @@ async fn an_acknowledged_event_survives_a_redis_crash_with_aof() {
 }
 
 #[tokio::test]
-async fn contacts_svc_down_means_retry_later() {
+async fn contacts_svc_down_means_queued_and_applied_when_it_is_back() {
     let stack = Stack::start().await;
     let Stack {
         redis,
@@ -118,23 +188,28 @@ async fn contacts_svc_down_means_retry_later() {
     contacts.stop().await;
     let body = stripe_checkout("evt_svc_down", "down@example.com", 100, "pi_down");
     let reply = edge.post_stripe(&http, &body).await;
-    assert_eq!(reply.status, 503);
-    assert_eq!(reply.headers["retry-after"], "5");
-    assert_eq!(http.get(&edge.url("/readyz")).await.status, 503);
+    assert_eq!(reply.status, 202, "{:?}", reply.body);
+    assert_eq!(reply.json()["status"], "queued");
+    let ready = http.get(&edge.url("/readyz")).await;
+    assert_eq!(
+        (ready.status, ready.json()["status"].as_str()),
+        (200, Some("degraded"))
+    );
     assert_eq!(redis.dbsize().await, 0);
 
-    // Back on the same address, the edge reconnects by itself.
-    let _contacts = ContactsSvc::start_on(addr, &redis.url()).await;
-    let reply = eventually(
-        Duration::from_secs(15),
-        "the edge to reach contacts-svc again",
-        || async {
-            let r = edge.post_stripe(&http, &body).await;
-            (r.status == 200).then_some(r)
-        },
+    // Back on the same address, the edge reconnects by itself and replays.
+    let contacts = ContactsSvc::start_on(addr, &redis.url()).await;
+    let contact = eventually(
+        Duration::from_secs(20),
+        "the spooled event to be applied",
+        || async { contacts.lookup_email("down@example.com").await.ok() },
     )
     .await;
-    assert_eq!(reply.json()["status"], "applied");
+    assert_eq!(contact.totals[0].purchased, 100);
+    assert_eq!(
+        edge.post_stripe(&http, &body).await.json()["status"],
+        "duplicate"
+    );
 }
 
 /// Redis forgets its scripts when it restarts (or on SCRIPT FLUSH). The write that

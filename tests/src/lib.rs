@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -338,6 +339,8 @@ pub struct Edge {
     pub addr: SocketAddr,
     /// The metrics listener, when it is separate ([`Edge::start_with_metrics_listener`]).
     pub metrics_addr: Option<SocketAddr>,
+    /// Its spool's directory: private to the edge unless the caller gave one.
+    pub spool_dir: Arc<TempDir>,
     /// Held while the edge runs: sending or dropping it starts the edge's shutdown.
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -346,33 +349,58 @@ pub struct Edge {
 impl Edge {
     /// Starts the edge with `toml` (whose `contacts_url` the caller sets).
     pub async fn start(toml: &str) -> Self {
-        Self::start_on(toml, None).await
+        Self::start_on(toml, None, Arc::new(TempDir::new("hookline-spool"))).await
     }
 
     /// [`Edge::start`] with `GET /metrics` on a listener of its own.
     pub async fn start_with_metrics_listener(toml: &str) -> Self {
+        Self::start_with_spool(toml, Arc::new(TempDir::new("hookline-spool"))).await
+    }
+
+    /// [`Edge::start_with_metrics_listener`] spooling into `spool_dir` (the directory of
+    /// an edge that stopped, say).
+    pub async fn start_with_spool(toml: &str, spool_dir: Arc<TempDir>) -> Self {
         let metrics = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind metrics");
-        Self::start_on(toml, Some(metrics)).await
+        Self::start_on(toml, Some(metrics), spool_dir).await
     }
 
-    async fn start_on(toml: &str, metrics: Option<TcpListener>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind edge");
+    async fn start_on(toml: &str, metrics: Option<TcpListener>, spool_dir: Arc<TempDir>) -> Self {
+        Self::start_on_listener(
+            TcpListener::bind("127.0.0.1:0").await.expect("bind edge"),
+            toml,
+            metrics,
+            spool_dir,
+        )
+        .await
+    }
+
+    /// Starts an edge on `listener` (the port of an edge that stopped, say).
+    pub async fn start_on_listener(
+        listener: TcpListener,
+        toml: &str,
+        metrics: Option<TcpListener>,
+        spool_dir: Arc<TempDir>,
+    ) -> Self {
         let addr = listener.local_addr().expect("local address");
         let metrics_addr = metrics
             .as_ref()
             .map(|m| m.local_addr().expect("local address"));
         let args = edge::config::Args::for_file("test.toml");
-        let config = edge::Config::parse(toml, Path::new("."), &args, &|_| None)
+        let mut config = edge::Config::parse(toml, Path::new("."), &args, &|_| None)
             .unwrap_or_else(|e| panic!("test config: {e}"));
+        config.spool_dir = spool_dir.0.clone();
+        let spool = edge::Spool::open(&config.spool_dir, config.spool_max_bytes)
+            .unwrap_or_else(|e| panic!("spool: {e}"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(edge::run(listener, metrics, config, async {
+        let task = tokio::spawn(edge::run(listener, metrics, config, spool, async {
             let _ = stopped.await;
         }));
         Self {
             addr,
             metrics_addr,
+            spool_dir,
             stop: Some(stop),
             task,
         }
@@ -728,6 +756,30 @@ impl TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A directory in the temporary directory, removed with what it holds when dropped.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new, empty directory whose name starts with `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("create a temporary directory");
+        Self(path)
+    }
+
+    /// The path, as an argument or a TOML string.
+    pub fn arg(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
