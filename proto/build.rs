@@ -1,4 +1,4 @@
-//! Generates the contacts.v1 types, client and server with protox, a pure-Rust protobuf
+//! Generates the contacts.v1 and edge.v1 types, clients and servers with protox, a pure-Rust protobuf
 //! compiler, so building needs no system `protoc`. The encoded descriptor set is kept
 //! for gRPC server reflection.
 
@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "contacts/v1/contact.proto",
     "contacts/v1/event.proto",
     "contacts/v1/contacts_service.proto",
+    "edge/v1/replay_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

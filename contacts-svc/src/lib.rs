@@ -68,14 +68,12 @@ async fn serve(
         .set_service_status("", ServingStatus::NotServing)
         .await;
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(hookline_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1 = reflection()
+        .with_service_name("grpc.reflection.v1.ServerReflection")
         .build_v1()
         .expect("the embedded descriptor sets are valid");
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(hookline_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let reflection_v1alpha = reflection()
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection")
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
 
@@ -175,4 +173,13 @@ async fn monitor(
             }
         }
     }
+}
+
+/// Reflection of the services served here: the descriptor set also holds the edge's.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hookline_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(hookline_proto::SERVICE_NAME)
+        .with_service_name("grpc.health.v1.Health")
 }

@@ -39,6 +39,11 @@ pub struct Args {
     #[arg(long, env = "CONTACTS_URL")]
     pub contacts_url: Option<String>,
 
+    /// Serve the internal gRPC API (`edge.v1.ReplayService`) on this address (overrides
+    /// `admin_listen`). Without it, it is served nowhere.
+    #[arg(long, env = "EDGE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Directory of the spool (overrides `spool_dir`). Each edge needs its own.
     #[arg(long, env = "EDGE_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
@@ -70,6 +75,7 @@ impl Args {
             check_config: false,
             listen: None,
             contacts_url: None,
+            admin_listen: None,
             spool_dir: None,
             metrics_listen: None,
             worker_threads: None,
@@ -98,6 +104,8 @@ pub struct Config {
     /// port faces the internet and the metrics name sources, types and volumes.
     /// Never together with `metrics_listen`.
     pub metrics_on_webhook_port: bool,
+    /// Address of the internal gRPC API (ReplayEvents). Never the webhook port.
+    pub admin_listen: Option<SocketAddr>,
     pub contacts_urls: Vec<http::Uri>,
     pub max_body_bytes: usize,
     pub spool_dir: PathBuf,
@@ -120,6 +128,7 @@ struct FileConfig {
     listen: Option<String>,
     metrics_listen: Option<String>,
     metrics_on_webhook_port: Option<bool>,
+    admin_listen: Option<String>,
     contacts_url: Option<String>,
     max_body_bytes: Option<usize>,
     spool_dir: Option<PathBuf>,
@@ -188,6 +197,14 @@ impl Config {
             ),
             (None, None) => None,
         };
+        let admin_listen = match (args.admin_listen, &file.admin_listen) {
+            (Some(a), _) => Some(a),
+            (None, Some(s)) => problems.check(
+                "admin_listen",
+                s.parse().map_err(|_| format!("{s:?} is not host:port")),
+            ),
+            (None, None) => None,
+        };
         let metrics_on_webhook_port = file.metrics_on_webhook_port.unwrap_or(false);
         if metrics_on_webhook_port && let Some(addr) = metrics_listen {
             let given = if args.metrics_listen.is_some() {
@@ -243,6 +260,7 @@ impl Config {
             listen,
             metrics_listen,
             metrics_on_webhook_port,
+            admin_listen,
             contacts_urls,
             max_body_bytes,
             spool_dir: match (&args.spool_dir, file.spool_dir) {

@@ -67,6 +67,7 @@ async fn next_live(jobs: &mut mpsc::Receiver<Job>) -> Option<Job> {
 #[derive(Clone, Debug)]
 pub struct Contacts {
     queue: mpsc::Sender<Job>,
+    client: ContactsServiceClient<Channel>,
     health: HealthClient<Channel>,
     timeout: Duration,
 }
@@ -95,9 +96,10 @@ impl Contacts {
         let client = ContactsServiceClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        tokio::spawn(dispatch(jobs, client, timeout));
+        tokio::spawn(dispatch(jobs, client.clone(), timeout));
         Self {
             queue,
+            client,
             health: HealthClient::new(channel),
             timeout,
         }
@@ -109,6 +111,7 @@ impl Contacts {
             event: Some(event),
             request_id: trace.request_id.clone(),
             traceparent: trace.traceparent.clone(),
+            replay_of: String::new(),
         })
         .await
     }
@@ -130,6 +133,20 @@ impl Contacts {
         tokio::select! {
             answer = answer => answer.unwrap_or_else(|_| Err(tonic::Status::unavailable("the call was dropped"))),
             () = &mut deadline => Err(late()),
+        }
+    }
+
+    /// One page of contacts-svc's webhook log, within the deadline.
+    pub async fn list_events(
+        &self,
+        request: v1::ListEventsRequest,
+    ) -> Result<v1::ListEventsResponse, tonic::Status> {
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(self.timeout);
+        let mut client = self.client.clone();
+        match tokio::time::timeout(self.timeout, client.list_events(request)).await {
+            Ok(answer) => answer.map(tonic::Response::into_inner),
+            Err(_) => Err(late()),
         }
     }
 

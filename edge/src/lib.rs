@@ -11,6 +11,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod problem;
+pub mod replay_service;
 pub mod routes;
 pub mod secret;
 pub mod server;
@@ -63,26 +64,39 @@ pub struct Configured {
     pub source: Box<dyn Source>,
 }
 
-/// Serves webhooks on `listener` until `shutdown` resolves, and metrics on `metrics`
-/// when given, spooling into `spool` (opened by the caller, from `config.spool_dir`)
-/// and replaying from it. The webhook port serves metrics too only when there is no
-/// such listener and the configuration asks for it (`metrics_on_webhook_port`): it
+/// The addresses the edge serves, bound by the caller (tests pass `:0` listeners).
+#[derive(Debug)]
+pub struct Listeners {
+    /// Webhooks and probes; it faces the senders.
+    pub webhooks: TcpListener,
+    /// `GET /metrics`, when served on an address of its own.
+    pub metrics: Option<TcpListener>,
+    /// The internal gRPC API (`edge.v1.ReplayService`), when served.
+    pub admin: Option<TcpListener>,
+}
+
+/// Serves until `shutdown` resolves: webhooks, metrics and the internal API on their
+/// listeners, spooling into `spool` (opened by the caller, from `config.spool_dir`) and
+/// replaying from it. The webhook port serves metrics too only when there is no
+/// listener for them and the configuration asks for it (`metrics_on_webhook_port`): it
 /// faces the internet. Returns once in-flight requests are answered (or the grace
 /// period is over) and the spool is closed.
 pub async fn run(
-    listener: TcpListener,
-    metrics: Option<TcpListener>,
+    listeners: Listeners,
     config: Config,
     spool: (Spool, Closer),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     // The server is compiled once, here, rather than for every caller's future type.
-    serve_all(listener, metrics, config, spool, Box::pin(shutdown)).await;
+    serve_all(listeners, config, spool, Box::pin(shutdown)).await;
 }
 
 async fn serve_all(
-    listener: TcpListener,
-    metrics: Option<TcpListener>,
+    Listeners {
+        webhooks: listener,
+        metrics,
+        admin,
+    }: Listeners,
     config: Config,
     (spool, closer): (Spool, Closer),
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -151,6 +165,13 @@ async fn serve_all(
             .await;
         })
     });
+    let admin_server = admin.map(|listener| {
+        let mut stopped = stopped.clone();
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        tokio::spawn(serve_admin(listener, state.clone(), shutdown))
+    });
     server::serve(
         listener,
         state,
@@ -163,8 +184,51 @@ async fn serve_all(
     let _ = stop.send(true);
     let _ = stop_replay.send(true);
     let _ = replayer.await;
-    if let Some(task) = metrics_server {
+    for task in [metrics_server, admin_server].into_iter().flatten() {
         let _ = task.await;
     }
     closer.close().await;
+}
+
+/// The internal gRPC API, with reflection for grpcurl, until `shutdown`.
+async fn serve_admin(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(hookline_proto::FILE_DESCRIPTOR_SET)
+            .with_service_name(hookline_proto::REPLAY_SERVICE_NAME)
+    };
+    // Both versions: grpcurl and other tools still ask for v1alpha.
+    let reflections = reflection()
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .build_v1()
+        .and_then(|v1| {
+            reflection()
+                .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+                .build_v1alpha()
+                .map(|v1alpha| (v1, v1alpha))
+        });
+    let (reflection_v1, reflection_v1alpha) = match reflections {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the internal API cannot describe itself, not served");
+            return;
+        }
+    };
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let replays = hookline_proto::edge::v1::replay_service_server::ReplayServiceServer::new(
+        replay_service::Replays::new(state),
+    );
+    let served = tonic::transport::Server::builder()
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(replays)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the internal API stopped");
+    }
 }

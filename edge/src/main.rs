@@ -94,6 +94,14 @@ async fn start(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let admin = match config.admin_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--admin-listen {addr}: cannot bind"))?,
+        ),
+        None => None,
+    };
     let spool = edge::Spool::open(&config.spool_dir, config.spool_max_bytes)
         .with_context(|| format!("spool_dir {}", config.spool_dir.display()))?;
     tracing::info!(
@@ -103,7 +111,12 @@ async fn start(args: Args) -> anyhow::Result<()> {
         contacts = ?config.contacts_urls.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "edge started"
     );
-    edge::run(listener, metrics, config, spool, shutdown_signal()).await;
+    let listeners = edge::Listeners {
+        webhooks: listener,
+        metrics,
+        admin,
+    };
+    edge::run(listeners, config, spool, shutdown_signal()).await;
     tracing::info!("edge stopped");
     Ok(())
 }

@@ -156,7 +156,10 @@ where
         return Ok(Done::Handshake(answer));
     }
 
-    let event = source.normalize(&configured.name, delivery, now_ms);
+    let mut event = source.normalize(&configured.name, delivery, now_ms);
+    if event.raw_body.is_some() {
+        event.raw_headers = source.recorded_headers(delivery.headers);
+    }
     let event_id = event
         .id
         .strip_prefix(configured.name.as_str())
@@ -281,6 +284,7 @@ async fn spool(
             event: Some(event),
             request_id: trace.request_id.clone(),
             traceparent: trace.traceparent.clone(),
+            replay_of: String::new(),
         },
         body,
     };

@@ -16,6 +16,7 @@ mod http_surface;
 mod identity;
 mod new_sender;
 mod observability;
+mod replay;
 mod resilience;
 mod standard_webhooks;
 mod stripe;

@@ -339,6 +339,8 @@ pub struct Edge {
     pub addr: SocketAddr,
     /// The metrics listener, when it is separate ([`Edge::start_with_metrics_listener`]).
     pub metrics_addr: Option<SocketAddr>,
+    /// The internal gRPC API (`edge.v1.ReplayService`).
+    pub admin_addr: SocketAddr,
     /// Its spool's directory: private to the edge unless the caller gave one.
     pub spool_dir: Arc<TempDir>,
     /// Held while the edge runs: sending or dropping it starts the edge's shutdown.
@@ -393,13 +395,21 @@ impl Edge {
         config.spool_dir = spool_dir.0.clone();
         let spool = edge::Spool::open(&config.spool_dir, config.spool_max_bytes)
             .unwrap_or_else(|e| panic!("spool: {e}"));
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let admin_addr = admin.local_addr().expect("local address");
+        let listeners = edge::Listeners {
+            webhooks: listener,
+            metrics,
+            admin: Some(admin),
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(edge::run(listener, metrics, config, spool, async {
+        let task = tokio::spawn(edge::run(listeners, config, spool, async {
             let _ = stopped.await;
         }));
         Self {
             addr,
             metrics_addr,
+            admin_addr,
             spool_dir,
             stop: Some(stop),
             task,
@@ -831,5 +841,6 @@ pub fn contact_item(id: &str, email: &str, first_name: Option<&str>) -> v1::Appl
         }),
         request_id: "r".into(),
         traceparent: String::new(),
+        replay_of: String::new(),
     }
 }

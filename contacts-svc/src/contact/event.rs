@@ -262,6 +262,8 @@ pub struct ParsedEvent {
     pub action: Result<EventEffect, Ignored>,
     /// What was changed while reading it (a text cut, a field left out), for the log.
     pub notes: Vec<String>,
+    /// Sent again by a replay of its ignored record: it may take that record over.
+    pub replay: bool,
 }
 
 /// Why an event changes no contact, with the raw body for inspection and replay.
@@ -271,6 +273,8 @@ pub struct Ignored {
     /// The raw body of the delivery; `None` when the event came without it (it must be
     /// sent again with it before it is recorded).
     pub body: Option<Vec<u8>>,
+    /// The headers normalizing read, recorded with the body for a replay.
+    pub headers: Vec<v1::Header>,
 }
 
 impl ParsedEvent {
@@ -316,11 +320,21 @@ impl ParsedEvent {
             &mut r,
         )?;
         let body = raw_body(ev);
+        let headers = if body.is_some() {
+            recorded_headers(&ev.raw_headers)
+        } else {
+            Vec::new()
+        };
         let action = match effect(&record_id, occurred_at, ev, &mut r)? {
-            Err(reason) => Err(Ignored { reason, body }),
+            Err(reason) => Err(Ignored {
+                reason,
+                body,
+                headers,
+            }),
             Ok(_) if data.identifiers().is_empty() => Err(Ignored {
                 reason: "no contact identifiers".to_owned(),
                 body,
+                headers,
             }),
             Ok(effect) => Ok(EventEffect {
                 event_id: record_id.clone(),
@@ -340,7 +354,29 @@ impl ParsedEvent {
             received_at,
             action,
             notes,
+            replay: false,
         })
+    }
+}
+
+impl ParsedEvent {
+    /// The event as the replay of record `replay_of` (none when empty): it must be
+    /// recorded under that id, or the replay would apply it under another.
+    pub fn replaying(mut self, replay_of: &str) -> Result<Self, Error> {
+        if replay_of.is_empty() {
+            return Ok(self);
+        }
+        if self.record_id.as_str() != replay_of {
+            return Err(Error::invalid(
+                "replay_of",
+                format!(
+                    "the event is recorded as {}, not as the record it replays",
+                    self.record_id
+                ),
+            ));
+        }
+        self.replay = true;
+        Ok(self)
     }
 }
 
@@ -355,6 +391,21 @@ fn raw_body(ev: &v1::WebhookEvent) -> Option<Vec<u8>> {
         Some(v1::webhook_event::Payload::Ignored(i)) if !i.body.is_empty() => Some(i.body.clone()),
         _ => None,
     }
+}
+
+/// Most headers recorded with an event, and most bytes of each: the edge sends the one
+/// or two a provider's normalizer reads.
+const MAX_RECORDED_HEADERS: usize = 8;
+const MAX_HEADER_BYTES: usize = 1024;
+
+/// The headers to record with an ignored event's body, bounded.
+fn recorded_headers(headers: &[v1::Header]) -> Vec<v1::Header> {
+    headers
+        .iter()
+        .filter(|h| h.name.len() <= 128 && h.value.len() <= MAX_HEADER_BYTES)
+        .take(MAX_RECORDED_HEADERS)
+        .cloned()
+        .collect()
 }
 
 /// The effect of an event's payload, or why it has none. Every value comes from the
@@ -500,7 +551,10 @@ pub fn millis(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<i64, E
     optional_millis(field, ts)?.ok_or_else(|| Error::invalid(field, "is required"))
 }
 
-fn optional_millis(field: &str, ts: Option<&prost_types::Timestamp>) -> Result<Option<i64>, Error> {
+pub fn optional_millis(
+    field: &str,
+    ts: Option<&prost_types::Timestamp>,
+) -> Result<Option<i64>, Error> {
     let Some(ts) = ts else { return Ok(None) };
     // 0001-01-01 .. 9999-12-31, as google.protobuf.Timestamp defines the range.
     if !(-62_135_596_800..=253_402_300_799).contains(&ts.seconds)

@@ -76,7 +76,8 @@ impl Service {
         let parsed: Vec<Result<ParsedEvent, Error>> = items
             .iter()
             .map(|item| match &item.event {
-                Some(ev) => ParsedEvent::parse(ev, self.default_region),
+                Some(ev) => ParsedEvent::parse(ev, self.default_region)
+                    .and_then(|parsed| parsed.replaying(&item.replay_of)),
                 None => Err(Error::invalid("event", "is required")),
             })
             .collect();

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::contact::text::Reader;
 use crate::contact::{
     ContactFields, ContactId, Effect, Email, EventEffect, EventId, Identifier, ParsedEvent, Phone,
-    Region,
+    Region, optional_millis,
 };
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -22,6 +22,8 @@ const DEFAULT_PAGE: usize = 50;
 /// Most events in one ApplyEvents call.
 const MAX_BATCH: usize = 1000;
 const MAX_PAGE: usize = 500;
+/// Most ids one ListEvents call looks up.
+const MAX_EVENT_IDS: usize = 1000;
 
 /// The service implementation; cheap to clone.
 #[derive(Clone, Debug)]
@@ -98,6 +100,7 @@ impl ContactsService for Service {
             request_id: metadata(&request, "x-request-id").to_owned(),
             traceparent: metadata(&request, "traceparent").to_owned(),
             event: request.into_inner().event,
+            replay_of: String::new(),
         };
         let outcome = self.apply_items(vec![item], deadline).await?.swap_remove(0);
         outcome
@@ -179,6 +182,7 @@ impl ContactsService for Service {
                 effect: Effect::Profile,
             }),
             notes: Vec::new(),
+            replay: false,
         };
         let applied = self
             .store
@@ -303,6 +307,19 @@ impl ContactsService for Service {
                 Ok(v1::EventOutcome::Unspecified) => None,
                 Ok(o) => Some(o),
                 Err(_) => return Err(status(Error::invalid("outcome", "is not a known outcome"))),
+            },
+            event_type: (!req.r#type.is_empty()).then_some(req.r#type),
+            received_from: optional_millis("received_from", req.received_from.as_ref())
+                .map_err(status)?,
+            received_before: optional_millis("received_before", req.received_before.as_ref())
+                .map_err(status)?,
+            ids: if req.event_ids.len() > MAX_EVENT_IDS {
+                return Err(status(Error::invalid(
+                    "event_ids",
+                    format!("holds more than {MAX_EVENT_IDS} ids"),
+                )));
+            } else {
+                req.event_ids
             },
         };
         let page = self

@@ -88,6 +88,23 @@ pub(super) fn unchanged(
     }
 }
 
+/// Whether `ev` replays the record `done` of an ignored event, which it may take over.
+fn replayable(ev: &ParsedEvent, done: &v1::EventRecord) -> bool {
+    ev.replay && done.outcome == i32::from(v1::EventOutcome::Ignored)
+}
+
+/// Times a replay looks at a record anew after another caller changed it under it.
+const TAKE_OVER_TRIES: usize = 3;
+
+/// The answer for an event whose record says it was taken care of before.
+fn duplicate(done: &v1::EventRecord) -> Applied {
+    unchanged(
+        v1::EventOutcome::Duplicate,
+        ContactId::parse(&done.contact_id).ok(),
+        done.reason.clone(),
+    )
+}
+
 impl Store {
     /// Applies `ev` exactly once, by `deadline`. `explicit` is a contact the caller named.
     pub async fn apply(
@@ -118,30 +135,39 @@ impl Store {
     ) -> Vec<Result<Applied, Error>> {
         // A second copy of an event in the same batch waits for the first, as a second
         // delivery would: it is a duplicate if the first took effect, and fails with it.
-        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut seen: BTreeMap<(&str, bool), usize> = BTreeMap::new();
         let mut unique = Vec::with_capacity(batch.len());
         // For each event: its index in `unique`, and whether it is a copy.
         let places: Vec<(usize, bool)> = batch
             .iter()
-            .map(|(ev, explicit)| match seen.get(ev.id.as_str()) {
-                Some(&first) => (first, true),
-                None => {
-                    seen.insert(ev.id.as_str(), unique.len());
-                    unique.push((*ev, *explicit));
-                    (unique.len() - 1, false)
-                }
-            })
+            .map(
+                |(ev, explicit)| match seen.get(&(ev.id.as_str(), ev.replay)) {
+                    Some(&first) => (first, true),
+                    None => {
+                        seen.insert((ev.id.as_str(), ev.replay), unique.len());
+                        unique.push((*ev, *explicit));
+                        (unique.len() - 1, false)
+                    }
+                },
+            )
             .collect();
         let results = self.apply_unique(&unique, deadline).await;
-        // `results[i]` answers `unique[i]`.
+        // `results[i]` answers `unique[i]`. A copy of a replay that left the event
+        // ignored is answered the same: it was looked at with the same configuration.
         places
             .into_iter()
             .map(|(first, copy)| match &results[first] {
-                Ok(a) if copy && a.outcome != v1::EventOutcome::BodyRequired => Ok(unchanged(
-                    v1::EventOutcome::Duplicate,
-                    a.contact_id.clone(),
-                    a.reason.clone(),
-                )),
+                Ok(a)
+                    if copy
+                        && a.outcome != v1::EventOutcome::BodyRequired
+                        && !(unique[first].0.replay && a.outcome == v1::EventOutcome::Ignored) =>
+                {
+                    Ok(unchanged(
+                        v1::EventOutcome::Duplicate,
+                        a.contact_id.clone(),
+                        a.reason.clone(),
+                    ))
+                }
                 result => result.clone(),
             })
             .collect()
@@ -206,6 +232,31 @@ impl Store {
             .collect()
     }
 
+    /// Takes over the record of an ignored event for its replay: the lease with where
+    /// its identifiers point, or the record that says it took effect meanwhile. A
+    /// record another caller changed under it (a concurrent replay) is looked at anew.
+    async fn take_over_ignored(
+        &self,
+        lease: &Lease,
+        mut seen: Vec<u8>,
+    ) -> Result<Result<Vec<Option<ContactId>>, Box<v1::EventRecord>>, Error> {
+        for _ in 0..TAKE_OVER_TRIES {
+            if let Some(pointers) = self.take_over(lease, &seen).await? {
+                return Ok(Ok(pointers));
+            }
+            match self.acquire(lease).await? {
+                Acquired::Lease(pointers) => return Ok(Ok(pointers)),
+                Acquired::Done(done, now)
+                    if done.outcome == i32::from(v1::EventOutcome::Ignored) =>
+                {
+                    seen = now;
+                }
+                Acquired::Done(done, _) => return Ok(Err(done)),
+            }
+        }
+        Err(Error::InProgress(lease.key.clone()))
+    }
+
     /// Resolves and applies one event of a batch, given what its first round trip found
     /// (`None`: another caller holds its lease; an error: a stored value it cannot read).
     pub(super) async fn apply_leased(
@@ -225,13 +276,13 @@ impl Store {
         };
         let pointers = match acquired {
             Acquired::Lease(pointers) => pointers,
-            Acquired::Done(done) => {
-                return Ok(Step::Answer(unchanged(
-                    v1::EventOutcome::Duplicate,
-                    ContactId::parse(&done.contact_id).ok(),
-                    done.reason,
-                )));
+            Acquired::Done(done, seen) if replayable(ev, &done) => {
+                match self.take_over_ignored(lease, seen).await? {
+                    Ok(pointers) => pointers,
+                    Err(done) => return Ok(Step::Answer(duplicate(&done))),
+                }
             }
+            Acquired::Done(done, _) => return Ok(Step::Answer(duplicate(&done))),
         };
         let result = match &ev.action {
             Ok(effect) => {
@@ -239,7 +290,9 @@ impl Store {
                     .await
             }
             // An event that is not applied is recorded with its raw body or not at all.
-            Err(Ignored { reason, body: None }) => {
+            Err(Ignored {
+                reason, body: None, ..
+            }) => {
                 self.release(lease).await;
                 return Ok(Step::Answer(unchanged(
                     v1::EventOutcome::BodyRequired,

@@ -155,6 +155,21 @@ return 0
     )
 });
 
+/// Replaces a key's value with a lease if it still holds the given value: a replay
+/// takes over the record of an ignored event only if nobody changed it since it was
+/// read, so two replays never both apply the event.
+pub(super) static REPLACE_IF: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+",
+    )
+});
+
 /// Points an index entry at another contact if it still names the old one.
 pub(super) static REPOINT: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(

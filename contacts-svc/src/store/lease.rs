@@ -8,7 +8,7 @@ use hookline_proto::prost::Message as _;
 use hookline_proto::v1;
 use redis::Value;
 
-use super::keys::{DELETE_IF, decode_record, event_key, index_read, pointer_ids};
+use super::keys::{DELETE_IF, REPLACE_IF, decode_record, event_key, index_read, pointer_ids};
 use super::{Applied, Patience, Store, millis_u64, now_millis};
 use crate::contact::{self, ContactId, EventId, Identifier, ParsedEvent};
 use crate::error::Error;
@@ -24,7 +24,9 @@ pub(super) struct Lease {
 impl Lease {
     pub(super) fn new(ev: &ParsedEvent) -> Self {
         Self {
-            key: event_key(&ev.id),
+            // A replay is gated by the record it replays: the dedup key of an id with a
+            // window may have expired while the record still says what became of it.
+            key: event_key(if ev.replay { &ev.record_id } else { &ev.id }),
             token: format!("L{}", uuid::Uuid::now_v7().simple()),
             idents: match &ev.action {
                 Ok(effect) => effect.data.identifiers(),
@@ -38,8 +40,8 @@ impl Lease {
 pub(super) enum Acquired {
     /// The lease is ours; where the event's identifiers pointed at that moment.
     Lease(Vec<Option<ContactId>>),
-    /// The event was applied before.
-    Done(Box<v1::EventRecord>),
+    /// The event was applied (or ignored) before: its record, and the stored value.
+    Done(Box<v1::EventRecord>, Vec<u8>),
 }
 
 /// What one event's replies in [`Store::try_acquire`] say: the lease with where the
@@ -52,19 +54,51 @@ pub(super) fn acquired(
 ) -> Result<Option<Acquired>, Error> {
     let current: Option<Vec<u8>> =
         redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))?;
-    match current.as_deref() {
+    match current {
         None => Ok(Some(Acquired::Lease(match index {
             Some(reply) => pointer_ids(&lease.idents, reply)?,
             None => Vec::new(),
         }))),
-        Some([b'D', rest @ ..]) => Ok(Some(Acquired::Done(Box::new(decode_record(
-            &lease.key, rest,
-        )?)))),
-        Some(_) => Ok(None),
+        Some(value) => match value.as_slice() {
+            [b'D', rest @ ..] => {
+                let record = decode_record(&lease.key, rest)?;
+                Ok(Some(Acquired::Done(Box::new(record), value)))
+            }
+            _ => Ok(None),
+        },
     }
 }
 
 impl Store {
+    /// Takes the lease over an ignored event's record for its replay, if the record is
+    /// still `seen`; then reads where the event's identifiers point. `None`: somebody
+    /// changed the record since (another replay, say).
+    pub(super) async fn take_over(
+        &self,
+        lease: &Lease,
+        seen: &[u8],
+    ) -> Result<Option<Vec<Option<ContactId>>>, Error> {
+        let mut c = self.conn.clone();
+        let replaced: i64 = REPLACE_IF
+            .call()
+            .key(&lease.key)
+            .arg(seen)
+            .arg(&lease.token)
+            .arg(millis_u64(self.opts.lease))
+            .run(&mut c)
+            .await?;
+        if replaced == 0 {
+            return Ok(None);
+        }
+        match self.index_lookup(&lease.idents).await {
+            Ok(pointers) => Ok(Some(pointers)),
+            Err(e) => {
+                self.release(lease).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Gives up the lease if it is still ours, so that a retry can apply the event right
     /// away instead of after the lease expires.
     pub(super) async fn release(&self, lease: &Lease) {
@@ -158,6 +192,10 @@ impl Store {
             },
             notes: applied.notes.clone(),
             original_event_id: ev.original_id.clone().unwrap_or_default(),
+            headers: match &ev.action {
+                Err(ignored) if ignored.body.is_some() => ignored.headers.clone(),
+                _ => Vec::new(),
+            },
         };
         let mut value = Vec::with_capacity(1 + record.encoded_len());
         value.push(b'D');

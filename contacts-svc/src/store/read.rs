@@ -53,6 +53,28 @@ pub struct EventFilter {
     pub contact: Option<ContactId>,
     pub source: Option<String>,
     pub outcome: Option<v1::EventOutcome>,
+    pub event_type: Option<String>,
+    /// Received at or after, Unix ms.
+    pub received_from: Option<i64>,
+    /// Received before, Unix ms.
+    pub received_before: Option<i64>,
+    /// Only these records, in this order, without paging.
+    pub ids: Vec<String>,
+}
+
+impl EventFilter {
+    /// Whether `r` passes every filter but `contact` and `ids`.
+    pub fn keeps(&self, r: &v1::EventRecord) -> bool {
+        let received = r
+            .received_at
+            .as_ref()
+            .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000));
+        self.source.as_ref().is_none_or(|s| *s == r.source)
+            && self.outcome.is_none_or(|o| r.outcome == i32::from(o))
+            && self.event_type.as_ref().is_none_or(|t| *t == r.r#type)
+            && self.received_from.is_none_or(|from| received >= from)
+            && self.received_before.is_none_or(|before| received < before)
+    }
 }
 
 /// Redirects followed from a merged contact to its survivor.
@@ -342,10 +364,24 @@ impl Store {
         limit: usize,
         filter: &EventFilter,
     ) -> Result<Page<v1::EventRecord>, Error> {
-        let keep = |r: &v1::EventRecord| {
-            filter.source.as_ref().is_none_or(|s| *s == r.source)
-                && filter.outcome.is_none_or(|o| r.outcome == i32::from(o))
-        };
+        let keep = |r: &v1::EventRecord| filter.keeps(r);
+        if !filter.ids.is_empty() {
+            let records = self
+                .load_records(filter.ids.iter().map(String::as_str))
+                .await?;
+            let items = records
+                .into_iter()
+                .flatten()
+                .filter(|r| keep(r))
+                .filter(|r| {
+                    filter
+                        .contact
+                        .as_ref()
+                        .is_none_or(|c| r.contact_id == c.as_str())
+                })
+                .collect();
+            return Ok(Page { items, next: None });
+        }
         if let Some(contact) = &filter.contact {
             return self.list_contact_events(contact, after, limit, keep).await;
         }

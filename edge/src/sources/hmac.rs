@@ -454,6 +454,11 @@ impl Source for HmacSource {
         Self::KIND
     }
 
+    fn recorded_headers(&self, headers: &http::HeaderMap) -> Vec<v1::Header> {
+        let names = [&self.id_header, &self.type_header];
+        super::headers_named(headers, names.into_iter().flatten().map(HeaderName::as_str))
+    }
+
     fn verify(&self, d: Delivery<'_>, now: i64) -> Result<(), VerifyError> {
         let name = label(&self.header);
         let value = one_header(d.headers, self.header.as_str(), name)?

@@ -60,6 +60,13 @@ pub trait Source: std::any::Any + fmt::Debug + Send + Sync {
         StatusCode::SERVICE_UNAVAILABLE
     }
 
+    /// The headers [`Source::normalize`] reads (an id or a type; never a signature or a
+    /// token), recorded with an ignored event's body so that a replay normalizes it
+    /// exactly as at receipt.
+    fn recorded_headers(&self, _headers: &HeaderMap) -> Vec<v1::Header> {
+        Vec::new()
+    }
+
     /// For an authentic delivery that is not an event but a question the sender asks of
     /// the endpoint (Slack's `url_verification`): the JSON answer, sent with 200.
     /// Nothing is stored.
@@ -257,6 +264,36 @@ pub fn one_header<'a>(
     }
     let value = value.as_bytes().trim_ascii();
     Ok((!value.is_empty()).then_some(value))
+}
+
+/// The fields of `names` in `headers`, as recorded headers.
+pub fn headers_named<'a>(
+    headers: &HeaderMap,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<v1::Header> {
+    names
+        .into_iter()
+        .flat_map(|name| {
+            headers.get_all(name).iter().map(move |value| v1::Header {
+                name: name.to_owned(),
+                value: value.as_bytes().to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// A header map of recorded headers; fields that are not valid HTTP are left out.
+pub fn header_map_of(recorded: &[v1::Header]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for h in recorded {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_bytes(&h.value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
 }
 
 /// A protobuf timestamp from milliseconds since the Unix epoch.

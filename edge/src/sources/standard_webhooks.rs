@@ -183,6 +183,10 @@ impl Source for StandardWebhooks {
         Self::KIND
     }
 
+    fn recorded_headers(&self, headers: &http::HeaderMap) -> Vec<v1::Header> {
+        super::headers_named(headers, [STANDARD[0], SVIX[0]])
+    }
+
     /// Verifies as §4 of the specification says: the headers, the timestamp within the
     /// tolerance both ways, then any `v1` (or `v1a`) signature over
     /// `{id}.{timestamp}.{body}` under any configured key.

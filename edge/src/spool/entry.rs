@@ -115,6 +115,7 @@ mod tests {
                 }),
                 request_id: "req-1".into(),
                 traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                replay_of: String::new(),
             },
             body: body.map(Bytes::from_static),
         }

@@ -35,6 +35,7 @@ fn entry(n: u32) -> Entry {
             }),
             request_id: format!("req-{n}"),
             traceparent: String::new(),
+            replay_of: String::new(),
         },
         body: Some(Bytes::from(format!("{{\"id\":\"evt_{n}\"}}"))),
     }

@@ -1,0 +1,264 @@
+//! `edge.v1.ReplayService/ReplayEvents`, served on the internal `admin_listen` address:
+//! re-applies events contacts-svc recorded as ignored, normalizing each anew from its
+//! recorded body and headers with today's configuration (a fixed mapping, a location
+//! now allowed). Nothing is verified again: the edge verified each at receipt, and
+//! contacts-svc records only what an edge verified. contacts-svc lets a replay take over
+//! only a record that still says ignored, so an event never takes effect twice.
+
+use std::sync::Arc;
+
+use hookline_proto::edge::v1 as edge_v1;
+use hookline_proto::edge::v1::replay_service_server::ReplayService;
+use hookline_proto::v1;
+use tokio::task::JoinSet;
+use tonic::{Request, Response, Status};
+
+use crate::State;
+use crate::contacts::Verdict;
+use crate::sources::{Delivery, header_map_of};
+
+/// Events replayed by one call unless it says otherwise, and at most.
+const DEFAULT_LIMIT: usize = 1000;
+const MAX_LIMIT: usize = 10_000;
+/// Most ids one call names.
+const MAX_IDS: usize = 1000;
+/// Records read per ListEvents page.
+const PAGE: i32 = 500;
+/// Replays sent to contacts-svc at once.
+const CONCURRENCY: usize = 32;
+
+/// The service, over the edge's sources and its contacts-svc client.
+#[derive(Debug)]
+pub struct Replays {
+    state: Arc<State>,
+}
+
+impl Replays {
+    pub fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl ReplayService for Replays {
+    async fn replay_events(
+        &self,
+        request: Request<edge_v1::ReplayEventsRequest>,
+    ) -> Result<Response<edge_v1::ReplayEventsResponse>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => DEFAULT_LIMIT,
+            n if n < 0 => return Err(Status::invalid_argument("limit: must not be negative")),
+            n => usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT),
+        };
+        if req.event_ids.len() > MAX_IDS {
+            return Err(Status::invalid_argument(format!(
+                "event_ids: holds more than {MAX_IDS} ids"
+            )));
+        }
+        if req.event_ids.is_empty() && req.source.is_empty() {
+            return Err(Status::invalid_argument(
+                "name the events: event_ids, or a source (with type and received_from / received_before to narrow it)",
+            ));
+        }
+        let (mut records, truncated, missing) = self.select(&req, limit).await?;
+        // Oldest first, as they were received.
+        records.sort_by_key(received_ms);
+        let mut answers: Vec<Option<edge_v1::ReplayedEvent>> = vec![None; records.len()];
+        let mut calls = JoinSet::new();
+        for (i, record) in records.into_iter().enumerate() {
+            if calls.len() >= CONCURRENCY
+                && let Some(Ok((at, answer))) = calls.join_next().await
+            {
+                answers[at] = Some(answer);
+            }
+            let state = self.state.clone();
+            calls.spawn(async move { (i, replay(&state, record).await) });
+        }
+        while let Some(joined) = calls.join_next().await {
+            if let Ok((at, answer)) = joined {
+                answers[at] = Some(answer);
+            }
+        }
+        let mut events: Vec<_> = answers.into_iter().flatten().collect();
+        events.extend(
+            missing
+                .into_iter()
+                .map(|id| skipped(id, "no record of this event")),
+        );
+        let count = |r: edge_v1::ReplayResult| events.iter().filter(|e| e.result() == r).count();
+        tracing::info!(
+            selected = events.len(),
+            applied = count(edge_v1::ReplayResult::Applied),
+            still_ignored = count(edge_v1::ReplayResult::StillIgnored),
+            already_applied = count(edge_v1::ReplayResult::AlreadyApplied),
+            skipped = count(edge_v1::ReplayResult::Skipped),
+            failed = count(edge_v1::ReplayResult::Failed),
+            truncated,
+            "recorded events replayed"
+        );
+        Ok(Response::new(edge_v1::ReplayEventsResponse {
+            events,
+            truncated,
+        }))
+    }
+}
+
+impl Replays {
+    /// The records the request selects (at most `limit`), whether more matched, and the
+    /// ids named that have no record.
+    async fn select(
+        &self,
+        req: &edge_v1::ReplayEventsRequest,
+        limit: usize,
+    ) -> Result<(Vec<v1::EventRecord>, bool, Vec<String>), Status> {
+        let filter = v1::ListEventsRequest {
+            source: req.source.clone(),
+            r#type: req.r#type.clone(),
+            received_from: req.received_from,
+            received_before: req.received_before,
+            ..Default::default()
+        };
+        let contacts = &self.state.contacts;
+        if !req.event_ids.is_empty() {
+            let found = contacts
+                .list_events(v1::ListEventsRequest {
+                    event_ids: req.event_ids.clone(),
+                    ..filter
+                })
+                .await
+                .map_err(unavailable)?
+                .events;
+            let missing = req
+                .event_ids
+                .iter()
+                .filter(|id| !found.iter().any(|r| &r.event_id == *id))
+                .cloned()
+                .collect();
+            let truncated = found.len() > limit;
+            let mut found = found;
+            found.truncate(limit);
+            return Ok((found, truncated, missing));
+        }
+        let mut records = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = contacts
+                .list_events(v1::ListEventsRequest {
+                    page_size: PAGE,
+                    page_token: page_token.clone(),
+                    outcome: v1::EventOutcome::Ignored.into(),
+                    ..filter.clone()
+                })
+                .await
+                .map_err(unavailable)?;
+            records.extend(page.events);
+            if records.len() > limit {
+                records.truncate(limit);
+                return Ok((records, true, Vec::new()));
+            }
+            if page.next_page_token.is_empty() {
+                return Ok((records, false, Vec::new()));
+            }
+            page_token = page.next_page_token;
+        }
+    }
+}
+
+/// Replays one record: normalized anew from its body and headers, sent as the replay
+/// of that record.
+async fn replay(state: &State, record: v1::EventRecord) -> edge_v1::ReplayedEvent {
+    let id = record.event_id.clone();
+    let ignored = i32::from(v1::EventOutcome::Ignored);
+    if record.outcome != ignored {
+        return match v1::EventOutcome::try_from(record.outcome) {
+            Ok(v1::EventOutcome::Applied | v1::EventOutcome::Duplicate) => edge_v1::ReplayedEvent {
+                event_id: id,
+                result: edge_v1::ReplayResult::AlreadyApplied.into(),
+                reason: String::new(),
+                contact_id: record.contact_id,
+            },
+            other => skipped(id, &format!("recorded as {other:?}, not as ignored")),
+        };
+    }
+    let Some(configured) = state.sources.get(&record.source) else {
+        return skipped(
+            id,
+            &format!("source {:?} is not configured on this edge", record.source),
+        );
+    };
+    let headers = header_map_of(&record.headers);
+    let delivery = Delivery {
+        headers: &headers,
+        query: "",
+        body: &record.body,
+    };
+    let received_ms = received_ms(&record);
+    let mut event = configured
+        .source
+        .normalize(&configured.name, delivery, received_ms);
+    // The record's id is the one deliveries were deduplicated by (unless a dedup window
+    // made it one occurrence of it): a record from before headers were kept may not
+    // give the same id from its body alone.
+    if event.dedup_window_secs == 0 {
+        event.id.clone_from(&record.event_id);
+    }
+    event.raw_body = Some(record.body);
+    event.raw_headers = record.headers;
+    let item = v1::ApplyEventsItem {
+        event: Some(event),
+        request_id: uuid::Uuid::new_v4().simple().to_string(),
+        traceparent: String::new(),
+        replay_of: id.clone(),
+    };
+    let (result, reason, contact_id) = match Verdict::of(state.contacts.apply_item(item).await) {
+        Verdict::Done("applied", a) => {
+            (edge_v1::ReplayResult::Applied, String::new(), a.contact_id)
+        }
+        Verdict::Done("ignored", a) => {
+            (edge_v1::ReplayResult::StillIgnored, a.reason, String::new())
+        }
+        Verdict::Done(_, a) => (
+            edge_v1::ReplayResult::AlreadyApplied,
+            String::new(),
+            a.contact_id,
+        ),
+        Verdict::Later(why) => (edge_v1::ReplayResult::Failed, why, String::new()),
+        Verdict::Rejected(why) => (
+            edge_v1::ReplayResult::Failed,
+            format!("rejected: {why}"),
+            String::new(),
+        ),
+        Verdict::NeedsBody => (
+            edge_v1::ReplayResult::Failed,
+            "contacts-svc asked for the body it was sent".to_owned(),
+            String::new(),
+        ),
+    };
+    edge_v1::ReplayedEvent {
+        event_id: id,
+        result: result.into(),
+        reason,
+        contact_id,
+    }
+}
+
+fn skipped(event_id: String, reason: &str) -> edge_v1::ReplayedEvent {
+    edge_v1::ReplayedEvent {
+        event_id,
+        result: edge_v1::ReplayResult::Skipped.into(),
+        reason: reason.to_owned(),
+        contact_id: String::new(),
+    }
+}
+
+fn received_ms(record: &v1::EventRecord) -> i64 {
+    record
+        .received_at
+        .as_ref()
+        .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
+}
+
+fn unavailable(s: Status) -> Status {
+    Status::unavailable(format!("contacts-svc: {}", s.message()))
+}

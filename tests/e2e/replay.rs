@@ -1,0 +1,311 @@
+//! `edge.v1.ReplayService/ReplayEvents`: events recorded as ignored, replayed after the
+//! configuration is fixed, take effect once, never twice, and are never verified again.
+
+use hookline_proto::edge::v1 as edge_v1;
+use hookline_proto::edge::v1::replay_service_client::ReplayServiceClient;
+use hookline_proto::v1;
+use hookline_tests::{Edge, Reply, Stack, now_secs, run_grpcurl, sign_as};
+use serde_json::json;
+
+/// The secret the deliveries are signed with; the fixed edge no longer has it.
+const OLD: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const NEW: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// The `acme` source, reading the email at `email` (the wrong pointer, then the right).
+fn acme(secret: &str, email: &str) -> String {
+    format!(
+        r#"
+[sources.acme]
+kind = "standard-webhooks"
+secrets = ["{secret}"]
+
+[sources.acme.map]
+email = "{email}"
+first_name = "/data/first_name"
+
+[[sources.acme.actions]]
+types = ["user.*"]
+do = "contact"
+"#
+    )
+}
+
+fn user(email: Option<&str>) -> Vec<u8> {
+    json!({
+        "type": "user.created",
+        "timestamp": "2026-12-01T10:00:00Z",
+        "data": {"email": email, "first_name": "Grace"}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Delivers `body` as message `id`, signed now by the official library with [`OLD`].
+async fn deliver(edge: &Edge, stack_http: &hookline_tests::Http, id: &str, body: &[u8]) -> Reply {
+    let now = now_secs().to_string();
+    let sig = sign_as(&["standard-webhooks", OLD, id, &now], body).await;
+    stack_http
+        .post(
+            &edge.url("/webhooks/acme"),
+            body.to_vec(),
+            &[
+                ("webhook-id", id),
+                ("webhook-timestamp", &now),
+                ("webhook-signature", &sig),
+            ],
+        )
+        .await
+}
+
+/// An edge with the fixed mapping and only the new secret, on the same contacts-svc.
+async fn fixed_edge(stack: &Stack) -> Edge {
+    let toml = format!(
+        "contacts_url = \"{}\"\n{}",
+        stack.contacts.url(),
+        acme(NEW, "/data/email")
+    );
+    Edge::start_with_metrics_listener(&toml).await
+}
+
+async fn replay(
+    edge: &Edge,
+    req: edge_v1::ReplayEventsRequest,
+) -> Vec<(String, edge_v1::ReplayResult)> {
+    let mut client = ReplayServiceClient::connect(format!("http://{}", edge.admin_addr))
+        .await
+        .unwrap();
+    let answer = client.replay_events(req).await.unwrap().into_inner();
+    answer
+        .events
+        .into_iter()
+        .map(|e| (e.event_id.clone(), e.result()))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_event_ignored_under_an_old_mapping_applies_once_after_the_fix() {
+    let stack = Stack::start_with_sources(&acme(OLD, "/data/mail")).await;
+    let body = user(Some("grace@example.com"));
+    let reply = deliver(&stack.edge, &stack.http, "msg_1", &body).await;
+    assert_eq!(reply.json()["status"], "ignored", "{:?}", reply.body);
+    assert_eq!(reply.json()["reason"], "no contact identifiers");
+
+    let edge = fixed_edge(&stack).await;
+    // As an operator runs it, by reflection.
+    let out = run_grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"event_ids": ["acme:msg_1"]}"#,
+        &edge.admin_addr.to_string(),
+        "edge.v1.ReplayService/ReplayEvents",
+    ])
+    .await;
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(answer["events"][0]["eventId"], "acme:msg_1", "{out}");
+    assert_eq!(
+        answer["events"][0]["result"], "REPLAY_RESULT_APPLIED",
+        "{out}"
+    );
+    let contact = stack
+        .contacts
+        .lookup_email("grace@example.com")
+        .await
+        .unwrap();
+    assert_eq!(contact.first_name, "Grace");
+    assert_eq!(answer["events"][0]["contactId"], contact.id.as_str());
+    let record = stack
+        .contacts
+        .events(v1::ListEventsRequest {
+            event_ids: vec!["acme:msg_1".into()],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(record[0].outcome(), v1::EventOutcome::Applied);
+    assert_eq!(record[0].contact_id, contact.id);
+
+    // Never twice: not by a second replay, nor by the sender's redelivery.
+    let again = replay(
+        &edge,
+        edge_v1::ReplayEventsRequest {
+            event_ids: vec!["acme:msg_1".into(), "acme:msg_none".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        again,
+        [
+            ("acme:msg_1".into(), edge_v1::ReplayResult::AlreadyApplied),
+            ("acme:msg_none".into(), edge_v1::ReplayResult::Skipped),
+        ]
+    );
+    let redelivered = deliver(&stack.edge, &stack.http, "msg_1", &body).await;
+    assert_eq!(redelivered.json()["status"], "duplicate");
+}
+
+#[tokio::test]
+async fn replays_by_filter_report_each_event_and_concurrent_replays_apply_once() {
+    let stack = Stack::start_with_sources(&acme(OLD, "/data/mail")).await;
+    for (id, email) in [
+        ("msg_a", Some("a@example.com")),
+        ("msg_b", Some("b@example.com")),
+        ("msg_c", None),
+    ] {
+        let reply = deliver(&stack.edge, &stack.http, id, &user(email)).await;
+        assert_eq!(reply.json()["status"], "ignored", "{:?}", reply.body);
+    }
+    let edge = fixed_edge(&stack).await;
+    let none = replay(
+        &edge,
+        edge_v1::ReplayEventsRequest {
+            source: "acme".into(),
+            r#type: "invoice.paid".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(none.is_empty(), "{none:?}");
+
+    let by_source = || {
+        replay(
+            &edge,
+            edge_v1::ReplayEventsRequest {
+                source: "acme".into(),
+                r#type: "user.created".into(),
+                ..Default::default()
+            },
+        )
+    };
+    let (first, second) = tokio::join!(by_source(), by_source());
+    let mut all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    all.sort();
+    use edge_v1::ReplayResult::{AlreadyApplied, Applied, StillIgnored};
+    let results = |id: &str| -> Vec<edge_v1::ReplayResult> {
+        all.iter()
+            .filter(|(e, _)| e == id)
+            .map(|(_, r)| *r)
+            .collect()
+    };
+    for id in ["acme:msg_a", "acme:msg_b"] {
+        let mut got = results(id);
+        got.sort_by_key(|r| *r as i32);
+        // Each replay selected it while it was ignored, or after it applied (then the
+        // filter on ignored leaves it out): exactly one applied it.
+        assert!(
+            got == [Applied] || got == [Applied, AlreadyApplied],
+            "{id}: {got:?} of {all:?}"
+        );
+    }
+    assert!(
+        results("acme:msg_c").iter().all(|r| *r == StillIgnored),
+        "{all:?}"
+    );
+    for email in ["a@example.com", "b@example.com"] {
+        stack.contacts.lookup_email(email).await.unwrap();
+    }
+    // A replay without a selection is refused rather than replaying everything.
+    let mut client = ReplayServiceClient::connect(format!("http://{}", edge.admin_addr))
+        .await
+        .unwrap();
+    let refused = client
+        .replay_events(edge_v1::ReplayEventsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+}
+
+/// An event of source `replayed` about `email` (none: no identifier, so ignored),
+/// carrying its raw body as every event that may be recorded does.
+fn replayed_event(id: &str, email: Option<&str>) -> v1::WebhookEvent {
+    let ts = hookline_proto::prost_types::Timestamp {
+        seconds: 1_790_000_000,
+        nanos: 0,
+    };
+    v1::WebhookEvent {
+        id: id.into(),
+        source: "replayed".into(),
+        kind: "test".into(),
+        r#type: "contact".into(),
+        occurred_at: Some(ts),
+        received_at: Some(ts),
+        contact: Some(v1::ContactData {
+            email: email.map(Into::into),
+            ..Default::default()
+        }),
+        payload: Some(v1::webhook_event::Payload::ContactUpserted(
+            v1::ContactUpserted {},
+        )),
+        raw_body: Some(b"{}".to_vec()),
+        ..Default::default()
+    }
+}
+
+async fn apply(stack: &Stack, event: v1::WebhookEvent, replay_of: &str) -> v1::ApplyEventResponse {
+    let item = v1::ApplyEventsItem {
+        event: Some(event),
+        request_id: "r".into(),
+        traceparent: String::new(),
+        replay_of: replay_of.into(),
+    };
+    let mut answer = stack
+        .contacts
+        .client()
+        .await
+        .apply_events(v1::ApplyEventsRequest { items: vec![item] })
+        .await
+        .unwrap()
+        .into_inner();
+    answer.results.remove(0).response.unwrap()
+}
+
+#[tokio::test]
+async fn contacts_svc_lets_a_replay_take_over_only_a_record_that_still_says_ignored() {
+    let stack = Stack::start().await;
+    let ignored = apply(&stack, replayed_event("replayed:e1", None), "").await;
+    assert_eq!(ignored.outcome(), v1::EventOutcome::Ignored);
+    // A redelivery of an ignored event is a duplicate; its replay, fixed, applies.
+    let again = apply(
+        &stack,
+        replayed_event("replayed:e1", Some("e1@example.com")),
+        "",
+    )
+    .await;
+    assert_eq!(again.outcome(), v1::EventOutcome::Duplicate);
+    let fixed = replayed_event("replayed:e1", Some("e1@example.com"));
+    assert_eq!(
+        apply(&stack, fixed.clone(), "replayed:e1").await.outcome(),
+        v1::EventOutcome::Applied
+    );
+    assert_eq!(
+        apply(&stack, fixed.clone(), "replayed:e1").await.outcome(),
+        v1::EventOutcome::Duplicate,
+        "a record that says applied is never taken over"
+    );
+    let elsewhere = apply(&stack, fixed, "replayed:other").await;
+    assert_eq!(
+        elsewhere.outcome(),
+        v1::EventOutcome::Rejected,
+        "{elsewhere:?}"
+    );
+
+    // Two replays in separate calls at once: one applies, the other finds it applied.
+    for n in 0..8 {
+        let id = format!("replayed:race{n}");
+        let email = format!("race{n}@example.com");
+        assert_eq!(
+            apply(&stack, replayed_event(&id, None), "").await.outcome(),
+            v1::EventOutcome::Ignored
+        );
+        let (a, b) = tokio::join!(
+            apply(&stack, replayed_event(&id, Some(&email)), &id),
+            apply(&stack, replayed_event(&id, Some(&email)), &id)
+        );
+        let mut outcomes = [a.outcome(), b.outcome()];
+        outcomes.sort_by_key(|o| *o as i32);
+        assert_eq!(
+            outcomes,
+            [v1::EventOutcome::Applied, v1::EventOutcome::Duplicate],
+            "{id}"
+        );
+    }
+}
