@@ -184,8 +184,12 @@ async fn serve_all(
     let _ = stop.send(true);
     let _ = stop_replay.send(true);
     let _ = replayer.await;
+    // Their calls get the grace period too, no more.
     for task in [metrics_server, admin_server].into_iter().flatten() {
-        let _ = task.await;
+        let abort = task.abort_handle();
+        if tokio::time::timeout(grace, task).await.is_err() {
+            abort.abort();
+        }
     }
     closer.close().await;
 }

@@ -67,15 +67,16 @@ async fn closed_soon(stream: &mut TcpStream, what: &str) {
 
 /// An HTTP/1.1 answer read off a raw socket.
 #[derive(Debug)]
-struct RawReply {
-    status: u16,
+pub(crate) struct RawReply {
+    pub(crate) status: u16,
     /// The status line and headers, lower-cased.
-    head: String,
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Reads one HTTP/1.1 answer (the edge always sends a Content-Length); `None` if the
 /// connection ends first.
-async fn read_reply(stream: &mut TcpStream) -> Option<RawReply> {
+pub(crate) async fn read_reply(stream: &mut TcpStream) -> Option<RawReply> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -99,7 +100,8 @@ async fn read_reply(stream: &mut TcpStream) -> Option<RawReply> {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    Some(RawReply { status, head })
+    let body = buf[head_end..head_end + len].to_vec();
+    Some(RawReply { status, head, body })
 }
 
 /// `GET /healthz` on a kept-alive connection: its status, `None` if the connection is

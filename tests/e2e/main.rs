@@ -18,5 +18,6 @@ mod new_sender;
 mod observability;
 mod replay;
 mod resilience;
+mod shutdown;
 mod standard_webhooks;
 mod stripe;

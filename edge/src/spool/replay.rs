@@ -46,7 +46,13 @@ pub async fn run(
         if *stop.borrow() {
             return;
         }
-        match pass(&spool, &contacts, &outcomes, &stop).await {
+        // Stopping abandons a pass at once: what it sent and did not hear back about
+        // stays in the spool, and applying again is a duplicate.
+        let passed = tokio::select! {
+            passed = pass(&spool, &contacts, &outcomes) => passed,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match passed {
             Pass::Drained => backoff.reset(),
             Pass::Stalled(why) => {
                 let wait = backoff.next(random());
@@ -75,18 +81,10 @@ enum Pass {
 }
 
 /// One pass over the spool, oldest first.
-async fn pass(
-    spool: &Spool,
-    contacts: &Contacts,
-    outcomes: &ReplayOutcomes,
-    stop: &watch::Receiver<bool>,
-) -> Pass {
+async fn pass(spool: &Spool, contacts: &Contacts, outcomes: &ReplayOutcomes) -> Pass {
     let mut after = None;
     let mut left: Option<String> = None;
     loop {
-        if *stop.borrow() {
-            return Pass::Stalled("stopping".into());
-        }
         let page = match spool.page(after, PAGE).await {
             Ok(p) => p,
             Err(e) => return Pass::Stalled(e.to_string()),
