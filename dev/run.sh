@@ -62,7 +62,7 @@ pids+=("$edge_pid")
 ours_ready() {
   for pid in "$contacts_pid" "$edge_pid"; do
     if ! kill -0 "$pid" 2>/dev/null; then
-      echo "a service exited at start (is port 8080, 8081 or 50051 taken?)" >&2
+      echo "a service exited at start (is port 8080, 8081, 8082 or 50051 taken?)" >&2
       exit 1
     fi
   done
@@ -72,8 +72,8 @@ wait_for "the edge" ours_ready
 
 cat <<TXT
 
-hookline is up: edge on http://127.0.0.1:8080 (metrics on http://127.0.0.1:8081/metrics),
-contacts-svc on 127.0.0.1:50051.
+hookline is up: edge on http://127.0.0.1:8080 (metrics on http://127.0.0.1:8081/metrics,
+ReplayEvents on 127.0.0.1:8082, spool under .data/edge-spool), contacts-svc on 127.0.0.1:50051.
 
 Send a signed sample checkout.session.completed (a second send is a duplicate):
 
