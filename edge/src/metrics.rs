@@ -130,7 +130,7 @@ impl Metrics {
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "events",
-            "Authentic events by source, provider type and outcome (applied, duplicate, ignored)",
+            "Authentic events by source, provider type and outcome (applied, duplicate, ignored, queued)",
             events.clone(),
         );
         let request_seconds = Family::<SourceLabels, Histogram>::new_with_constructor(

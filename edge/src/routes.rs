@@ -139,3 +139,52 @@ fn now_ms() -> i64 {
 fn error(e: &Error) -> Response<Full<Bytes>> {
     json_response(e.status(), &json!({ "error": e.public_message() }), "")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a readiness is, in a word and the start of its reason.
+    fn shape(r: &Readiness) -> (&'static str, &'static str) {
+        let head = |reason: &'static str| reason.split(':').next().unwrap_or(reason);
+        match r {
+            Readiness::Ready => ("ready", ""),
+            Readiness::Degraded { reason, .. } => ("degraded", head(reason)),
+            Readiness::Down { reason, .. } => ("down", reason),
+        }
+    }
+
+    #[test]
+    fn readiness_says_whether_and_how_deliveries_are_taken() {
+        let max = 1 << 20;
+        let full = "contacts-svc is not serving and the spool is full (spool_max_bytes)";
+        let failing = "contacts-svc is not serving and the spool cannot be written";
+        // (contacts-svc serving, spooled entries and bytes, writes failing): state, status.
+        let table = [
+            ((true, 0, 0, false), ("ready", ""), 200),
+            ((true, 3, 9000, false), ("degraded", "draining"), 200),
+            // Serving wins over a failing spool: deliveries apply without it.
+            ((true, 0, 0, true), ("ready", ""), 200),
+            ((false, 0, 0, false), ("degraded", "spooling"), 200),
+            (
+                (false, 40, max - ROOM_FOR_ONE, false),
+                ("degraded", "spooling"),
+                200,
+            ),
+            (
+                (false, 41, max - ROOM_FOR_ONE + 1, false),
+                ("down", full),
+                503,
+            ),
+            ((false, 2, 100, true), ("down", failing), 503),
+        ];
+        for ((serving, entries, bytes, fails), want, status) in table {
+            let got = Readiness::of(serving, &Stats::holding(entries, bytes, fails), max);
+            assert_eq!(shape(&got), want, "{serving} {entries} {bytes} {fails}");
+            assert_eq!(got.status().as_u16(), status, "{got:?}");
+        }
+        let body = Readiness::of(false, &Stats::holding(7, 100, false), max).body();
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(body["spooled"], 7);
+    }
+}

@@ -47,6 +47,17 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Stats of a spool holding `entries` of `bytes` in all: for tests of what reads them.
+    #[cfg(test)]
+    pub fn holding(entries: u64, bytes: u64, failing: bool) -> Self {
+        Self {
+            entries: AtomicU64::new(entries),
+            bytes: AtomicU64::new(bytes),
+            failing: AtomicBool::new(failing),
+            ..Self::default()
+        }
+    }
+
     pub fn entries(&self) -> u64 {
         self.entries.load(Ordering::Relaxed)
     }
