@@ -9,6 +9,7 @@ mod cli;
 mod connections;
 mod content;
 mod convergence;
+mod faults;
 mod gohighlevel;
 mod grpc;
 mod hmac_senders;

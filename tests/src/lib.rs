@@ -5,6 +5,8 @@
 //!
 //! The harness only ever talks to the Redis it started.
 
+pub mod faults;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -159,6 +161,27 @@ impl Redis {
     /// Starts the server again on the same port and data directory.
     pub async fn restart(&mut self) {
         self.kill().await;
+        self.spawn().await;
+    }
+
+    /// Stops the server as an operator does (SIGTERM: it flushes its append-only file
+    /// and exits) and waits until it is gone. Unlike [`Redis::kill`], nothing it
+    /// acknowledged is lost, whatever the fsync policy.
+    pub async fn stop(&mut self) {
+        self.signal("-TERM");
+        if let Some(mut child) = self.child.take() {
+            let exited = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+            assert!(
+                matches!(&exited, Ok(Ok(status)) if status.success()),
+                "redis-server did not stop cleanly on SIGTERM: {exited:?}"
+            );
+        }
+    }
+
+    /// Starts a stopped server again on the same port and data directory, and waits
+    /// until it answers (it has read its append-only file back).
+    pub async fn start_again(&mut self) {
+        assert!(self.child.is_none(), "redis-server is still running");
         self.spawn().await;
     }
 
