@@ -290,3 +290,58 @@ async fn an_event_whose_request_was_abandoned_is_not_sent() {
         assert!(!sent, "abandoned event {i} was sent to contacts-svc");
     }
 }
+
+/// A checkout of `email` by `name`, paid with `payment_intent`, that happened `ago`
+/// seconds before now.
+fn checkout_at(id: &str, email: &str, name: &str, payment_intent: &str, ago: i64) -> Vec<u8> {
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&stripe_checkout(id, email, 1000, payment_intent)).unwrap();
+    event["created"] = (hookline_tests::now_secs() - ago).into();
+    event["data"]["object"]["customer_details"]["name"] = name.into();
+    event.to_string().into_bytes()
+}
+
+#[tokio::test]
+async fn spooled_events_end_the_same_whatever_order_the_spool_holds_them_in() {
+    let Stack {
+        redis,
+        contacts,
+        edge,
+        http,
+    } = Stack::start().await;
+    let addr = contacts.addr;
+    contacts.stop().await;
+    let email = "order@example.com";
+    // Spooled newest first: the spool replays in arrival order, the reverse of the
+    // order the changes happened in.
+    let newer = checkout_at("evt_newer", email, "Ada Newer", "pi_newer", 10);
+    let older = checkout_at("evt_older", email, "Ada Older", "pi_older", 100);
+    for body in [&newer, &older, &newer] {
+        let reply = edge.post_stripe(&http, body).await;
+        assert_eq!(reply.status, 202, "{:?}", reply.body);
+    }
+
+    let contacts = ContactsSvc::start_on(addr, &redis.url()).await;
+    eventually(Duration::from_secs(20), "the spool to drain", || async {
+        let r = http.get(&edge.url("/readyz")).await;
+        (r.json()["status"] == "ready").then_some(())
+    })
+    .await;
+    // And a live event older than both, after them.
+    let oldest = checkout_at("evt_oldest", email, "Ada Oldest", "pi_oldest", 1000);
+    assert_eq!(
+        edge.post_stripe(&http, &oldest).await.json()["status"],
+        "applied"
+    );
+
+    let contact = contacts.lookup_email(email).await.unwrap();
+    assert_eq!(contact.name, "Ada Newer", "the newest change wins");
+    let mut payments: Vec<_> = contact
+        .purchases
+        .iter()
+        .map(|p| p.payment_intent_id.as_str())
+        .collect();
+    payments.sort_unstable();
+    assert_eq!(payments, ["pi_newer", "pi_older", "pi_oldest"]);
+    assert_eq!(contact.totals[0].purchased, 3000);
+}
