@@ -26,7 +26,7 @@ lint: ## formatting, clippy -D warnings, buf lint
 fmt: ## format the code
 	cargo fmt --all
 
-bench: ## benchmark against a no-op baseline (release build, private Redis with AOF)
+bench: ## benchmark against a no-op baseline and a Node.js handler (release build, private Redis with AOF)
 	@dev/tools.sh redis-server
 	@dev/bench.sh
 

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # `make bench`: builds the release binaries, starts a private redis-server (AOF,
-# appendfsync everysec), contacts-svc and the edge, then drives first a no-op HTTP server
-# (the baseline) and then hookline with the same load generator and the same load, and
-# prints one markdown table with both rows, hookline's share of the baseline and the
-# targets. Method and recorded results: BENCHMARKS.md.
+# appendfsync everysec), contacts-svc and the edge, and the Node.js yardstick
+# (bench/node, with a second private redis-server of the same settings), then drives a
+# no-op HTTP server (the baseline), the Node.js handler and hookline, in that order, with
+# the same load generator and the same load, and prints one markdown table with the three
+# rows, hookline's share of the baseline and of Node's, Redis commands and bytes per
+# stored event, and the targets. Method and recorded results: BENCHMARKS.md.
+#
+# The Node.js run needs Node.js 20 or later with npm (`npm ci` runs when bench/node has
+# no node_modules or an older one than its lock); without them it is left out.
 #
 # Parameters (environment):
 #   CONNECTIONS=64 DURATION=10 (s, measured) WARMUP=2 (s) SIZE=2048 (bytes per event)
@@ -25,6 +30,15 @@ WORKER_THREADS=${WORKER_THREADS:-1}
 SECRET=whsec_hookline_bench_only
 
 started=$SECONDS
+node_dir=bench/node
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+with_node=0
+if command -v npm >/dev/null && [ "$node_major" -ge 20 ]; then
+  with_node=1
+else
+  echo "== no Node.js 20 or later with npm here: the Node.js yardstick's run is left out"
+fi
+
 echo "== building release binaries (cargo build --release --bins)"
 cargo build --release --bins --quiet
 build_secs=$((SECONDS - started))
@@ -36,9 +50,11 @@ pids=()
 stop() {
   local rc=$?
   trap - EXIT
-  # The baseline server's pid is forgotten once it was reaped, so a recycled pid is
-  # never signalled.
-  [ -n "${noop_pid:-}" ] && pids+=("$noop_pid")
+  # The pids of the servers stopped after their run are forgotten once they were
+  # reaped, so a recycled pid is never signalled.
+  for pid in "${noop_pid:-}" "${node_pid:-}" "${node_redis_pid:-}"; do
+    [ -n "$pid" ] && pids+=("$pid")
+  done
   if [ "${#pids[@]}" -gt 0 ]; then
     kill -TERM "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
@@ -66,7 +82,30 @@ wait_redis() {
   return 1
 }
 
-read -r redis_port contacts_port edge_port noop_port < <("$bin/loadgen" free-ports 4)
+# Stops a server started by this script and waits until it has exited.
+stop_server() {
+  kill -TERM "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+# Shows what a Redis holds and the commands per stored event (those run inside scripts
+# included), with the µs each took: the cost of the store's layout.
+# Usage: redis_report PORT STORED DESCRIPTION
+redis_report() {
+  echo "== redis after the run: $3, $(redis-cli -p "$1" dbsize) keys, $(redis-cli -p "$1" info persistence | grep -o 'aof_rewrites:[0-9]*' | cut -d: -f2) AOF rewrites"
+  redis-cli -p "$1" info commandstats | tr -d '\r' |
+    awk -F'[:=,]' -v n="$2" '/^cmdstat_/ && n > 0 && $3 / n >= 0.05 {
+        sub("cmdstat_", "", $1); out = out sprintf("%s%s %.1f (%.1f µs)", sep, $1, $3 / n, $7); sep = ", " }
+      END { print "== redis commands per logged event (µs per call): " out }'
+}
+
+if [ "$with_node" = 1 ] && { [ ! -f "$node_dir/node_modules/.package-lock.json" ] ||
+  [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; }; then
+  echo "== installing the Node.js yardstick's packages (npm ci in $node_dir)"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error) >"$work/npm-ci.log" 2>&1
+fi
+
+read -r redis_port contacts_port edge_port noop_port node_redis_port node_port < <("$bin/loadgen" free-ports 6)
 
 mkdir -p "$work/redis"
 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" \
@@ -101,19 +140,43 @@ pids+=("$edge_pid")
 "$bin/noop" --listen "127.0.0.1:$noop_port" --worker-threads "$WORKER_THREADS" >"$work/noop.log" 2>&1 &
 noop_pid=$!
 
+# The Node.js yardstick with a Redis of its own, with the same settings as hookline's, so
+# each system's Redis work is measured alone.
+if [ "$with_node" = 1 ]; then
+  mkdir -p "$work/redis-node"
+  redis-server --port "$node_redis_port" --bind 127.0.0.1 --dir "$work/redis-node" \
+    --appendonly yes --appendfsync everysec --save "" \
+    --logfile "$work/redis-node.log" &
+  node_redis_pid=$!
+  wait_redis "$node_redis_port"
+  PORT=$node_port REDIS_URL="redis://127.0.0.1:$node_redis_port/0" STRIPE_WEBHOOK_SECRET=$SECRET \
+    NODE_ENV=production node "$node_dir/server.js" >"$work/node.log" 2>&1 &
+  node_pid=$!
+fi
+
 "$bin/loadgen" wait --url "http://127.0.0.1:$edge_port/readyz" --timeout-secs 30
 "$bin/loadgen" wait --url "http://127.0.0.1:$noop_port/" --timeout-secs 30
+if [ "$with_node" = 1 ]; then
+  "$bin/loadgen" wait --url "http://127.0.0.1:$node_port/healthz" --timeout-secs 30
+fi
 
+node_ports=
+if [ "$with_node" = 1 ]; then
+  node_ports=", node $node_port with redis $node_redis_port"
+fi
 revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- edge contacts-svc proto 2>/dev/null || revision="$revision + uncommitted changes in the services"
 cat <<TXT
 == revision: $revision
-== ports: redis $redis_port, contacts-svc $contacts_port, edge $edge_port, baseline $noop_port (logs in $work until the end)
+== ports: redis $redis_port, contacts-svc $contacts_port, edge $edge_port, baseline $noop_port$node_ports (logs in $work until the end)
 == machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr)
 == servers: $WORKER_THREADS worker thread(s) each
 == durability: redis-server $(redis-server --version | grep -o 'v=[^ ]*' | cut -c3-), appendonly $aof, appendfsync $durability (an acknowledged event is lost only if the machine fails within a second)
 == load: $CONNECTIONS keep-alive connections, ${SIZE}-byte signed checkout.session.completed events, dup ratio $DUP_RATIO, bad-signature ratio $BAD_SIG_RATIO, ${WARMUP} s warm-up + ${DURATION} s measured, per run
 TXT
+if [ "$with_node" = 1 ]; then
+  echo "== node: $(node --version), a cluster of 2 workers, $(cd "$node_dir" && node -p 'Object.entries(require("./package.json").dependencies).map(([k, v]) => k + " " + v).join(", ")')"
+fi
 
 load=(--connections "$CONNECTIONS" --warmup "$WARMUP" --duration "$DURATION" --size "$SIZE"
   --dup-ratio "$DUP_RATIO" --bad-sig-ratio "$BAD_SIG_RATIO" --threads "$LOADGEN_THREADS"
@@ -123,32 +186,53 @@ echo "== baseline: no-op hyper server"
 "$bin/loadgen" run "${load[@]}" --label "no-op baseline" \
   --url "http://127.0.0.1:$noop_port/webhooks/stripe" \
   --service "noop=$noop_pid" --out "$work/baseline.json"
-# The baseline server stays idle from here on; stop it so it takes nothing from hookline.
-kill -TERM "$noop_pid" 2>/dev/null || true
-wait "$noop_pid" 2>/dev/null || true
+# Each server stays idle once its run is done; it is stopped so it takes nothing from
+# the next run.
+stop_server "$noop_pid"
 noop_pid=
+
+node_table=()
+if [ "$with_node" = 1 ]; then
+  echo "== node: fastify, cluster of 2 workers → redis"
+  # The cluster's primary and its workers are measured as one; the events stored are
+  # the entries of the stream it appends to.
+  "$bin/loadgen" run "${load[@]}" --label "node fastify cluster-2" \
+    --url "http://127.0.0.1:$node_port/webhooks/stripe" \
+    --service-tree "node=$node_pid" --watch "redis=$node_redis_pid" \
+    --redis "redis://127.0.0.1:$node_redis_port/0" --redis-events events \
+    --out "$work/node.json"
+  stored=$(redis-cli -p "$node_redis_port" xlen events)
+  redis_report "$node_redis_port" "$stored" "$stored events in the stream"
+  stop_server "$node_pid"
+  node_pid=
+  stop_server "$node_redis_pid"
+  node_redis_pid=
+  rm -rf "$work/redis-node"
+  node_table=(--node "$work/node.json")
+fi
 
 echo "== hookline: edge → contacts-svc → redis"
 "$bin/loadgen" run "${load[@]}" --label "hookline" \
   --url "http://127.0.0.1:$edge_port/webhooks/stripe" \
   --service "edge=$edge_pid" --service "contacts-svc=$contacts_pid" \
-  --watch "redis=$redis_pid" --out "$work/hookline.json"
+  --watch "redis=$redis_pid" \
+  --redis "redis://127.0.0.1:$redis_port/0" --redis-events hl:events \
+  --out "$work/hookline.json"
 
-# What Redis holds: one log entry per distinct event, warm-up included. Commands per
-# logged event (those run inside scripts included) show the cost of the store's layout.
+# What Redis holds: one log entry per distinct event, warm-up included.
 logged=$(redis-cli -p "$redis_port" zcard hl:events)
-echo "== redis after the run: $logged events logged, $(redis-cli -p "$redis_port" zcard hl:contacts) contacts, $(redis-cli -p "$redis_port" dbsize) keys, $(redis-cli -p "$redis_port" info persistence | grep -o 'aof_rewrites:[0-9]*' | cut -d: -f2) AOF rewrites"
-redis-cli -p "$redis_port" info commandstats | tr -d '\r' |
-  awk -F'[:=,]' -v n="$logged" '/^cmdstat_/ && n > 0 && $3 / n >= 0.05 {
-      sub("cmdstat_", "", $1); out = out sprintf("%s%s %.1f (%.1f µs)", sep, $1, $3 / n, $7); sep = ", " }
-    END { print "== redis commands per logged event (µs per call): " out }'
+redis_report "$redis_port" "$logged" \
+  "$logged events logged, $(redis-cli -p "$redis_port" zcard hl:contacts) contacts"
 
 echo
 echo "== results ($(date -u +%Y-%m-%d), $(nproc) cores)"
 echo
 mkdir -p "${CARGO_TARGET_DIR:-target}/bench"
-"$bin/loadgen" table --baseline "$work/baseline.json" --hookline "$work/hookline.json" |
-  tee "${CARGO_TARGET_DIR:-target}/bench/latest.md"
-cp "$work/baseline.json" "$work/hookline.json" "${CARGO_TARGET_DIR:-target}/bench/"
+"$bin/loadgen" table --baseline "$work/baseline.json" "${node_table[@]}" \
+  --hookline "$work/hookline.json" | tee "${CARGO_TARGET_DIR:-target}/bench/latest.md"
+cp "$work"/{baseline,hookline}.json "${CARGO_TARGET_DIR:-target}/bench/"
+if [ "$with_node" = 1 ]; then
+  cp "$work/node.json" "${CARGO_TARGET_DIR:-target}/bench/"
+fi
 echo
 echo "bench took $((SECONDS - started)) s (release build $build_secs s); table in ${CARGO_TARGET_DIR:-target}/bench/latest.md"

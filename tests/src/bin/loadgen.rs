@@ -1,9 +1,10 @@
 //! The benchmark's load generator (`make bench` runs it from `dev/bench.sh`). It owns the
 //! load (N keep-alive HTTP/1.1 connections sending unique, freshly signed Stripe
-//! `checkout.session.completed` events), the measurement of one window (latency
-//! histogram, status counts, per-process CPU from `/proc/<pid>/stat`, peak RSS from
-//! `/proc/<pid>/status`) and the results table that compares hookline with the no-op
-//! baseline. It also has two helpers the script needs without Python or curl: free ports
+//! `checkout.session.completed` events), the measurement of one run (latency histogram,
+//! status counts, per-process CPU from `/proc/<pid>/stat`, peak RSS from
+//! `/proc/<pid>/status`, and what the system's Redis did and holds per stored event) and
+//! the results table that compares hookline with the no-op baseline and the Node.js
+//! yardstick. It also has two helpers the script needs without Python or curl: free ports
 //! and waiting for an HTTP endpoint to answer 200.
 //!
 //! The load is closed-loop: each connection sends its next request when the previous
@@ -46,8 +47,9 @@ struct Cli {
 enum Command {
     /// Drives one target for a warm-up and a measured window; prints a summary and
     /// writes the measurements as JSON.
-    Run(RunArgs),
-    /// Prints the markdown results table of a baseline run and a hookline run.
+    Run(Box<RunArgs>),
+    /// Prints the markdown results table of a baseline run, the Node.js yardstick's run
+    /// and a hookline run.
     Table(TableArgs),
     /// Waits until a GET of the URL answers 200.
     Wait(WaitArgs),
@@ -102,6 +104,11 @@ struct RunArgs {
     /// and the RSS target applies.
     #[arg(long = "service", value_parser = parse_proc)]
     services: Vec<Proc>,
+    /// A process of the system under test measured together with its descendants,
+    /// `name=pid`: a Node.js cluster's primary and its workers. CPU and peak RSS are
+    /// summed over the processes.
+    #[arg(long = "service-tree", value_parser = parse_tree)]
+    service_trees: Vec<Proc>,
     /// Another process to account for, `name=pid` (CPU and RSS reported, no target).
     #[arg(long = "watch", value_parser = parse_proc)]
     watched: Vec<Proc>,
@@ -111,6 +118,14 @@ struct RunArgs {
     /// Write the measurements here as JSON.
     #[arg(long, env = "LOADGEN_OUT")]
     out: Option<PathBuf>,
+    /// The system's Redis, e.g. redis://127.0.0.1:6379: read before and after the run
+    /// for Redis commands and bytes of memory per stored event (needs `--redis-events`).
+    #[arg(long, env = "LOADGEN_REDIS", requires = "redis_events")]
+    redis: Option<String>,
+    /// The key that holds one entry per stored event (a sorted set, stream, set, list
+    /// or hash); its size after the run minus before is the events stored.
+    #[arg(long, env = "LOADGEN_REDIS_EVENTS", requires = "redis")]
+    redis_events: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +136,9 @@ struct TableArgs {
     /// JSON written by `run` against hookline.
     #[arg(long)]
     hookline: PathBuf,
+    /// JSON written by `run` against the Node.js yardstick (`bench/node`).
+    #[arg(long)]
+    node: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +154,15 @@ struct WaitArgs {
 struct Proc {
     name: String,
     pid: u32,
+    /// Measured with its descendants, as one.
+    tree: bool,
+}
+
+fn parse_tree(s: &str) -> Result<Proc, String> {
+    Ok(Proc {
+        tree: true,
+        ..parse_proc(s)?
+    })
 }
 
 fn parse_proc(s: &str) -> Result<Proc, String> {
@@ -151,13 +178,14 @@ fn parse_proc(s: &str) -> Result<Proc, String> {
     Ok(Proc {
         name: name.to_owned(),
         pid,
+        tree: false,
     })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run_cmd(args),
+        Command::Run(args) => run_cmd(*args),
         Command::Table(args) => table_cmd(&args),
         Command::Wait(args) => wait_cmd(&args),
         Command::FreePorts { n } => free_ports(n),
@@ -378,18 +406,70 @@ impl Histogram {
 // ---------------------------------------------------------------------------------------
 // /proc
 
+/// The fields of `/proc/<pid>/stat` after the command name: the first is the state,
+/// field 3 of proc(5).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields resume after the last ')'.
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
 /// User + system CPU time of a process, all its threads, in clock ticks, plus that of
 /// its children it reaped: redis-server's AOF rewrites run in forked children.
 fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses; fields resume after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // After the name: state is field 3 of proc(5); utime, stime, cutime, cstime are 14-17.
-    fields
+    // utime, stime, cutime, cstime are fields 14-17 of proc(5).
+    stat_fields(pid)?
         .get(11..15)?
         .iter()
         .map(|f| f.parse::<u64>().ok())
         .sum()
+}
+
+/// Every process's parent, from /proc (`/proc/<pid>/task/<tid>/children` needs a kernel
+/// option that not every kernel has).
+fn parents() -> Vec<(u32, u32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let ppid = stat_fields(pid)?.get(1)?.parse().ok()?;
+        Some((pid, ppid))
+    })
+    .collect()
+}
+
+/// The live descendants of `root` (children, their children, ...), given every
+/// process's parent.
+fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, ppid) in parents {
+            if ppid == parent && pid != root && !found.contains(&pid) {
+                found.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// The processes a measured process stands for: itself, and its live descendants when it
+/// is measured as a tree. A child that exits between two readings is still counted: its
+/// parent reaps it, which adds its time to the parent's.
+fn members(p: &Proc, parents: &[(u32, u32)]) -> Vec<u32> {
+    let mut pids = vec![p.pid];
+    if p.tree {
+        pids.extend(descendants(p.pid, parents));
+    }
+    pids
 }
 
 /// Clock ticks of the whole machine, from the `cpu` line of /proc/stat.
@@ -432,15 +512,170 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 struct Snapshot {
     at: Instant,
     procs: Vec<Option<u64>>,
+    /// How many processes each measured process stood for.
+    members: Vec<usize>,
     machine: Option<MachineTicks>,
 }
 
 fn snapshot(procs: &[Proc]) -> Snapshot {
+    let parents = if procs.iter().any(|p| p.tree) {
+        parents()
+    } else {
+        Vec::new()
+    };
+    let members: Vec<Vec<u32>> = procs.iter().map(|p| members(p, &parents)).collect();
     Snapshot {
         at: Instant::now(),
-        procs: procs.iter().map(|p| cpu_ticks(p.pid)).collect(),
+        // The root first: a descendant it reaps meanwhile is then missed once rather than
+        // counted twice.
+        procs: members.iter().map(|pids| summed(pids, cpu_ticks)).collect(),
+        members: members.iter().map(Vec::len).collect(),
         machine: machine_ticks(),
     }
+}
+
+/// Peak RSS of a measured process, KiB: the sum of its processes' peaks when it is a tree
+/// (an upper bound of the tree's peak, reached when all peak together).
+fn tree_peak_rss_kib(p: &Proc) -> Option<u64> {
+    let parents = if p.tree { parents() } else { Vec::new() };
+    summed(&members(p, &parents), peak_rss_kib)
+}
+
+/// `read` of the first process (none if it is gone) plus that of the others still there.
+fn summed(pids: &[u32], read: impl Fn(u32) -> Option<u64>) -> Option<u64> {
+    let (root, rest) = pids.split_first()?;
+    let root = read(*root)?;
+    Some(root + rest.iter().filter_map(|&pid| read(pid)).sum::<u64>())
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis
+
+/// What a Redis has done and holds at one instant.
+#[derive(Debug)]
+struct RedisReading {
+    /// `used_memory` of `INFO memory`, bytes.
+    used_memory: u64,
+    /// Calls per command from `INFO commandstats`; commands that scripts run are counted
+    /// there too, beside the script's own call.
+    calls: BTreeMap<String, u64>,
+    /// Entries of the key that holds one per stored event.
+    stored: u64,
+}
+
+async fn redis_connect(url: &str) -> Result<redis::aio::MultiplexedConnection, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("--redis {url}: {e}"))?;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| format!("--redis {url}: no connection within 5 s"))?
+    .map_err(|e| format!("--redis {url}: {e}"))
+}
+
+async fn redis_reading(
+    conn: &mut redis::aio::MultiplexedConnection,
+    events_key: &str,
+) -> Result<RedisReading, String> {
+    let failed = |what: &str, e: redis::RedisError| format!("redis {what}: {e}");
+    let kind: String = redis::cmd("TYPE")
+        .arg(events_key)
+        .query_async(conn)
+        .await
+        .map_err(|e| failed("TYPE", e))?;
+    let size = match kind.as_str() {
+        "none" => None,
+        "zset" => Some("ZCARD"),
+        "stream" => Some("XLEN"),
+        "set" => Some("SCARD"),
+        "list" => Some("LLEN"),
+        "hash" => Some("HLEN"),
+        other => {
+            return Err(format!(
+                "--redis-events {events_key} is a {other}, not a sorted set, stream, set, list or hash"
+            ));
+        }
+    };
+    let stored = match size {
+        Some(cmd) => redis::cmd(cmd)
+            .arg(events_key)
+            .query_async(conn)
+            .await
+            .map_err(|e| failed(cmd, e))?,
+        None => 0,
+    };
+    let memory: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .map_err(|e| failed("INFO memory", e))?;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .map_err(|e| failed("INFO commandstats", e))?;
+    Ok(RedisReading {
+        used_memory: info_field(&memory, "used_memory").ok_or("INFO memory has no used_memory")?,
+        calls: command_calls(&stats),
+        stored,
+    })
+}
+
+/// A numeric field of an `INFO` answer (`name:value` lines).
+fn info_field(info: &str, name: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))?
+        .parse()
+        .ok()
+}
+
+/// Calls per command of an `INFO commandstats` answer
+/// (`cmdstat_set:calls=12,usec=34,...`).
+fn command_calls(info: &str) -> BTreeMap<String, u64> {
+    info.lines()
+        .filter_map(|l| {
+            let (name, stats) = l.trim_end().strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// Commands and bytes of memory per stored event between two readings. The few calls the
+/// readings make themselves (INFO, TYPE, the size) are counted too: a handful against
+/// thousands of events.
+fn redis_costs(events_key: &str, before: &RedisReading, after: &RedisReading) -> Value {
+    let stored = after.stored.saturating_sub(before.stored);
+    let per_event = |v: f64| (stored > 0).then(|| v / stored as f64);
+    let by_command: BTreeMap<&str, u64> = after
+        .calls
+        .iter()
+        .map(|(name, calls)| {
+            let was = before.calls.get(name).copied().unwrap_or(0);
+            (name.as_str(), calls.saturating_sub(was))
+        })
+        .filter(|(_, calls)| *calls > 0)
+        .collect();
+    let commands: u64 = by_command.values().sum();
+    let memory = after.used_memory as f64 - before.used_memory as f64;
+    json!({
+        "events_key": events_key,
+        "events_stored": stored,
+        "commands": commands,
+        "commands_per_event": per_event(commands as f64),
+        "commands_per_event_by_name": by_command
+            .iter()
+            .map(|(name, calls)| (name.to_string(), json!(per_event(*calls as f64))))
+            .collect::<serde_json::Map<_, _>>(),
+        "used_memory_before": before.used_memory,
+        "used_memory_after": after.used_memory,
+        "memory_bytes_per_event": per_event(memory),
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -857,12 +1092,31 @@ async fn run(args: RunArgs, threads: usize) -> Result<(), String> {
         recorded: AtomicU64::new(0),
     });
 
-    let mut procs: Vec<Proc> = args.services.clone();
-    procs.extend(args.watched.iter().cloned());
-    procs.push(Proc {
+    let own = Proc {
         name: "loadgen".to_owned(),
         pid: std::process::id(),
-    });
+        tree: false,
+    };
+    let services: Vec<Proc> = args
+        .services
+        .iter()
+        .chain(&args.service_trees)
+        .cloned()
+        .collect();
+    let mut procs = services.clone();
+    procs.extend(args.watched.iter().cloned());
+    procs.push(own.clone());
+
+    // Redis is read before the warm-up and after the last answer, so the events stored
+    // and the commands and memory they took cover the same requests.
+    let mut redis = match (&args.redis, &args.redis_events) {
+        (Some(url), Some(key)) => {
+            let mut conn = redis_connect(url).await?;
+            let before = redis_reading(&mut conn, key).await?;
+            Some((conn, key, before))
+        }
+        _ => None,
+    };
 
     let tasks: Vec<_> = (0..args.connections as u64)
         .map(|i| tokio::spawn(connection(i, plan.clone(), shared.clone())))
@@ -943,15 +1197,24 @@ async fn run(args: RunArgs, threads: usize) -> Result<(), String> {
     };
     let rss = |list: &[Proc]| -> serde_json::Map<String, Value> {
         list.iter()
-            .map(|p| (p.name.clone(), json!(peak_rss_kib(p.pid))))
+            .map(|p| (p.name.clone(), json!(tree_peak_rss_kib(p))))
             .collect()
     };
-    let own = [Proc {
-        name: "loadgen".to_owned(),
-        pid: std::process::id(),
-    }];
     let mut other_rss = rss(&args.watched);
-    other_rss.extend(rss(&own));
+    other_rss.extend(rss(&[own]));
+    let processes: serde_json::Map<String, Value> = procs
+        .iter()
+        .zip(&after.members)
+        .filter(|(p, _)| p.tree)
+        .map(|(p, n)| (p.name.clone(), json!(n)))
+        .collect();
+    let redis = match redis.as_mut() {
+        Some((conn, key, before)) => {
+            let after = redis_reading(conn, key).await?;
+            redis_costs(key, before, &after)
+        }
+        None => Value::Null,
+    };
     let q = |q: f64| tally.latency.quantile(q);
     let report = json!({
         "label": args.label,
@@ -980,8 +1243,10 @@ async fn run(args: RunArgs, threads: usize) -> Result<(), String> {
         "cpu_us_per_event_sum": cpu_sum,
         "cpu_cores": cpu_cores,
         "machine": machine,
-        "peak_rss_kib": rss(&args.services),
+        "peak_rss_kib": rss(&services),
         "peak_rss_kib_other": other_rss,
+        "processes": processes,
+        "redis": redis,
     });
     print_summary(&report);
     if let Some(out) = &args.out {
@@ -1115,14 +1380,69 @@ fn print_summary(r: &Value) {
         listing(r.get("peak_rss_kib"), mib),
         listing(r.get("peak_rss_kib_other"), mib),
     );
+    if let Some(note) = processes_note(r) {
+        println!("  {note}");
+    }
+    if let Some(note) = redis_note(r) {
+        println!("  redis per stored event: {note}");
+    }
 }
 
-/// The issue's targets for the 2-core development machine, 64 connections, 2 KiB events.
+/// Which measured processes stand for several (a Node.js cluster), if any.
+fn processes_note(r: &Value) -> Option<String> {
+    let trees = listing(r.get("processes"), |n| format!("{n:.0}"));
+    (!trees.is_empty()).then(|| {
+        format!("processes measured with their descendants, CPU and peak RSS summed: {trees}")
+    })
+}
+
+/// Redis commands and bytes of memory per stored event, if the run read its Redis.
+fn redis_note(r: &Value) -> Option<String> {
+    let redis = r.get("redis").filter(|v| v.is_object())?;
+    let stored = f(redis, &["events_stored"]);
+    if stored <= 0.0 {
+        return Some(format!(
+            "no event stored in {}",
+            redis["events_key"].as_str().unwrap_or("?")
+        ));
+    }
+    let mut by_name: Vec<(&String, f64)> = redis
+        .get("commands_per_event_by_name")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k, v.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    let listed = by_name
+        .iter()
+        .filter(|(_, n)| *n >= 0.05)
+        .map(|(k, n)| format!("{k} {n:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "{:.2} commands ({listed}), {} B of memory; {} events stored ({})",
+        f(redis, &["commands_per_event"]),
+        thousands(f(redis, &["memory_bytes_per_event"])),
+        thousands(stored),
+        redis["events_key"].as_str().unwrap_or("?"),
+    ))
+}
+
+/// The issues' targets for the 2-core development machine, 64 connections, 2 KiB events.
 const TARGET_EVENTS_PER_SEC: f64 = 15_000.0;
-const TARGET_P99_MS: f64 = 10.0;
-const TARGET_CPU_US: f64 = 120.0;
+const TARGET_P99_MS: f64 = 4.0;
+const TARGET_CPU_US: f64 = 50.0;
 const TARGET_RSS_MIB: f64 = 64.0;
-const TARGET_RATIO: f64 = 0.25;
+const TARGET_RATIO: f64 = 0.38;
+/// hookline's throughput against the Node.js yardstick's.
+const TARGET_NODE_RATIO: f64 = 1.2;
+/// Redis commands per stored event (scripts' inner commands included).
+const TARGET_REDIS_COMMANDS: f64 = 4.0;
+/// Bytes of Redis `used_memory` per stored event.
+const TARGET_REDIS_BYTES: f64 = 500.0;
 /// Cores busy outside the measured processes above which a run counts as disturbed.
 const OTHER_LOAD_CORES: f64 = 0.15;
 
@@ -1134,7 +1454,7 @@ fn read_report(path: &PathBuf) -> Result<Value, String> {
 fn row(r: &Value) -> String {
     format!(
         "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {} |",
-        r.get("label").and_then(Value::as_str).unwrap_or("run"),
+        label(r),
         thousands(f(r, &["events_per_sec"])),
         ms(r, "p50"),
         ms(r, "p90"),
@@ -1158,26 +1478,40 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "holds" } else { "MISSED" }
 }
 
+fn label(r: &Value) -> &str {
+    r.get("label").and_then(Value::as_str).unwrap_or("run")
+}
+
 fn table_cmd(args: &TableArgs) -> Result<(), String> {
     let base = read_report(&args.baseline)?;
     let hook = read_report(&args.hookline)?;
+    let node = args.node.as_ref().map(read_report).transpose()?;
+    let runs: Vec<&Value> = [Some(&base), node.as_ref(), Some(&hook)]
+        .into_iter()
+        .flatten()
+        .collect();
     println!(
         "| run | events/s | p50 ms | p90 ms | p99 ms | p99.9 ms | non-2xx | 401 (bad sig) | errors | CPU µs/event by process | CPU µs/event, processes | CPU µs/event, machine | peak RSS |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|");
-    println!("{}", row(&base));
-    println!("{}", row(&hook));
-    let base_rate = f(&base, &["events_per_sec"]);
+    for r in &runs {
+        println!("{}", row(r));
+    }
     let rate = f(&hook, &["events_per_sec"]);
-    let ratio = if base_rate > 0.0 {
-        rate / base_rate
-    } else {
-        0.0
+    // hookline's throughput as a share of another run's.
+    let share = |of: &Value| {
+        let other = f(of, &["events_per_sec"]);
+        if other > 0.0 { rate / other } else { 0.0 }
     };
+    let ratio = share(&base);
+    let node_ratio = node.as_ref().map(share);
     println!();
+    if let Some(x) = node_ratio {
+        println!("hookline / node throughput: {x:.2}");
+    }
     println!("hookline / baseline throughput: {ratio:.3}");
-    for r in [&base, &hook] {
-        let label = r.get("label").and_then(Value::as_str).unwrap_or("run");
+    for r in &runs {
+        let label = label(r);
         if let Some(w) = saturation_warning(r) {
             println!("{label}: {w}");
         }
@@ -1186,6 +1520,22 @@ fn table_cmd(args: &TableArgs) -> Result<(), String> {
             println!(
                 "{label}: warning: {other:.2} cores were busy outside the measured processes; another load disturbed this run"
             );
+        }
+        if let Some(note) = processes_note(r) {
+            println!("{label}: {note}");
+        }
+    }
+    let redis_notes: Vec<(&str, String)> = runs
+        .iter()
+        .filter_map(|r| Some((label(r), redis_note(r)?)))
+        .collect();
+    if !redis_notes.is_empty() {
+        println!();
+        println!(
+            "Redis per stored event (calls in INFO commandstats, scripts' inner commands included, and used_memory after the run minus before, each divided by the events stored, warm-up included):"
+        );
+        for (label, note) in redis_notes {
+            println!("- {label}: {note}");
         }
     }
     println!();
@@ -1198,6 +1548,9 @@ fn table_cmd(args: &TableArgs) -> Result<(), String> {
         .map(|m| m.values().filter_map(Value::as_f64).fold(0.0, f64::max))
         .unwrap_or(0.0)
         / 1024.0;
+    let hook_redis = |field: &str| {
+        num(&hook, &["redis", field]).filter(|_| f(&hook, &["redis", "events_stored"]) > 0.0)
+    };
     println!("targets (2 cores, 64 connections, 2 KiB events):");
     println!(
         "- throughput ≥ {} events/s: {} events/s, {}",
@@ -1221,6 +1574,30 @@ fn table_cmd(args: &TableArgs) -> Result<(), String> {
         "- ≥ {TARGET_RATIO} of the no-op baseline: {ratio:.3}, {}",
         verdict(ratio >= TARGET_RATIO)
     );
+    match node_ratio {
+        Some(x) => println!(
+            "- ≥ {TARGET_NODE_RATIO} × the Node.js row: {x:.2} ×, {}",
+            verdict(x >= TARGET_NODE_RATIO)
+        ),
+        None => println!("- ≥ {TARGET_NODE_RATIO} × the Node.js row: n/a (no Node.js run)"),
+    }
+    match hook_redis("commands_per_event") {
+        Some(n) => println!(
+            "- Redis commands per new event ≤ {TARGET_REDIS_COMMANDS}: {n:.2}, {}",
+            verdict(n <= TARGET_REDIS_COMMANDS)
+        ),
+        None => println!(
+            "- Redis commands per new event ≤ {TARGET_REDIS_COMMANDS}: n/a (Redis not read)"
+        ),
+    }
+    match hook_redis("memory_bytes_per_event") {
+        Some(b) => println!(
+            "- Redis memory per event ≤ {TARGET_REDIS_BYTES} B: {} B, {}",
+            thousands(b),
+            verdict(b <= TARGET_REDIS_BYTES)
+        ),
+        None => println!("- Redis memory per event ≤ {TARGET_REDIS_BYTES} B: n/a (Redis not read)"),
+    }
     Ok(())
 }
 
@@ -1377,6 +1754,103 @@ mod tests {
         assert!(parse_proc("edge").is_err());
         assert!(parse_proc("=42").is_err());
         assert!(parse_proc("edge=x").is_err());
+        assert!(parse_proc("edge=42").is_ok_and(|p| !p.tree));
+        assert!(parse_tree("node=7").is_ok_and(|p| p.name == "node" && p.pid == 7 && p.tree));
+        assert!(parse_tree("node").is_err());
+    }
+
+    #[test]
+    fn descendants_of_a_process() {
+        // 1 ─┬─ 10 ─┬─ 11
+        //    │      └─ 12 ── 13
+        //    └─ 20
+        let parents = [(10, 1), (11, 10), (12, 10), (13, 12), (20, 1), (1, 0)];
+        let check = |root: u32, want: &[u32]| {
+            let mut got = descendants(root, &parents);
+            got.sort_unstable();
+            assert_eq!(got, want, "descendants of {root}");
+        };
+        check(10, &[11, 12, 13]);
+        check(12, &[13]);
+        check(13, &[]);
+        check(1, &[10, 11, 12, 13, 20]);
+        // A process that is not there has none.
+        check(99, &[]);
+        let tree = |pid: u32, tree: bool| Proc {
+            name: "p".to_owned(),
+            pid,
+            tree,
+        };
+        // The root comes first: it is read before its descendants.
+        let mut m = members(&tree(10, true), &parents);
+        assert_eq!(m.first(), Some(&10));
+        m.sort_unstable();
+        assert_eq!(m, [10, 11, 12, 13]);
+        assert_eq!(members(&tree(10, false), &parents), [10]);
+    }
+
+    #[test]
+    fn this_process_as_a_tree() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("spawn sleep");
+        let me = Proc {
+            name: "me".to_owned(),
+            pid: std::process::id(),
+            tree: true,
+        };
+        let snap = snapshot(std::slice::from_ref(&me));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(snap.members[0] >= 2, "{snap:?}");
+        assert!(snap.procs[0].is_some());
+        assert!(tree_peak_rss_kib(&me).is_some_and(|k| k > 0));
+    }
+
+    #[test]
+    fn info_answers() {
+        let memory =
+            "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\nused_memory_rss:9\r\n";
+        assert_eq!(info_field(memory, "used_memory"), Some(1_048_576));
+        assert_eq!(info_field(memory, "used_memory_rss"), Some(9));
+        assert_eq!(info_field(memory, "used_memory_peak"), None);
+        let stats = "# Commandstats\r\n\
+            cmdstat_set:calls=600,usec=900,usec_per_call=1.50,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_evalsha:calls=100,usec=1100,usec_per_call=11.00,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_client|setinfo:calls=2,usec=1,usec_per_call=0.50,rejected_calls=0,failed_calls=0\r\n";
+        let calls = command_calls(stats);
+        assert_eq!(calls.get("set"), Some(&600));
+        assert_eq!(calls.get("evalsha"), Some(&100));
+        assert_eq!(calls.get("client|setinfo"), Some(&2));
+        assert_eq!(calls.len(), 3);
+    }
+
+    #[test]
+    fn redis_costs_per_stored_event() {
+        let reading = |used_memory, calls: &[(&str, u64)], stored| RedisReading {
+            used_memory,
+            calls: calls.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            stored,
+        };
+        let before = reading(1_000_000, &[("info", 3), ("set", 10)], 5);
+        let after = reading(
+            1_450_000,
+            &[("info", 5), ("set", 1010), ("hset", 1000)],
+            1005,
+        );
+        let v = redis_costs("events", &before, &after);
+        assert_eq!(v["events_stored"], 1000);
+        assert_eq!(v["commands"], 2002);
+        assert_eq!(v["commands_per_event"], 2.002);
+        assert_eq!(v["commands_per_event_by_name"]["set"], 1.0);
+        assert_eq!(v["commands_per_event_by_name"]["info"], 0.002);
+        assert_eq!(v["memory_bytes_per_event"], 450.0);
+        // Nothing stored: no per-event figures rather than a division by zero.
+        let v = redis_costs("events", &before, &before);
+        assert_eq!(v["events_stored"], 0);
+        assert!(v["commands_per_event"].is_null());
+        assert!(v["memory_bytes_per_event"].is_null());
     }
 
     #[test]
