@@ -195,11 +195,14 @@ struct Normalized<'a> {
 }
 
 impl Normalized<'_> {
-    /// The event, made again (normalizing is pure, so it is the same event).
+    /// The event, made again (normalizing is pure, so it is the same event), with the
+    /// headers its normalizer read: recorded with the body if it is recorded, so that a
+    /// replay normalizes it exactly as now.
     fn event(&self) -> v1::WebhookEvent {
-        self.configured
-            .source
-            .normalize(&self.configured.name, self.delivery, self.received_at_ms)
+        let source = &self.configured.source;
+        let mut event = source.normalize(&self.configured.name, self.delivery, self.received_at_ms);
+        event.raw_headers = source.recorded_headers(self.delivery.headers);
+        event
     }
 }
 
