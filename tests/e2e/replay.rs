@@ -388,3 +388,142 @@ async fn a_replay_reads_the_headers_recorded_with_the_body() {
         .await
         .unwrap();
 }
+
+/// The webhook log's record of event `id`, if any.
+async fn record_of(stack: &Stack, id: &str) -> Vec<v1::EventRecord> {
+    stack
+        .contacts
+        .events(v1::ListEventsRequest {
+            event_ids: vec![id.into()],
+            ..Default::default()
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_replay_that_fails_leaves_the_record_as_it_was() {
+    let stack = Stack::start().await;
+    assert_eq!(
+        apply(&stack, replayed_event("replayed:f1", None), "")
+            .await
+            .outcome(),
+        v1::EventOutcome::Ignored
+    );
+    // The identifier's index entry is unreadable: applying the event fails.
+    let mut redis = stack.redis.conn().await;
+    let () = redis::cmd("SET")
+        .arg("hl:idx:email:f1@example.com")
+        .arg("not a contact id")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let fixed = replayed_event("replayed:f1", Some("f1@example.com"));
+    let failed = apply(&stack, fixed.clone(), "replayed:f1").await;
+    assert_ne!(failed.outcome(), v1::EventOutcome::Applied, "{failed:?}");
+    let kept = record_of(&stack, "replayed:f1").await;
+    assert_eq!(
+        kept.len(),
+        1,
+        "the record of an ignored event outlives a failed replay"
+    );
+    assert_eq!(kept[0].outcome(), v1::EventOutcome::Ignored);
+    assert_eq!(kept[0].body, b"{}");
+
+    // Repaired, the next replay applies it.
+    let () = redis::cmd("DEL")
+        .arg("hl:idx:email:f1@example.com")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        apply(&stack, fixed, "replayed:f1").await.outcome(),
+        v1::EventOutcome::Applied
+    );
+    assert_eq!(
+        record_of(&stack, "replayed:f1").await[0].outcome(),
+        v1::EventOutcome::Applied
+    );
+}
+
+#[tokio::test]
+async fn replays_of_two_occurrences_of_a_windowed_event_in_one_call_apply_both() {
+    let stack = Stack::start().await;
+    // An id derived from content, deduplicated within a window: two occurrences an hour
+    // apart are two events, each with a record of its own.
+    let occurrence = |at: i64, email: Option<&str>| {
+        let mut ev = replayed_event("replayed:dg1", email);
+        ev.dedup_window_secs = 1;
+        ev.received_at = Some(hookline_proto::prost_types::Timestamp {
+            seconds: at,
+            nanos: 0,
+        });
+        ev.occurred_at = ev.received_at;
+        if let Some(v1::ContactData { email: Some(e), .. }) = &mut ev.contact {
+            *e = format!("{at}.{e}");
+        }
+        ev
+    };
+    let (first, second) = (1_790_000_000, 1_790_003_600);
+    assert_eq!(
+        apply(&stack, occurrence(first, None), "").await.outcome(),
+        v1::EventOutcome::Ignored
+    );
+    // The second occurrence, once the first's one-second window has passed.
+    hookline_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "the second occurrence to be recorded",
+        || async {
+            let outcome = apply(&stack, occurrence(second, None), "").await.outcome();
+            (outcome == v1::EventOutcome::Ignored).then_some(())
+        },
+    )
+    .await;
+    let ids: Vec<String> = stack
+        .contacts
+        .events(v1::ListEventsRequest {
+            source: "replayed".into(),
+            ..Default::default()
+        })
+        .await
+        .into_iter()
+        .map(|r| r.event_id)
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let mut items = Vec::new();
+    for at in [first, second] {
+        let id = ids
+            .iter()
+            .find(|id| id.ends_with(&format!("@{}", at * 1000)))
+            .unwrap_or_else(|| panic!("a record of the occurrence at {at}: {ids:?}"));
+        items.push(v1::ApplyEventsItem {
+            event: Some(occurrence(at, Some("dg1@example.com"))),
+            request_id: "r".into(),
+            traceparent: String::new(),
+            replay_of: id.clone(),
+        });
+    }
+    let answer = stack
+        .contacts
+        .client()
+        .await
+        .apply_events(v1::ApplyEventsRequest { items })
+        .await
+        .unwrap()
+        .into_inner();
+    let outcomes: Vec<_> = answer
+        .results
+        .iter()
+        .map(|r| r.response.as_ref().unwrap().outcome())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [v1::EventOutcome::Applied, v1::EventOutcome::Applied]
+    );
+    for at in [first, second] {
+        stack
+            .contacts
+            .lookup_email(&format!("{at}.dg1@example.com"))
+            .await
+            .unwrap();
+    }
+}

@@ -88,13 +88,16 @@ pub(super) fn unchanged(
     }
 }
 
-/// Whether `ev` replays the record `done` of an ignored event, which it may take over.
-fn replayable(ev: &ParsedEvent, done: &v1::EventRecord) -> bool {
-    ev.replay && done.outcome == i32::from(v1::EventOutcome::Ignored)
+/// What two events of a batch must share to be copies of one: the key their lease is
+/// taken on (a replay's is its record, one occurrence of an id with a window), and
+/// whether they are replays.
+fn gate(ev: &ParsedEvent) -> (&str, bool) {
+    if ev.replay {
+        (ev.record_id.as_str(), true)
+    } else {
+        (ev.id.as_str(), false)
+    }
 }
-
-/// Times a replay looks at a record anew after another caller changed it under it.
-const TAKE_OVER_TRIES: usize = 3;
 
 /// The answer for an event whose record says it was taken care of before.
 fn duplicate(done: &v1::EventRecord) -> Applied {
@@ -140,16 +143,14 @@ impl Store {
         // For each event: its index in `unique`, and whether it is a copy.
         let places: Vec<(usize, bool)> = batch
             .iter()
-            .map(
-                |(ev, explicit)| match seen.get(&(ev.id.as_str(), ev.replay)) {
-                    Some(&first) => (first, true),
-                    None => {
-                        seen.insert((ev.id.as_str(), ev.replay), unique.len());
-                        unique.push((*ev, *explicit));
-                        (unique.len() - 1, false)
-                    }
-                },
-            )
+            .map(|(ev, explicit)| match seen.get(&gate(ev)) {
+                Some(&first) => (first, true),
+                None => {
+                    seen.insert(gate(ev), unique.len());
+                    unique.push((*ev, *explicit));
+                    (unique.len() - 1, false)
+                }
+            })
             .collect();
         let results = self.apply_unique(&unique, deadline).await;
         // `results[i]` answers `unique[i]`. A copy of a replay that left the event
@@ -223,6 +224,13 @@ impl Store {
             }
             self.query::<()>(&pipe).await
         };
+        // A replay's lock goes once its record says what became of the event (when it
+        // failed before, it was released then): either way the record is as it should be.
+        for (lease, step) in leases.iter().zip(&steps) {
+            if lease.record.is_some() && matches!(step, Ok(Step::Finish(_))) {
+                self.release(lease).await;
+            }
+        }
         steps
             .into_iter()
             .map(|step| match step? {
@@ -230,31 +238,6 @@ impl Store {
                 Step::Finish(applied) => finished.clone().map(|()| applied),
             })
             .collect()
-    }
-
-    /// Takes over the record of an ignored event for its replay: the lease with where
-    /// its identifiers point, or the record that says it took effect meanwhile. A
-    /// record another caller changed under it (a concurrent replay) is looked at anew.
-    async fn take_over_ignored(
-        &self,
-        lease: &Lease,
-        mut seen: Vec<u8>,
-    ) -> Result<Result<Vec<Option<ContactId>>, Box<v1::EventRecord>>, Error> {
-        for _ in 0..TAKE_OVER_TRIES {
-            if let Some(pointers) = self.take_over(lease, &seen).await? {
-                return Ok(Ok(pointers));
-            }
-            match self.acquire(lease).await? {
-                Acquired::Lease(pointers) => return Ok(Ok(pointers)),
-                Acquired::Done(done, now)
-                    if done.outcome == i32::from(v1::EventOutcome::Ignored) =>
-                {
-                    seen = now;
-                }
-                Acquired::Done(done, _) => return Ok(Err(done)),
-            }
-        }
-        Err(Error::InProgress(lease.key.clone()))
     }
 
     /// Resolves and applies one event of a batch, given what its first round trip found
@@ -276,13 +259,14 @@ impl Store {
         };
         let pointers = match acquired {
             Acquired::Lease(pointers) => pointers,
-            Acquired::Done(done, seen) if replayable(ev, &done) => {
-                match self.take_over_ignored(lease, seen).await? {
-                    Ok(pointers) => pointers,
-                    Err(done) => return Ok(Step::Answer(duplicate(&done))),
+            Acquired::Done(done) => {
+                // A replay's lock is released at once; any other lease is the record
+                // itself, which this leaves alone (it holds no token of ours).
+                if lease.record.is_some() {
+                    self.release(lease).await;
                 }
+                return Ok(Step::Answer(duplicate(&done)));
             }
-            Acquired::Done(done, _) => return Ok(Step::Answer(duplicate(&done))),
         };
         let result = match &ev.action {
             Ok(effect) => {

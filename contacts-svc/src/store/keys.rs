@@ -22,6 +22,12 @@ pub(super) fn event_key(id: impl std::fmt::Display) -> String {
     format!("hl:ev:{{{id}}}")
 }
 
+/// The lock a replay of record `id` holds while it applies the event: in the record's
+/// slot, beside it, so that the record itself stays as it is until the replay is done.
+pub(super) fn replay_lock_key(id: impl std::fmt::Display) -> String {
+    format!("hl:rp:{{{id}}}")
+}
+
 pub(super) fn contact_key(id: impl std::fmt::Display) -> String {
     format!("hl:c:{{{id}}}")
 }
@@ -150,21 +156,6 @@ pub(super) static DELETE_IF: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-",
-    )
-});
-
-/// Replaces a key's value with a lease if it still holds the given value: a replay
-/// takes over the record of an ignored event only if nobody changed it since it was
-/// read, so two replays never both apply the event.
-pub(super) static REPLACE_IF: LazyLock<Lua> = LazyLock::new(|| {
-    Lua::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
 return 0
 ",
     )

@@ -8,30 +8,43 @@ use hookline_proto::prost::Message as _;
 use hookline_proto::v1;
 use redis::Value;
 
-use super::keys::{DELETE_IF, REPLACE_IF, decode_record, event_key, index_read, pointer_ids};
+use super::keys::{DELETE_IF, decode_record, event_key, index_read, pointer_ids, replay_lock_key};
 use super::{Applied, Patience, Store, millis_u64, now_millis};
 use crate::contact::{self, ContactId, EventId, Identifier, ParsedEvent};
 use crate::error::Error;
 
 /// The lease an event's caller takes: its dedup key, a token of this attempt, and the
-/// identifiers whose index entries are read in the same round trip.
+/// identifiers whose index entries are read in the same round trip. A replay takes the
+/// lock of the record it replays instead, and reads the record: the record stays as it
+/// is until the replay's outcome replaces it, so a replay that fails loses nothing.
 pub(super) struct Lease {
     pub(super) key: String,
     pub(super) token: String,
     pub(super) idents: Vec<Identifier>,
+    /// For a replay: the key of the record it replays.
+    pub(super) record: Option<String>,
 }
 
 impl Lease {
     pub(super) fn new(ev: &ParsedEvent) -> Self {
+        let (key, record) = if ev.replay {
+            // Gated by the record it replays: the dedup key of an id with a window may
+            // have expired while the record still says what became of the event.
+            (
+                replay_lock_key(&ev.record_id),
+                Some(event_key(&ev.record_id)),
+            )
+        } else {
+            (event_key(&ev.id), None)
+        };
         Self {
-            // A replay is gated by the record it replays: the dedup key of an id with a
-            // window may have expired while the record still says what became of it.
-            key: event_key(if ev.replay { &ev.record_id } else { &ev.id }),
+            key,
             token: format!("L{}", uuid::Uuid::now_v7().simple()),
             idents: match &ev.action {
                 Ok(effect) => effect.data.identifiers(),
                 Err(_) => Vec::new(),
             },
+            record,
         }
     }
 }
@@ -40,65 +53,59 @@ impl Lease {
 pub(super) enum Acquired {
     /// The lease is ours; where the event's identifiers pointed at that moment.
     Lease(Vec<Option<ContactId>>),
-    /// The event was applied (or ignored) before: its record, and the stored value.
-    Done(Box<v1::EventRecord>, Vec<u8>),
+    /// The event was taken care of before: its record.
+    Done(Box<v1::EventRecord>),
 }
 
 /// What one event's replies in [`Store::try_acquire`] say: the lease with where the
 /// identifiers point (`index`, the `MGET` reply), the record of an event applied before,
-/// or `None` while another caller holds the lease.
+/// or `None` while another caller holds the lease. For a replay, `record` is the record
+/// it replays (read once its lock was taken): it goes on only while the record says
+/// ignored; the lock is the caller's to release otherwise.
 pub(super) fn acquired(
     lease: &Lease,
     reply: Value,
+    record: Option<Value>,
     index: Option<Value>,
 ) -> Result<Option<Acquired>, Error> {
-    let current: Option<Vec<u8>> =
-        redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))?;
-    match current {
-        None => Ok(Some(Acquired::Lease(match index {
-            Some(reply) => pointer_ids(&lease.idents, reply)?,
-            None => Vec::new(),
-        }))),
-        Some(value) => match value.as_slice() {
-            [b'D', rest @ ..] => {
-                let record = decode_record(&lease.key, rest)?;
-                Ok(Some(Acquired::Done(Box::new(record), value)))
+    let pointers = |index: Option<Value>| match index {
+        Some(reply) => pointer_ids(&lease.idents, reply),
+        None => Ok(Vec::new()),
+    };
+    let redis_err = |e: redis::ParsingError| Error::Redis(e.into());
+    if let (Some(key), Some(record)) = (&lease.record, record) {
+        // `SET … NX` answers OK when the lock is ours, nil while another replay has it.
+        if matches!(reply, Value::Nil) {
+            return Ok(None);
+        }
+        let value: Option<Vec<u8>> = redis::from_redis_value(record).map_err(redis_err)?;
+        return match value.as_deref() {
+            Some([b'D', rest @ ..]) => {
+                let done = decode_record(key, rest)?;
+                if done.outcome == i32::from(v1::EventOutcome::Ignored) {
+                    Ok(Some(Acquired::Lease(pointers(index)?)))
+                } else {
+                    Ok(Some(Acquired::Done(Box::new(done))))
+                }
             }
-            _ => Ok(None),
-        },
+            Some(_) => Err(Error::InProgress(key.clone())),
+            None => Err(Error::invalid(
+                "replay_of",
+                "no record of this event is left to replay",
+            )),
+        };
+    }
+    let current: Option<Vec<u8>> = redis::from_redis_value(reply).map_err(redis_err)?;
+    match current.as_deref() {
+        None => Ok(Some(Acquired::Lease(pointers(index)?))),
+        Some([b'D', rest @ ..]) => Ok(Some(Acquired::Done(Box::new(decode_record(
+            &lease.key, rest,
+        )?)))),
+        Some(_) => Ok(None),
     }
 }
 
 impl Store {
-    /// Takes the lease over an ignored event's record for its replay, if the record is
-    /// still `seen`; then reads where the event's identifiers point. `None`: somebody
-    /// changed the record since (another replay, say).
-    pub(super) async fn take_over(
-        &self,
-        lease: &Lease,
-        seen: &[u8],
-    ) -> Result<Option<Vec<Option<ContactId>>>, Error> {
-        let mut c = self.conn.clone();
-        let replaced: i64 = REPLACE_IF
-            .call()
-            .key(&lease.key)
-            .arg(seen)
-            .arg(&lease.token)
-            .arg(millis_u64(self.opts.lease))
-            .run(&mut c)
-            .await?;
-        if replaced == 0 {
-            return Ok(None);
-        }
-        match self.index_lookup(&lease.idents).await {
-            Ok(pointers) => Ok(Some(pointers)),
-            Err(e) => {
-                self.release(lease).await;
-                Err(e)
-            }
-        }
-    }
-
     /// Gives up the lease if it is still ours, so that a retry can apply the event right
     /// away instead of after the lease expires.
     pub(super) async fn release(&self, lease: &Lease) {
@@ -140,14 +147,23 @@ impl Store {
     ) -> Result<Vec<Result<Option<Acquired>, Error>>, Error> {
         let mut pipe = redis::pipe();
         for lease in leases {
-            // SET … NX GET answers the value in place, nil when the lease is taken.
-            pipe.cmd("SET")
+            // SET … NX GET answers the value in place, nil when the lease is taken; a
+            // replay's lock answers OK or nil, and the record is read after it.
+            let set = pipe
+                .cmd("SET")
                 .arg(&lease.key)
                 .arg(&lease.token)
                 .arg("NX")
                 .arg("PX")
-                .arg(millis_u64(self.opts.lease))
-                .arg("GET");
+                .arg(millis_u64(self.opts.lease));
+            match &lease.record {
+                Some(record) => {
+                    pipe.cmd("GET").arg(record);
+                }
+                None => {
+                    set.arg("GET");
+                }
+            }
             if !lease.idents.is_empty() {
                 pipe.add_command(index_read(&lease.idents));
             }
@@ -157,12 +173,16 @@ impl Store {
         let mut found = Vec::with_capacity(leases.len());
         for lease in leases {
             let reply = replies.next().unwrap_or(Value::Nil);
+            let record = lease
+                .record
+                .as_ref()
+                .map(|_| replies.next().unwrap_or(Value::Nil));
             let index = if lease.idents.is_empty() {
                 None
             } else {
                 Some(replies.next().unwrap_or(Value::Nil))
             };
-            found.push(acquired(lease, reply, index));
+            found.push(acquired(lease, reply, record, index));
         }
         Ok(found)
     }
