@@ -5,6 +5,7 @@
 //! ```text
 //! hl:ev:{<event id>}          string  "L<token>" while one caller applies the event (lease,
 //!                                     PX), then "D" + EventRecord protobuf (EX dedup TTL)
+//! hl:rp:{<record id>}         string  lock of one replay of that record while it applies
 //! hl:c:{<contact id>}         hash    v: version, d: record (JSON), r: survivor id once merged
 //! hl:c:{<contact id>}:log     zset    ids of the events applied to the contact, by receipt
 //! hl:idx:<kind>:<value>       string  contact id holding an identifier (created with SET NX)
