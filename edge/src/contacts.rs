@@ -174,11 +174,15 @@ pub enum Verdict {
     /// contacts-svc will not apply the event and records it only with its raw body:
     /// send it again with the body.
     NeedsBody,
-    /// Not now: contacts-svc or Redis is down, slow or busy with the same event. The
-    /// event may wait in the spool.
+    /// contacts-svc did not answer (down, unreachable, out of time): no event can be
+    /// taken now. The event may wait in the spool.
+    Unreachable(String),
+    /// contacts-svc answered that this event cannot take effect now (Redis is down, or
+    /// another call holds the event). The event may wait in the spool.
     Later(String),
-    /// contacts-svc refused the event as breaking the contract: a bug or a version
-    /// mismatch, never the sender's content. It waits for the fix.
+    /// The event breaks the contract (contacts-svc refused it, or the call was refused
+    /// as malformed or unauthorized): a bug, a version mismatch or a configuration
+    /// error, never the sender's content. It waits for the fix.
     Rejected(String),
 }
 
@@ -186,7 +190,20 @@ impl Verdict {
     pub fn of(answer: Answer) -> Self {
         let answer = match answer {
             Ok(a) => a,
-            Err(s) => return Self::Later(format!("{:?}: {}", s.code(), s.message())),
+            Err(s) => {
+                let why = format!("{:?}: {}", s.code(), s.message());
+                return match s.code() {
+                    tonic::Code::InvalidArgument
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::OutOfRange
+                    | tonic::Code::Unimplemented
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::NotFound
+                    | tonic::Code::AlreadyExists => Self::Rejected(why),
+                    _ => Self::Unreachable(why),
+                };
+            }
         };
         match answer.outcome() {
             v1::EventOutcome::Applied => Self::Done("applied", answer),
@@ -295,6 +312,45 @@ fn outcome(result: v1::ApplyEventsResult) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verdicts_of_answers_and_call_errors() {
+        let outcome = |o: v1::EventOutcome| {
+            Ok(v1::ApplyEventResponse {
+                outcome: o.into(),
+                ..Default::default()
+            })
+        };
+        let status = |code| Err(tonic::Status::new(code, "why"));
+        let cases: [(Answer, &str); 14] = [
+            (outcome(v1::EventOutcome::Applied), "done applied"),
+            (outcome(v1::EventOutcome::Duplicate), "done duplicate"),
+            (outcome(v1::EventOutcome::Ignored), "done ignored"),
+            (outcome(v1::EventOutcome::BodyRequired), "needs body"),
+            (outcome(v1::EventOutcome::RetryLater), "later"),
+            (outcome(v1::EventOutcome::Unspecified), "later"),
+            (outcome(v1::EventOutcome::Rejected), "rejected"),
+            // The call failed: nothing can be taken now.
+            (status(tonic::Code::Unavailable), "unreachable"),
+            (status(tonic::Code::DeadlineExceeded), "unreachable"),
+            (status(tonic::Code::ResourceExhausted), "unreachable"),
+            // The call was refused: waiting will not help, a fix will.
+            (status(tonic::Code::InvalidArgument), "rejected"),
+            (status(tonic::Code::Unimplemented), "rejected"),
+            (status(tonic::Code::PermissionDenied), "rejected"),
+            (status(tonic::Code::Unauthenticated), "rejected"),
+        ];
+        for (answer, want) in cases {
+            let got = match Verdict::of(answer) {
+                Verdict::Done(o, _) => format!("done {o}"),
+                Verdict::NeedsBody => "needs body".into(),
+                Verdict::Unreachable(_) => "unreachable".into(),
+                Verdict::Later(_) => "later".into(),
+                Verdict::Rejected(_) => "rejected".into(),
+            };
+            assert_eq!(got, want);
+        }
+    }
 
     #[test]
     #[allow(deprecated)]

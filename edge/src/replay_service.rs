@@ -223,7 +223,9 @@ async fn replay(state: &State, record: v1::EventRecord) -> edge_v1::ReplayedEven
             String::new(),
             a.contact_id,
         ),
-        Verdict::Later(why) => (edge_v1::ReplayResult::Failed, why, String::new()),
+        Verdict::Unreachable(why) | Verdict::Later(why) => {
+            (edge_v1::ReplayResult::Failed, why, String::new())
+        }
         Verdict::Rejected(why) => (
             edge_v1::ReplayResult::Failed,
             format!("rejected: {why}"),

@@ -231,16 +231,18 @@ async fn apply(
     }
     match verdict {
         Verdict::Done(outcome, answer) => Ok((StatusCode::OK, outcome, answer)),
-        Verdict::Later(cause) => spool(state, delivery, trace, &cause)
-            .await
-            .map(|()| {
-                (
-                    StatusCode::ACCEPTED,
-                    "queued",
-                    v1::ApplyEventResponse::default(),
-                )
-            })
-            .map_err(|e| retry(format!("{cause}; and cannot spool: {e}"))),
+        Verdict::Unreachable(cause) | Verdict::Later(cause) => {
+            spool(state, delivery, trace, &cause)
+                .await
+                .map(|()| {
+                    (
+                        StatusCode::ACCEPTED,
+                        "queued",
+                        v1::ApplyEventResponse::default(),
+                    )
+                })
+                .map_err(|e| retry(format!("{cause}; and cannot spool: {e}")))
+        }
         Verdict::Rejected(reason) => {
             tracing::error!(source = %delivery.configured.name, reason = %reason, "contacts-svc rejected an event");
             Err(retry(format!("rejected: {reason}")))

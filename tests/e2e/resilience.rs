@@ -345,3 +345,64 @@ async fn spooled_events_end_the_same_whatever_order_the_spool_holds_them_in() {
     assert_eq!(payments, ["pi_newer", "pi_older", "pi_oldest"]);
     assert_eq!(contact.totals[0].purchased, 3000);
 }
+
+#[tokio::test]
+async fn spooled_events_that_cannot_apply_yet_hold_up_none_behind_them() {
+    let Stack {
+        redis,
+        contacts,
+        edge,
+        http,
+    } = Stack::start().await;
+    let addr = contacts.addr;
+    contacts.stop().await;
+    // More than a page of the replayer's of one person whose index entry is unreadable
+    // (contacts-svc answers each "later"), then a few of other people.
+    for n in 0..70 {
+        let body = stripe_checkout(
+            &format!("evt_stuck_{n}"),
+            "stuck@example.com",
+            100,
+            &format!("pi_stuck_{n}"),
+        );
+        assert_eq!(edge.post_stripe(&http, &body).await.status, 202);
+    }
+    for n in 0..5 {
+        let body = stripe_checkout(
+            &format!("evt_free_{n}"),
+            &format!("free{n}@example.com"),
+            100,
+            &format!("pi_free_{n}"),
+        );
+        assert_eq!(edge.post_stripe(&http, &body).await.status, 202);
+    }
+    let mut conn = redis.conn().await;
+    let () = redis::cmd("SET")
+        .arg("hl:idx:email:stuck@example.com")
+        .arg("not a contact id")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let contacts = ContactsSvc::start_on(addr, &redis.url()).await;
+    for n in 0..5 {
+        let email = format!("free{n}@example.com");
+        eventually(
+            Duration::from_secs(30),
+            "the events behind the stuck ones to apply",
+            || async { contacts.lookup_email(&email).await.ok() },
+        )
+        .await;
+    }
+    // They are left, the others gone.
+    eventually(
+        Duration::from_secs(10),
+        "70 entries left in the spool",
+        || async {
+            let body = http.get(&edge.metrics_url("/metrics")).await.body;
+            let text = String::from_utf8_lossy(&body);
+            (metric(&text, "hookline_edge_spool_entries", &[]) == 70.0).then_some(())
+        },
+    )
+    .await;
+}

@@ -5,11 +5,13 @@
 //!
 //! It goes a page at a time and waits for a page's answers before the next, so it never
 //! holds more than a page of contacts-svc's attention and live deliveries keep the rest.
-//! When contacts-svc cannot take events (it or Redis is down) the pass stops and the
-//! next waits, the wait doubling up to a cap, with jitter so that edges restarted
+//! When contacts-svc cannot take events (it does not answer, or a whole page is told
+//! "later" while its health says it is not serving: Redis is down) the pass stops and
+//! the next waits, the wait doubling up to a cap, with jitter so that edges restarted
 //! together do not retry together. Applying is independent of order, so an entry that
-//! waits (one contacts-svc rejects, or one held by an in-flight attempt) holds up none
-//! behind it.
+//! waits on its own (one contacts-svc rejects or cannot apply yet, one held by an
+//! in-flight attempt, one that cannot be read) is passed over, and holds up none behind
+//! it; the next pass tries it again.
 
 use std::time::Duration;
 
@@ -109,18 +111,31 @@ async fn pass(spool: &Spool, contacts: &Contacts, outcomes: &ReplayOutcomes) -> 
                 }
             }
         }
+        let sent = calls.len();
         let mut done = Vec::new();
-        let mut later = None;
+        let mut unreachable = None;
+        let mut later = 0;
         while let Some(joined) = calls.join_next().await {
-            let Ok((key, verdict)) = joined else { continue };
+            let (key, verdict) = match joined {
+                Ok(answer) => answer,
+                Err(e) => {
+                    left = Some(format!("a replay task failed: {e}"));
+                    continue;
+                }
+            };
             match verdict {
                 Verdict::Done(outcome, _) => {
                     outcomes.count(outcome);
                     done.push(key);
                 }
+                Verdict::Unreachable(why) => {
+                    outcomes.count("retry_later");
+                    unreachable = Some(why);
+                }
                 Verdict::Later(why) => {
                     outcomes.count("retry_later");
-                    later = Some(why);
+                    later += 1;
+                    left = Some(why);
                 }
                 Verdict::Rejected(why) => {
                     tracing::error!(key, reason = %why, "contacts-svc rejected a spooled event, kept");
@@ -136,9 +151,14 @@ async fn pass(spool: &Spool, contacts: &Contacts, outcomes: &ReplayOutcomes) -> 
         if let Err(e) = spool.remove(done).await {
             return Pass::Stalled(e.to_string());
         }
-        // contacts-svc or Redis cannot take events: the rest of the pass would fail too.
-        if let Some(why) = later {
+        // contacts-svc cannot take events: the rest of the pass would fail too. A page
+        // told "later" throughout is that too while contacts-svc says it is not serving
+        // (Redis down); while it serves, those entries wait on their own.
+        if let Some(why) = unreachable {
             return Pass::Stalled(why);
+        }
+        if sent > 0 && later == sent && !contacts.ready().await {
+            return Pass::Stalled(left.unwrap_or_default());
         }
     }
 }
