@@ -47,7 +47,7 @@ pub fn open(dir: &Path) -> Result<(Database, Contents), SpoolError> {
 }
 
 /// Creates the tables of a new file or checks the layout of an old one, and counts.
-fn prepare(db: &Database) -> Result<Contents, SpoolError> {
+pub fn prepare(db: &Database) -> Result<Contents, SpoolError> {
     let tx = db.begin_write().map_err(store)?;
     {
         let mut meta = tx.open_table(META).map_err(store)?;

@@ -122,7 +122,13 @@ impl Spool {
     /// Opens the spool in `dir`, holding at most `max_bytes` of entries. Blocks briefly
     /// (a file that was not closed cleanly is checked on open).
     pub fn open(dir: &Path, max_bytes: u64) -> Result<(Self, Closer), SpoolError> {
-        let (db, contents) = db::open(dir)?;
+        let dir = dir.to_path_buf();
+        Self::open_with(Box::new(move || db::open(&dir)), max_bytes)
+    }
+
+    /// [`Spool::open`] with the file opened by `open`.
+    fn open_with(open: writer::Opener, max_bytes: u64) -> Result<(Self, Closer), SpoolError> {
+        let (db, contents) = open()?;
         let stats = Arc::new(Stats::default());
         stats.entries.store(contents.entries, Ordering::Relaxed);
         stats.bytes.store(contents.bytes, Ordering::Relaxed);
@@ -131,7 +137,15 @@ impl Spool {
             .store(db::oldest(&db)?.unwrap_or(0), Ordering::Relaxed);
         let added = Arc::new(Notify::new());
         let (ops, rx) = mpsc::channel(writer::QUEUE);
-        let thread = writer::start(db, rx, contents, max_bytes, stats.clone(), added.clone())?;
+        let thread = writer::start(
+            open,
+            db,
+            rx,
+            contents,
+            max_bytes,
+            stats.clone(),
+            added.clone(),
+        )?;
         let closer = Closer {
             ops: ops.clone(),
             thread,

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use hookline_proto::v1;
 
@@ -178,5 +180,114 @@ async fn a_damaged_entry_is_reported_and_holds_up_no_other() {
     let page = spool.page(None, 10).await.unwrap();
     let shapes: Vec<_> = page.iter().map(|(k, e)| (*k, e.is_ok())).collect();
     assert_eq!(shapes, [(0, true), (7, false), (8, true)]);
+    closer.close().await;
+}
+
+/// A file backend whose writes and syncs fail while `full` is set, as on a full disk.
+#[derive(Debug)]
+struct Flaky {
+    file: redb::backends::FileBackend,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Flaky {
+    fn check(&self) -> Result<(), redb::BackendError> {
+        if self.full.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(redb::BackendError::Io(std::io::Error::other(
+                "no space left on device",
+            )));
+        }
+        Ok(())
+    }
+}
+
+type Range = std::ops::Bound<u64>;
+
+impl redb::StorageBackend for Flaky {
+    fn len(&self) -> Result<u64, redb::BackendError> {
+        self.file.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), redb::BackendError> {
+        self.file.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), redb::BackendError> {
+        self.check()?;
+        self.file.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), redb::BackendError> {
+        self.check()?;
+        self.file.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), redb::BackendError> {
+        self.check()?;
+        self.file.write(offset, data)
+    }
+    fn close(&self) -> Result<(), redb::BackendError> {
+        self.file.close()
+    }
+    fn try_lock_range(&self, start: Range, end: Range) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(&self, start: Range, end: Range) -> Result<bool, redb::BackendError> {
+        self.file.try_lock_shared_range(start, end)
+    }
+    fn lock_range(&self, start: Range, end: Range) -> Result<(), redb::BackendError> {
+        self.file.lock_range(start, end)
+    }
+    fn lock_shared_range(&self, start: Range, end: Range) -> Result<(), redb::BackendError> {
+        self.file.lock_shared_range(start, end)
+    }
+    fn unlock_range(&self, start: Range, end: Range) -> Result<(), redb::BackendError> {
+        self.file.unlock_range(start, end)
+    }
+    fn query_lock_range(&self, start: Range, end: Range) -> Result<bool, redb::BackendError> {
+        self.file.query_lock_range(start, end)
+    }
+}
+
+#[tokio::test]
+async fn after_a_storage_error_the_spool_opens_its_file_again_and_goes_on() {
+    let dir = Dir::new();
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join(db::FILE);
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let opener: writer::Opener = {
+        let full = full.clone();
+        Box::new(move || {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| SpoolError::Open(e.to_string()))?;
+            let backend = Flaky {
+                file: redb::backends::FileBackend::new(file),
+                full: full.clone(),
+            };
+            let db = redb::Database::builder()
+                .create_with_backend(backend)
+                .map_err(|e| SpoolError::Open(e.to_string()))?;
+            let contents = db::prepare(&db)?;
+            Ok((db, contents))
+        })
+    };
+    let (spool, closer) = Spool::open_with(opener, u64::MAX).unwrap();
+    spool.put(&entry(0)).await.unwrap();
+
+    full.store(true, std::sync::atomic::Ordering::Relaxed);
+    let refused = spool.put(&entry(1)).await;
+    assert!(matches!(refused, Err(SpoolError::Store(_))), "{refused:?}");
+    assert!(spool.stats().failing());
+
+    // Room again: the spool works again without a restart, and lost nothing.
+    full.store(false, std::sync::atomic::Ordering::Relaxed);
+    spool.put(&entry(2)).await.unwrap();
+    assert!(!spool.stats().failing());
+    assert_eq!(ids(&spool).await, ["stripe:evt_0", "stripe:evt_2"]);
+    assert_eq!(spool.stats().entries(), 2);
+    let first = spool.page(None, 1).await.unwrap()[0].0;
+    spool.remove(vec![first]).await.unwrap();
+    assert_eq!(ids(&spool).await, ["stripe:evt_2"]);
     closer.close().await;
 }

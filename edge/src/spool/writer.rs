@@ -48,8 +48,14 @@ impl Op {
     }
 }
 
-/// Starts the writer thread; it ends when every sender of `ops` is dropped.
+/// Opens the spool's file and counts what it holds: at start, and again after a
+/// storage error.
+pub type Opener = Box<dyn Fn() -> Result<(redb::Database, Contents), SpoolError> + Send>;
+
+/// Starts the writer thread on the file `open` opened; it ends on [`Op::Close`] or when
+/// every sender of `ops` is dropped.
 pub fn start(
+    open: Opener,
     db: redb::Database,
     ops: mpsc::Receiver<Op>,
     contents: Contents,
@@ -58,7 +64,8 @@ pub fn start(
     added: Arc<Notify>,
 ) -> Result<std::thread::JoinHandle<()>, SpoolError> {
     let writer = Writer {
-        db,
+        open,
+        db: Some(db),
         next: contents.next,
         max_bytes,
         stats,
@@ -71,7 +78,10 @@ pub fn start(
 }
 
 struct Writer {
-    db: redb::Database,
+    open: Opener,
+    /// `None` after a storage error: redb refuses every operation after an I/O error
+    /// until the file is opened again, which the next operation does.
+    db: Option<redb::Database>,
     /// Sequence number of the next entry.
     next: u64,
     max_bytes: u64,
@@ -97,7 +107,11 @@ impl Writer {
                         limit,
                         reply,
                     } => {
-                        let _ = reply.send(db::page(&self.db, after, limit));
+                        let page = self.db().and_then(|db| db::page(db, after, limit));
+                        if page.is_err() {
+                            self.lost();
+                        }
+                        let _ = reply.send(page);
                     }
                     Op::Close => {
                         closing = true;
@@ -122,6 +136,37 @@ impl Writer {
                 return;
             }
         }
+    }
+
+    /// The open file, opened again if a storage error closed it. Its contents are
+    /// counted anew: a commit that failed may have reached the disk or not.
+    fn db(&mut self) -> Result<&redb::Database, SpoolError> {
+        if self.db.is_none() {
+            let (db, contents) = (self.open)().map_err(|e| {
+                self.stats.failing.store(true, Ordering::Relaxed);
+                SpoolError::Store(e.to_string())
+            })?;
+            let s = &self.stats;
+            s.entries.store(contents.entries, Ordering::Relaxed);
+            s.bytes.store(contents.bytes, Ordering::Relaxed);
+            let oldest = db::oldest(&db).ok().flatten().unwrap_or(0);
+            s.oldest_ms.store(oldest, Ordering::Relaxed);
+            self.next = self.next.max(contents.next);
+            tracing::info!(
+                spooled = contents.entries,
+                "spool opened again after a storage error"
+            );
+            self.db = Some(db);
+        }
+        self.db
+            .as_ref()
+            .ok_or_else(|| SpoolError::Store("the spool is not open".into()))
+    }
+
+    /// A storage error: the file is closed, to be opened again by the next operation.
+    fn lost(&mut self) {
+        self.stats.failing.store(true, Ordering::Relaxed);
+        self.db = None;
     }
 
     /// Writes one group and answers each of its operations.
@@ -161,7 +206,7 @@ impl Writer {
         let result = if changes.is_empty() {
             Ok(db::Written::default())
         } else {
-            db::write(&self.db, &changes)
+            self.db().and_then(|db| db::write(db, &changes))
         };
         drop(changes);
         match &result {
@@ -183,7 +228,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, operations = group.len(), "spool write failed");
-                self.stats.failing.store(true, Ordering::Relaxed);
+                self.lost();
             }
         }
         let full = SpoolError::Full {
