@@ -104,10 +104,16 @@ async fn serve_all(
     let contacts = Contacts::connect_lazy(&config.contacts_urls, config.contacts_timeout);
     let (set_answer_by, answer_by) = watch::channel(None);
     let grace = config.shutdown_grace;
+    // One signal for every server and the replayer, and one deadline for all of them:
+    // the grace period from the moment shutdown begins.
+    let (stop, stopped) = watch::channel(None::<Instant>);
     let shutdown = Box::pin(async move {
         shutdown.await;
-        let by = Instant::now() + grace.saturating_sub(SPOOL_MARGIN.min(grace / 2));
-        set_answer_by.send_replace(Some(by));
+        let now = Instant::now();
+        set_answer_by.send_replace(Some(
+            now + grace.saturating_sub(SPOOL_MARGIN.min(grace / 2)),
+        ));
+        stop.send_replace(Some(now + grace));
     });
     let recorded = Metrics::new();
     let (reserved, refused) = recorded.body_budget();
@@ -138,6 +144,9 @@ async fn serve_all(
         state.metrics.replay_outcomes(),
         replay_stopped,
     ));
+    let stopping = |mut stopped: watch::Receiver<Option<Instant>>| async move {
+        let _ = stopped.wait_for(Option::is_some).await;
+    };
     let limits = config.limits;
     // The public port publishes internal metrics only when asked to, and never beside a
     // listener of their own.
@@ -146,14 +155,10 @@ async fn serve_all(
     } else {
         Routes::Webhooks
     };
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let metrics_server = metrics.map(|listener| {
         let state = state.clone();
-        let mut stopped = stopped.clone();
+        let shutdown = stopping(stopped.clone());
         tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
             server::serve(
                 listener,
                 state,
@@ -166,10 +171,7 @@ async fn serve_all(
         })
     });
     let admin_server = admin.map(|listener| {
-        let mut stopped = stopped.clone();
-        let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
+        let shutdown = stopping(stopped.clone());
         tokio::spawn(serve_admin(listener, state.clone(), shutdown))
     });
     server::serve(
@@ -181,13 +183,14 @@ async fn serve_all(
         limits,
     )
     .await;
-    let _ = stop.send(true);
     let _ = stop_replay.send(true);
     let _ = replayer.await;
-    // Their calls get the grace period too, no more.
+    // The other servers stopped accepting with the webhook port; their calls get what
+    // is left of the same grace period.
+    let deadline = (*stopped.borrow()).unwrap_or_else(Instant::now);
     for task in [metrics_server, admin_server].into_iter().flatten() {
         let abort = task.abort_handle();
-        if tokio::time::timeout(grace, task).await.is_err() {
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
             abort.abort();
         }
     }

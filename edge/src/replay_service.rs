@@ -22,8 +22,8 @@ const DEFAULT_LIMIT: usize = 1000;
 const MAX_LIMIT: usize = 10_000;
 /// Most ids one call names.
 const MAX_IDS: usize = 1000;
-/// Records read per ListEvents page.
-const PAGE: i32 = 500;
+/// Records read, and held, at once.
+const PAGE: usize = 100;
 /// Replays sent to contacts-svc at once.
 const CONCURRENCY: usize = 32;
 
@@ -61,31 +61,7 @@ impl ReplayService for Replays {
                 "name the events: event_ids, or a source (with type and received_from / received_before to narrow it)",
             ));
         }
-        let (mut records, truncated, missing) = self.select(&req, limit).await?;
-        // Oldest first, as they were received.
-        records.sort_by_key(received_ms);
-        let mut answers: Vec<Option<edge_v1::ReplayedEvent>> = vec![None; records.len()];
-        let mut calls = JoinSet::new();
-        for (i, record) in records.into_iter().enumerate() {
-            if calls.len() >= CONCURRENCY
-                && let Some(Ok((at, answer))) = calls.join_next().await
-            {
-                answers[at] = Some(answer);
-            }
-            let state = self.state.clone();
-            calls.spawn(async move { (i, replay(&state, record).await) });
-        }
-        while let Some(joined) = calls.join_next().await {
-            if let Ok((at, answer)) = joined {
-                answers[at] = Some(answer);
-            }
-        }
-        let mut events: Vec<_> = answers.into_iter().flatten().collect();
-        events.extend(
-            missing
-                .into_iter()
-                .map(|id| skipped(id, "no record of this event")),
-        );
+        let (events, truncated) = self.replay_selected(&req, limit).await?;
         let count = |r: edge_v1::ReplayResult| events.iter().filter(|e| e.result() == r).count();
         tracing::info!(
             selected = events.len(),
@@ -105,13 +81,14 @@ impl ReplayService for Replays {
 }
 
 impl Replays {
-    /// The records the request selects (at most `limit`), whether more matched, and the
-    /// ids named that have no record.
-    async fn select(
+    /// Replays the records the request selects, a page at a time (at most `limit`), and
+    /// says whether more matched. Only a page of records is held at once: their bodies
+    /// may be large.
+    async fn replay_selected(
         &self,
         req: &edge_v1::ReplayEventsRequest,
         limit: usize,
-    ) -> Result<(Vec<v1::EventRecord>, bool, Vec<String>), Status> {
+    ) -> Result<(Vec<edge_v1::ReplayedEvent>, bool), Status> {
         let filter = v1::ListEventsRequest {
             source: req.source.clone(),
             r#type: req.r#type.clone(),
@@ -120,48 +97,86 @@ impl Replays {
             ..Default::default()
         };
         let contacts = &self.state.contacts;
+        let mut events = Vec::new();
         if !req.event_ids.is_empty() {
-            let found = contacts
-                .list_events(v1::ListEventsRequest {
-                    event_ids: req.event_ids.clone(),
-                    ..filter
-                })
-                .await
-                .map_err(unavailable)?
-                .events;
-            let missing = req
-                .event_ids
-                .iter()
-                .filter(|id| !found.iter().any(|r| &r.event_id == *id))
-                .cloned()
-                .collect();
-            let truncated = found.len() > limit;
-            let mut found = found;
-            found.truncate(limit);
-            return Ok((found, truncated, missing));
+            let named = &req.event_ids[..req.event_ids.len().min(limit)];
+            for ids in named.chunks(PAGE) {
+                let found = contacts
+                    .list_events(v1::ListEventsRequest {
+                        event_ids: ids.to_vec(),
+                        ..filter.clone()
+                    })
+                    .await
+                    .map_err(from_contacts)?
+                    .events;
+                let missing: Vec<String> = ids
+                    .iter()
+                    .filter(|id| !found.iter().any(|r| &r.event_id == *id))
+                    .cloned()
+                    .collect();
+                events.extend(self.replay_page(found).await);
+                events.extend(
+                    missing
+                        .into_iter()
+                        .map(|id| skipped(id, "no record of this event")),
+                );
+            }
+            return Ok((events, req.event_ids.len() > limit));
         }
-        let mut records = Vec::new();
         let mut page_token = String::new();
         loop {
+            let room = limit - events.len();
             let page = contacts
                 .list_events(v1::ListEventsRequest {
-                    page_size: PAGE,
+                    page_size: i32::try_from(room.min(PAGE)).unwrap_or(1).max(1),
                     page_token: page_token.clone(),
                     outcome: v1::EventOutcome::Ignored.into(),
                     ..filter.clone()
                 })
                 .await
-                .map_err(unavailable)?;
-            records.extend(page.events);
-            if records.len() > limit {
-                records.truncate(limit);
-                return Ok((records, true, Vec::new()));
-            }
+                .map_err(from_contacts)?;
+            events.extend(self.replay_page(page.events).await);
             if page.next_page_token.is_empty() {
-                return Ok((records, false, Vec::new()));
+                return Ok((events, false));
+            }
+            if events.len() >= limit {
+                return Ok((events, true));
             }
             page_token = page.next_page_token;
         }
+    }
+
+    /// Replays one page of records, a few at once, and answers for each in its order.
+    async fn replay_page(&self, records: Vec<v1::EventRecord>) -> Vec<edge_v1::ReplayedEvent> {
+        let mut answers: Vec<Option<edge_v1::ReplayedEvent>> = vec![None; records.len()];
+        let ids: Vec<String> = records.iter().map(|r| r.event_id.clone()).collect();
+        let mut calls = JoinSet::new();
+        for (i, record) in records.into_iter().enumerate() {
+            if calls.len() >= CONCURRENCY
+                && let Some(Ok((at, answer))) = calls.join_next().await
+            {
+                answers[at] = Some(answer);
+            }
+            let state = self.state.clone();
+            calls.spawn(async move { (i, replay(&state, record).await) });
+        }
+        while let Some(joined) = calls.join_next().await {
+            if let Ok((at, answer)) = joined {
+                answers[at] = Some(answer);
+            }
+        }
+        answers
+            .into_iter()
+            .zip(ids)
+            .map(|(answer, id)| {
+                answer.unwrap_or_else(|| edge_v1::ReplayedEvent {
+                    event_id: id,
+                    result: edge_v1::ReplayResult::Failed.into(),
+                    reason: "the replay task failed".to_owned(),
+                    contact_id: String::new(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -261,6 +276,8 @@ fn received_ms(record: &v1::EventRecord) -> i64 {
         .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
 }
 
-fn unavailable(s: Status) -> Status {
-    Status::unavailable(format!("contacts-svc: {}", s.message()))
+/// contacts-svc's refusal, as the caller's: its code kept (a bad filter is the
+/// caller's mistake, an unreachable contacts-svc is "call again").
+fn from_contacts(s: Status) -> Status {
+    Status::new(s.code(), format!("contacts-svc: {}", s.message()))
 }

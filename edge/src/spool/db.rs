@@ -15,6 +15,8 @@ const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The layout this edge writes and reads.
 pub const LAYOUT: u64 = 1;
+/// Most bytes of entries one page holds, unless its first entry alone is larger.
+const PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// The file's name under `spool_dir`.
 pub const FILE: &str = "spool.redb";
 
@@ -34,7 +36,18 @@ pub fn open(dir: &Path) -> Result<(Database, Contents), SpoolError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| SpoolError::Open(format!("{}: {e}", dir.display())))?;
     let path = dir.join(FILE);
-    let db = Database::create(&path).map_err(|e| match e {
+    // redb may panic on a file damaged outside it: that is an error to report, naming
+    // the file, not a crash on every start.
+    let created =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(&path)))
+            .map_err(|_| {
+                SpoolError::Open(format!(
+                    "{} is damaged and cannot be read: move it aside (it holds acknowledged \
+                 events: keep it for recovery) and start again",
+                    path.display()
+                ))
+            })?;
+    let db = created.map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => SpoolError::Open(format!(
             "{} is in use by another edge: give each edge a spool_dir of its own",
             path.display()
@@ -74,7 +87,7 @@ pub fn prepare(db: &Database) -> Result<Contents, SpoolError> {
         let (key, value) = row.map_err(store)?;
         contents.entries += 1;
         contents.bytes += value.value().len() as u64;
-        contents.next = key.value() + 1;
+        contents.next = key.value().saturating_add(1);
     }
     Ok(contents)
 }
@@ -131,8 +144,8 @@ pub struct Written {
     pub oldest_ms: Option<i64>,
 }
 
-/// Up to `limit` entries after sequence number `after` (from the first when `None`),
-/// oldest first, as stored.
+/// Up to `limit` entries (and about [`PAGE_BYTES`]) after sequence number `after` (from
+/// the first when `None`), oldest first, as stored.
 pub fn page(
     db: &Database,
     after: Option<u64>,
@@ -146,8 +159,14 @@ pub fn page(
     }
     .map_err(store)?;
     let mut out = Vec::with_capacity(limit.min(256));
+    let mut bytes = 0;
     for row in range.take(limit) {
         let (key, value) = row.map_err(store)?;
+        // Bounded in bytes too (bodies may be large), but never empty.
+        bytes += value.value().len();
+        if bytes > PAGE_BYTES && !out.is_empty() {
+            break;
+        }
         out.push((key.value(), value.value().to_vec()));
     }
     Ok(out)

@@ -291,3 +291,14 @@ async fn after_a_storage_error_the_spool_opens_its_file_again_and_goes_on() {
     assert_eq!(ids(&spool).await, ["stripe:evt_2"]);
     closer.close().await;
 }
+
+#[tokio::test]
+async fn a_damaged_file_is_an_error_naming_it_not_a_crash() {
+    let dir = Dir::new();
+    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::write(dir.0.join(db::FILE), vec![0xA5; 64 * 1024]).unwrap();
+    let Err(SpoolError::Open(why)) = Spool::open(&dir.0, u64::MAX) else {
+        panic!("a damaged spool opened");
+    };
+    assert!(why.contains(db::FILE), "{why}");
+}
