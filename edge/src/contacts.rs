@@ -17,7 +17,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::webhook::Trace;
+use crate::trace::Trace;
 
 /// How long a readiness probe waits for contacts-svc.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);

@@ -17,6 +17,7 @@ pub mod secret;
 pub mod server;
 pub mod sources;
 pub mod spool;
+pub mod trace;
 pub mod webhook;
 
 use std::collections::BTreeMap;

@@ -246,7 +246,7 @@ async fn an_event_whose_request_was_abandoned_is_not_sent() {
     let contacts = ContactsSvc::start(&redis.url()).await;
     let url: http::Uri = contacts.url().parse().unwrap();
     let client = edge::Contacts::connect_lazy(&[url], Duration::from_secs(2));
-    let trace = edge::webhook::Trace::of(&http::HeaderMap::new());
+    let trace = edge::trace::Trace::of(&http::HeaderMap::new());
     let event = |id: String| contact_item(&id, "queued@example.com", None).event.unwrap();
 
     // Redis hangs: every call slot fills with a call that cannot finish, and the rest

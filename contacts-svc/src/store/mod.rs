@@ -1,6 +1,7 @@
 //! All Redis access; nothing else in contacts-svc sees Redis. The key layout and the
 //! scripts are in `keys.rs`, leases and done markers in `lease.rs`, resolving and
-//! writing contacts in `apply.rs`, reads and listings in `read.rs`.
+//! writing contacts in `apply.rs` (one event) and `batch.rs` (the round trips a batch
+//! shares), reads and listings in `read.rs`.
 //!
 //! ```text
 //! hl:ev:{<event id>}          string  "L<token>" while one caller applies the event (lease,
@@ -26,6 +27,7 @@
 //! `ZADD`) and done marker. A new event costs three round trips whatever the batch size.
 
 mod apply;
+mod batch;
 mod keys;
 mod lease;
 mod read;

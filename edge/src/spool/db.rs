@@ -92,6 +92,9 @@ pub fn prepare(db: &Database) -> Result<Contents, SpoolError> {
     Ok(contents)
 }
 
+/// Stored entries by key, oldest first.
+pub type Rows = Vec<(u64, Vec<u8>)>;
+
 /// One change of a write group.
 #[derive(Debug)]
 pub enum Change<'a> {
@@ -146,11 +149,7 @@ pub struct Written {
 
 /// Up to `limit` entries (and about [`PAGE_BYTES`]) after sequence number `after` (from
 /// the first when `None`), oldest first, as stored.
-pub fn page(
-    db: &Database,
-    after: Option<u64>,
-    limit: usize,
-) -> Result<super::writer::Rows, SpoolError> {
+pub fn page(db: &Database, after: Option<u64>, limit: usize) -> Result<Rows, SpoolError> {
     let read = db.begin_read().map_err(store)?;
     let entries = read.open_table(ENTRIES).map_err(store)?;
     let range = match after {

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::db::{self, Change, Contents};
+use super::db::{self, Change, Contents, Rows};
 use super::{SpoolError, Stats};
 
 /// Operations waiting for the writer.
@@ -20,9 +20,6 @@ pub const QUEUE: usize = 4096;
 const MAX_GROUP: usize = 512;
 /// Most bytes put in one commit, unless one entry is larger (it then goes alone).
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
-
-/// Stored entries by key, oldest first.
-pub type Rows = Vec<(u64, Vec<u8>)>;
 
 /// One request to the writer.
 #[derive(Debug)]
