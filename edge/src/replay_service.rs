@@ -215,7 +215,9 @@ async fn replay(state: &State, record: v1::EventRecord) -> edge_v1::ReplayedEven
     // The record's id is the one deliveries were deduplicated by (unless a dedup window
     // made it one occurrence of it): a record from before headers were kept may not
     // give the same id from its body alone.
-    if event.dedup_window_secs == 0 {
+    // A record whose id is a digest of an unusable provider id keeps the original: the
+    // event made again carries that id, and contacts-svc digests it the same way.
+    if event.dedup_window_secs == 0 && record.original_event_id.is_empty() {
         event.id.clone_from(&record.event_id);
     }
     event.raw_body = Some(record.body);

@@ -527,3 +527,49 @@ async fn replays_of_two_occurrences_of_a_windowed_event_in_one_call_apply_both()
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_replay_keeps_the_original_of_an_id_that_could_not_serve_as_a_key() {
+    let stack = Stack::start_with_sources(&acme(OLD, "/data/mail")).await;
+    // Over 256 bytes: recorded under a digest of it, the original kept beside.
+    let long_id = format!("msg_{}", "x".repeat(300));
+    let reply = deliver(
+        &stack.edge,
+        &stack.http,
+        &long_id,
+        &user(Some("long@example.com")),
+    )
+    .await;
+    assert_eq!(reply.json()["status"], "ignored", "{:?}", reply.body);
+    let records = stack
+        .contacts
+        .events(v1::ListEventsRequest {
+            source: "acme".into(),
+            ..Default::default()
+        })
+        .await;
+    let record = records
+        .iter()
+        .find(|r| r.original_event_id.contains(&long_id))
+        .expect("the record of the long id");
+    assert!(
+        record.event_id.starts_with("acme:sha256:"),
+        "{}",
+        record.event_id
+    );
+    let id = record.event_id.clone();
+
+    let edge = fixed_edge(&stack).await;
+    let replayed = replay(
+        &edge,
+        edge_v1::ReplayEventsRequest {
+            event_ids: vec![id.clone()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(replayed, [(id.clone(), edge_v1::ReplayResult::Applied)]);
+    let after = record_of(&stack, &id).await;
+    assert_eq!(after[0].outcome(), v1::EventOutcome::Applied);
+    assert!(after[0].original_event_id.contains(&long_id), "{after:?}");
+}
