@@ -573,3 +573,44 @@ async fn a_replay_keeps_the_original_of_an_id_that_could_not_serve_as_a_key() {
     assert_eq!(after[0].outcome(), v1::EventOutcome::Applied);
     assert!(after[0].original_event_id.contains(&long_id), "{after:?}");
 }
+
+#[tokio::test]
+async fn a_replay_of_a_windowed_event_leaves_todays_deliveries_alone() {
+    let stack = Stack::start().await;
+    let event = |at: i64, window: u32, email: Option<&str>| {
+        let mut ev = replayed_event("replayed:w1", email);
+        ev.dedup_window_secs = window;
+        ev.received_at = Some(hookline_proto::prost_types::Timestamp {
+            seconds: at,
+            nanos: 0,
+        });
+        ev
+    };
+    let then = 1_790_000_000;
+    assert_eq!(
+        apply(&stack, event(then, 1, None), "").await.outcome(),
+        v1::EventOutcome::Ignored
+    );
+    let record = format!("replayed:w1@{}", then * 1000);
+    // Replayed under a longer window (the configuration changed): it applies, and it
+    // does not make the same content delivered today a duplicate once the first
+    // occurrence's own one-second window is over.
+    assert_eq!(
+        apply(&stack, event(then, 3600, Some("w1@example.com")), &record)
+            .await
+            .outcome(),
+        v1::EventOutcome::Applied
+    );
+    hookline_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "a delivery of today to be an occurrence of its own",
+        || async {
+            let today = hookline_tests::now_secs();
+            let outcome = apply(&stack, event(today, 3600, Some("w1@example.com")), "")
+                .await
+                .outcome();
+            (outcome == v1::EventOutcome::Applied).then_some(())
+        },
+    )
+    .await;
+}

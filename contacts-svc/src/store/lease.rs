@@ -231,6 +231,10 @@ impl Store {
             cmd
         };
         match ev.dedup_window {
+            // A replay settles the occurrence it replays, which is long past its window:
+            // the window's key belongs to deliveries of today (and may hold the lease of
+            // one applying now), so it is left alone.
+            Some(_) if ev.replay => vec![set(&ev.record_id, ttl)],
             Some(window) => vec![set(&ev.id, window.min(ttl)), set(&ev.record_id, ttl)],
             None => vec![set(&ev.id, ttl)],
         }
