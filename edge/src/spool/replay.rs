@@ -13,6 +13,7 @@
 //! in-flight attempt, one that cannot be read) is passed over, and holds up none behind
 //! it; the next pass tries it again.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use hookline_proto::v1;
@@ -38,6 +39,8 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
+    // Unreadable entries already reported, so that each is logged once.
+    let mut reported = HashSet::new();
     loop {
         while spool.stats().entries() == 0 {
             tokio::select! {
@@ -51,7 +54,7 @@ pub async fn run(
         // Stopping abandons a pass at once: what it sent and did not hear back about
         // stays in the spool, and applying again is a duplicate.
         let passed = tokio::select! {
-            passed = pass(&spool, &contacts, &outcomes) => passed,
+            passed = pass(&spool, &contacts, &outcomes, &mut reported) => passed,
             _ = stop.wait_for(|s| *s) => return,
         };
         match passed {
@@ -83,7 +86,12 @@ enum Pass {
 }
 
 /// One pass over the spool, oldest first.
-async fn pass(spool: &Spool, contacts: &Contacts, outcomes: &ReplayOutcomes) -> Pass {
+async fn pass(
+    spool: &Spool,
+    contacts: &Contacts,
+    outcomes: &ReplayOutcomes,
+    reported: &mut HashSet<u64>,
+) -> Pass {
     let mut after = None;
     let mut left: Option<String> = None;
     loop {
@@ -105,7 +113,10 @@ async fn pass(spool: &Spool, contacts: &Contacts, outcomes: &ReplayOutcomes) -> 
                 Err(e) => {
                     // Kept, never dropped: a later edge may read it. Operators see it
                     // in the log and in the spool's depth.
-                    tracing::error!(key, error = %e, "spooled entry cannot be read, kept");
+                    // Said once per entry, not on every pass; counted every time.
+                    if reported.insert(key) {
+                        tracing::error!(key, error = %e, "spooled entry cannot be read, kept");
+                    }
                     outcomes.count("unreadable");
                     left = Some(format!("entry {key} cannot be read"));
                 }
