@@ -157,10 +157,12 @@ where
         return Ok(Done::Handshake(answer));
     }
 
-    let mut event = source.normalize(&configured.name, delivery, now_ms);
-    if event.raw_body.is_some() {
-        event.raw_headers = source.recorded_headers(delivery.headers);
-    }
+    let delivery = Normalized {
+        configured,
+        delivery,
+        received_at_ms: now_ms,
+    };
+    let event = delivery.event(false);
     let event_id = event
         .id
         .strip_prefix(configured.name.as_str())
@@ -169,11 +171,6 @@ where
         .to_owned();
     let event_type = event.r#type.clone();
     let called = Instant::now();
-    let delivery = Normalized {
-        configured,
-        delivery,
-        received_at_ms: now_ms,
-    };
     let answer = apply(state, &delivery, event, trace).await;
     state.metrics.contacts_call(called.elapsed());
     let (status, outcome, answer) = answer?;
@@ -196,13 +193,15 @@ struct Normalized<'a> {
 }
 
 impl Normalized<'_> {
-    /// The event, made again (normalizing is pure, so it is the same event), with the
-    /// headers its normalizer read: recorded with the body if it is recorded, so that a
-    /// replay normalizes it exactly as now.
-    fn event(&self) -> v1::WebhookEvent {
+    /// The event (normalizing is pure: made again, it is the same event). An event that
+    /// will be recorded with its body (it carries it, or `recorded` says it will) carries
+    /// the headers its normalizer read too, so that a replay normalizes it as now.
+    fn event(&self, recorded: bool) -> v1::WebhookEvent {
         let source = &self.configured.source;
         let mut event = source.normalize(&self.configured.name, self.delivery, self.received_at_ms);
-        event.raw_headers = source.recorded_headers(self.delivery.headers);
+        if recorded || event.raw_body.is_some() {
+            event.raw_headers = source.recorded_headers(self.delivery.headers);
+        }
         event
     }
 }
@@ -226,7 +225,7 @@ async fn apply(
     };
     let mut verdict = Verdict::of(call(state, event, trace).await);
     if let Verdict::NeedsBody = verdict {
-        let mut event = delivery.event();
+        let mut event = delivery.event(true);
         event.raw_body = Some(delivery.delivery.body.to_vec());
         verdict = Verdict::of(call(state, event, trace).await);
     }
@@ -279,7 +278,7 @@ async fn spool(
     trace: &Trace,
     cause: &str,
 ) -> Result<(), SpoolError> {
-    let event = delivery.event();
+    let event = delivery.event(true);
     let body = event
         .raw_body
         .is_none()
