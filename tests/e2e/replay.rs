@@ -4,7 +4,7 @@
 use hookline_proto::edge::v1 as edge_v1;
 use hookline_proto::edge::v1::replay_service_client::ReplayServiceClient;
 use hookline_proto::v1;
-use hookline_tests::{Edge, Reply, Stack, now_secs, run_grpcurl, sign_as};
+use hookline_tests::{Edge, Reply, Stack, contact_event, now_secs, run_grpcurl, sign_as};
 use serde_json::json;
 
 /// The secret the deliveries are signed with; the fixed edge no longer has it.
@@ -113,13 +113,7 @@ async fn an_event_ignored_under_an_old_mapping_applies_once_after_the_fix() {
         .unwrap();
     assert_eq!(contact.first_name, "Grace");
     assert_eq!(answer["events"][0]["contactId"], contact.id.as_str());
-    let record = stack
-        .contacts
-        .events(v1::ListEventsRequest {
-            event_ids: vec!["acme:msg_1".into()],
-            ..Default::default()
-        })
-        .await;
+    let record = stack.contacts.record("acme:msg_1").await;
     assert_eq!(record[0].outcome(), v1::EventOutcome::Applied);
     assert_eq!(record[0].contact_id, contact.id);
 
@@ -217,26 +211,9 @@ async fn replays_by_filter_report_each_event_and_concurrent_replays_apply_once()
 /// An event of source `replayed` about `email` (none: no identifier, so ignored),
 /// carrying its raw body as every event that may be recorded does.
 fn replayed_event(id: &str, email: Option<&str>) -> v1::WebhookEvent {
-    let ts = hookline_proto::prost_types::Timestamp {
-        seconds: 1_790_000_000,
-        nanos: 0,
-    };
     v1::WebhookEvent {
-        id: id.into(),
-        source: "replayed".into(),
-        kind: "test".into(),
-        r#type: "contact".into(),
-        occurred_at: Some(ts),
-        received_at: Some(ts),
-        contact: Some(v1::ContactData {
-            email: email.map(Into::into),
-            ..Default::default()
-        }),
-        payload: Some(v1::webhook_event::Payload::ContactUpserted(
-            v1::ContactUpserted {},
-        )),
         raw_body: Some(b"{}".to_vec()),
-        ..Default::default()
+        ..contact_event(id, "replayed", email, None)
     }
 }
 
@@ -353,13 +330,7 @@ async fn a_replay_reads_the_headers_recorded_with_the_body() {
         reply.body
     );
     let id = format!("github:{}", reply.json()["event_id"].as_str().unwrap());
-    let record = stack
-        .contacts
-        .events(v1::ListEventsRequest {
-            event_ids: vec![id.clone()],
-            ..Default::default()
-        })
-        .await;
+    let record = stack.contacts.record(&id).await;
     let headers: Vec<_> = record[0]
         .headers
         .iter()
@@ -389,17 +360,6 @@ async fn a_replay_reads_the_headers_recorded_with_the_body() {
         .unwrap();
 }
 
-/// The webhook log's record of event `id`, if any.
-async fn record_of(stack: &Stack, id: &str) -> Vec<v1::EventRecord> {
-    stack
-        .contacts
-        .events(v1::ListEventsRequest {
-            event_ids: vec![id.into()],
-            ..Default::default()
-        })
-        .await
-}
-
 #[tokio::test]
 async fn a_replay_that_fails_leaves_the_record_as_it_was() {
     let stack = Stack::start().await;
@@ -420,7 +380,7 @@ async fn a_replay_that_fails_leaves_the_record_as_it_was() {
     let fixed = replayed_event("replayed:f1", Some("f1@example.com"));
     let failed = apply(&stack, fixed.clone(), "replayed:f1").await;
     assert_ne!(failed.outcome(), v1::EventOutcome::Applied, "{failed:?}");
-    let kept = record_of(&stack, "replayed:f1").await;
+    let kept = stack.contacts.record("replayed:f1").await;
     assert_eq!(
         kept.len(),
         1,
@@ -440,7 +400,7 @@ async fn a_replay_that_fails_leaves_the_record_as_it_was() {
         v1::EventOutcome::Applied
     );
     assert_eq!(
-        record_of(&stack, "replayed:f1").await[0].outcome(),
+        stack.contacts.record("replayed:f1").await[0].outcome(),
         v1::EventOutcome::Applied
     );
 }
@@ -569,7 +529,7 @@ async fn a_replay_keeps_the_original_of_an_id_that_could_not_serve_as_a_key() {
     )
     .await;
     assert_eq!(replayed, [(id.clone(), edge_v1::ReplayResult::Applied)]);
-    let after = record_of(&stack, &id).await;
+    let after = stack.contacts.record(&id).await;
     assert_eq!(after[0].outcome(), v1::EventOutcome::Applied);
     assert!(after[0].original_event_id.contains(&long_id), "{after:?}");
 }

@@ -6,11 +6,25 @@ use std::time::Duration;
 
 use hookline_proto::v1;
 use hookline_tests::{
-    ContactsSvc, Redis, Stack, contact_item, eventually, metric, stripe_checkout,
+    ContactsSvc, Edge, Http, Redis, Stack, contact_item, eventually, metric, stripe_checkout,
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
+
+/// The whole stack, then contacts-svc stopped: Redis, the edge, a client and the address
+/// contacts-svc comes back on.
+async fn without_contacts_svc() -> (Redis, Edge, Http, std::net::SocketAddr) {
+    let Stack {
+        redis,
+        contacts,
+        edge,
+        http,
+    } = Stack::start().await;
+    let addr = contacts.addr;
+    contacts.stop().await;
+    (redis, edge, http, addr)
+}
 
 async fn health(contacts: &ContactsSvc) -> ServingStatus {
     let Ok(channel) = tonic::transport::Endpoint::from_shared(contacts.url())
@@ -177,15 +191,7 @@ async fn an_acknowledged_event_survives_a_redis_crash_with_aof() {
 
 #[tokio::test]
 async fn contacts_svc_down_means_queued_and_applied_when_it_is_back() {
-    let stack = Stack::start().await;
-    let Stack {
-        redis,
-        contacts,
-        edge,
-        http,
-    } = stack;
-    let addr = contacts.addr;
-    contacts.stop().await;
+    let (redis, edge, http, addr) = without_contacts_svc().await;
     let body = stripe_checkout("evt_svc_down", "down@example.com", 100, "pi_down");
     let reply = edge.post_stripe(&http, &body).await;
     assert_eq!(reply.status, 202, "{:?}", reply.body);
@@ -303,14 +309,7 @@ fn checkout_at(id: &str, email: &str, name: &str, payment_intent: &str, ago: i64
 
 #[tokio::test]
 async fn spooled_events_end_the_same_whatever_order_the_spool_holds_them_in() {
-    let Stack {
-        redis,
-        contacts,
-        edge,
-        http,
-    } = Stack::start().await;
-    let addr = contacts.addr;
-    contacts.stop().await;
+    let (redis, edge, http, addr) = without_contacts_svc().await;
     let email = "order@example.com";
     // Spooled newest first: the spool replays in arrival order, the reverse of the
     // order the changes happened in.
@@ -348,14 +347,7 @@ async fn spooled_events_end_the_same_whatever_order_the_spool_holds_them_in() {
 
 #[tokio::test]
 async fn spooled_events_that_cannot_apply_yet_hold_up_none_behind_them() {
-    let Stack {
-        redis,
-        contacts,
-        edge,
-        http,
-    } = Stack::start().await;
-    let addr = contacts.addr;
-    contacts.stop().await;
+    let (redis, edge, http, addr) = without_contacts_svc().await;
     // More than a page of the replayer's of one person whose index entry is unreadable
     // (contacts-svc answers each "later"), then a few of other people.
     for n in 0..70 {

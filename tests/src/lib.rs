@@ -332,6 +332,15 @@ impl ContactsSvc {
             .unwrap_or_else(|e| panic!("ListEvents {filter:?}: {e}"))
     }
 
+    /// The webhook log's record of event `id` (none when there is no record).
+    pub async fn record(&self, id: &str) -> Vec<v1::EventRecord> {
+        self.events(v1::ListEventsRequest {
+            event_ids: vec![id.to_owned()],
+            ..Default::default()
+        })
+        .await
+    }
+
     /// The first page of the webhook log entries of contact `id`, newest first.
     pub async fn contact_events(&self, id: &str) -> Vec<v1::EventRecord> {
         self.events(v1::ListEventsRequest {
@@ -837,31 +846,41 @@ pub fn metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// A `ContactUpserted` event `id` of the source `batch` stating `email`, as an
-/// `ApplyEvents` item.
-pub fn contact_item(id: &str, email: &str, first_name: Option<&str>) -> v1::ApplyEventsItem {
+/// A `ContactUpserted` event `id` of `source` stating `email` (none: no identifier) and
+/// `first_name`, at a fixed time.
+pub fn contact_event(
+    id: &str,
+    source: &str,
+    email: Option<&str>,
+    first_name: Option<&str>,
+) -> v1::WebhookEvent {
     let ts = hookline_proto::prost_types::Timestamp {
         seconds: 1_790_000_000,
         nanos: 0,
     };
-    v1::ApplyEventsItem {
-        event: Some(v1::WebhookEvent {
-            id: id.into(),
-            source: "batch".into(),
-            kind: "test".into(),
-            r#type: "contact".into(),
-            occurred_at: Some(ts),
-            received_at: Some(ts),
-            contact: Some(v1::ContactData {
-                email: Some(email.into()),
-                first_name: first_name.map(Into::into),
-                ..Default::default()
-            }),
-            payload: Some(v1::webhook_event::Payload::ContactUpserted(
-                v1::ContactUpserted {},
-            )),
-            ..v1::WebhookEvent::default()
+    v1::WebhookEvent {
+        id: id.into(),
+        source: source.into(),
+        kind: "test".into(),
+        r#type: "contact".into(),
+        occurred_at: Some(ts),
+        received_at: Some(ts),
+        contact: Some(v1::ContactData {
+            email: email.map(Into::into),
+            first_name: first_name.map(Into::into),
+            ..Default::default()
         }),
+        payload: Some(v1::webhook_event::Payload::ContactUpserted(
+            v1::ContactUpserted {},
+        )),
+        ..v1::WebhookEvent::default()
+    }
+}
+
+/// A [`contact_event`] of the source `batch` stating `email`, as an `ApplyEvents` item.
+pub fn contact_item(id: &str, email: &str, first_name: Option<&str>) -> v1::ApplyEventsItem {
+    v1::ApplyEventsItem {
+        event: Some(contact_event(id, "batch", Some(email), first_name)),
         request_id: "r".into(),
         traceparent: String::new(),
         replay_of: String::new(),
