@@ -574,3 +574,45 @@ async fn a_replay_of_a_windowed_event_leaves_todays_deliveries_alone() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_record_of_a_source_this_edge_lacks_is_skipped_with_the_reason() {
+    let stack = Stack::start_with_sources(&acme(OLD, "/data/mail")).await;
+    let reply = deliver(
+        &stack.edge,
+        &stack.http,
+        "msg_elsewhere",
+        &user(Some("e@example.com")),
+    )
+    .await;
+    assert_eq!(reply.json()["status"], "ignored", "{:?}", reply.body);
+    let toml = format!(
+        "contacts_url = \"{}\"\n{}",
+        stack.contacts.url(),
+        hookline_tests::stripe_source()
+    );
+    let edge = Edge::start_with_metrics_listener(&toml).await;
+    let mut client = ReplayServiceClient::connect(format!("http://{}", edge.admin_addr))
+        .await
+        .unwrap();
+    let answer = client
+        .replay_events(edge_v1::ReplayEventsRequest {
+            event_ids: vec!["acme:msg_elsewhere".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.events.len(), 1);
+    assert_eq!(answer.events[0].result(), edge_v1::ReplayResult::Skipped);
+    assert!(
+        answer.events[0].reason.contains("not configured"),
+        "{:?}",
+        answer.events[0]
+    );
+    assert_eq!(
+        stack.contacts.record("acme:msg_elsewhere").await[0].outcome(),
+        v1::EventOutcome::Ignored,
+        "left as it was"
+    );
+}
