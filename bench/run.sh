@@ -216,13 +216,17 @@ echo "== hookline: edge → contacts-svc → redis"
   --url "http://127.0.0.1:$edge_port/webhooks/stripe" \
   --service "edge=$edge_pid" --service "contacts-svc=$contacts_pid" \
   --watch "redis=$redis_pid" \
-  --redis "redis://127.0.0.1:$redis_port/0" --redis-events hl:events \
+  --redis "redis://127.0.0.1:$redis_port/0" --redis-events hl:events:log --redis-events-per-field \
   --out "$work/hookline.json"
 
-# What Redis holds: one log entry per distinct event, warm-up included.
-logged=$(redis-cli -p "$redis_port" zcard hl:events)
+# What Redis holds: one record per distinct event, warm-up included (the webhook log
+# names a batch's events in one stream entry), and one contact per event.
+logged=$(redis-cli -p "$redis_port" --scan --pattern 'hl:ev:*' | wc -l)
 redis_report "$redis_port" "$logged" \
-  "$logged events logged, $(redis-cli -p "$redis_port" zcard hl:contacts) contacts"
+  "$logged events recorded, $(redis-cli -p "$redis_port" --scan --pattern 'hl:c:*' | wc -l) contacts"
+# Bytes of one key of each kind (MEMORY USAGE: value, key and Redis's overhead).
+sample() { redis-cli -p "$redis_port" memory usage "$(redis-cli -p "$redis_port" --scan --pattern "$1" | head -1)"; }
+echo "== redis bytes per key (MEMORY USAGE of one): contact $(sample 'hl:c:*'), event record $(sample 'hl:ev:*'), index entries: email $(sample 'hl:idx:email:*'), phone $(sample 'hl:idx:phone:*'), payment $(sample 'hl:idx:pay:*'); streams: webhook log $(redis-cli -p "$redis_port" memory usage hl:events:log), new contacts $(redis-cli -p "$redis_port" memory usage hl:contacts:new)"
 
 echo
 echo "== results ($(date -u +%Y-%m-%d), $(nproc) cores)"

@@ -17,17 +17,31 @@ pub struct Config {
 
     /// Redis to store contacts in. Unreachable is not fatal: health reports
     /// NOT_SERVING until it answers.
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0",
+        global = true
+    )]
     pub redis_url: String,
 
     /// Region (ISO 3166 alpha-2) for phone numbers written without a country code.
     #[arg(long, env = "CONTACTS_DEFAULT_REGION", default_value = "US", value_parser = parse_region)]
     pub default_region: Region,
 
-    /// How long an applied event id is remembered, in seconds (default 30 days).
+    /// How long an event id is remembered with its record, in seconds (default 30 days):
+    /// the dedup window. About 250 bytes of Redis memory per event (more for an ignored
+    /// event, which keeps its body).
     #[arg(long, env = "CONTACTS_DEDUP_TTL_SECS", default_value_t = 30 * 24 * 3600,
           value_parser = clap::value_parser!(u64).range(60..))]
     pub dedup_ttl_secs: u64,
+
+    /// How long the webhook log (`ListEvents`) lists an event, in seconds; at most, and
+    /// by default, the dedup window (its record goes then). About 40 bytes of Redis memory
+    /// per event.
+    #[arg(long, env = "CONTACTS_EVENT_LOG_RETENTION_SECS",
+          value_parser = clap::value_parser!(u64).range(60..))]
+    pub event_log_retention_secs: Option<u64>,
 
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     #[arg(long, env = "CONTACTS_METRICS_LISTEN")]
@@ -49,11 +63,35 @@ pub struct Config {
     /// Seconds in-flight calls get to finish after SIGINT/SIGTERM.
     #[arg(long, env = "CONTACTS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of serving.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Convert the data in Redis (--redis-url) from an earlier storage layout to this
+    /// version's, then exit. Idempotent and resumable: run it again after a crash. Stop
+    /// every contacts-svc first.
+    Migrate,
 }
 
 impl Config {
     pub fn dedup_ttl(&self) -> Duration {
         Duration::from_secs(self.dedup_ttl_secs)
+    }
+
+    /// The webhook log's retention: the dedup window unless shorter.
+    pub fn event_log_retention(&self) -> Result<Duration, String> {
+        match self.event_log_retention_secs {
+            None => Ok(self.dedup_ttl()),
+            Some(s) if s <= self.dedup_ttl_secs => Ok(Duration::from_secs(s)),
+            Some(s) => Err(format!(
+                "--event-log-retention-secs {s} exceeds --dedup-ttl-secs {}: an event's record is kept only that long",
+                self.dedup_ttl_secs
+            )),
+        }
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -27,6 +27,9 @@ pub enum Error {
     /// where, with any email or phone in it masked: errors are logged.
     #[error("corrupt record {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    /// Redis holds a storage layout this version cannot serve (see `store::schema`).
+    #[error("{0}")]
+    Layout(String),
 }
 
 impl Error {
@@ -47,6 +50,7 @@ impl Error {
             Self::Contention(_) => "contention",
             Self::Deadline => "deadline",
             Self::Corrupt { .. } => "corrupt",
+            Self::Layout(_) => "layout",
         }
     }
 }

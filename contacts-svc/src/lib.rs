@@ -22,12 +22,13 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 pub use crate::contact::Region;
+use crate::error::Error;
 pub use crate::metrics::Metrics;
 pub use crate::store::{Store, StoreOptions};
 
 /// How often Redis is pinged to keep the health status current.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
-/// How often the webhook log is trimmed to the dedup TTL.
+/// How often the webhook log is trimmed to its retention.
 const TRIM_INTERVAL: Duration = Duration::from_secs(60);
 /// Largest gRPC message accepted: an ignored event carries its raw body, which the edge
 /// accepts up to 64 MiB (`max_body_bytes`), and a batch of them up to 4 MiB more.
@@ -44,13 +45,25 @@ pub struct Deps {
     pub metrics_listener: Option<TcpListener>,
 }
 
+/// Why the server stopped by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Serve(#[from] tonic::transport::Error),
+    /// Redis holds a storage layout this version cannot serve.
+    #[error("{0}")]
+    Layout(String),
+}
+
 /// Serves gRPC on `listener` until `shutdown` resolves, then lets in-flight calls finish
-/// within the grace period.
+/// within the grace period. Stops at once, with [`RunError::Layout`], when Redis turns
+/// out to hold a storage layout this version cannot serve (checked whenever Redis
+/// becomes reachable; an empty database is marked with the current layout).
 pub async fn run(
     listener: TcpListener,
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), RunError> {
     // The server is compiled once, here, rather than for every caller's future type.
     serve(listener, deps, Box::pin(shutdown)).await
 }
@@ -59,7 +72,7 @@ async fn serve(
     listener: TcpListener,
     deps: Deps,
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), RunError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(hookline_proto::SERVICE_NAME, ServingStatus::NotServing)
@@ -78,7 +91,13 @@ async fn serve(
         .expect("the embedded descriptor sets are valid");
 
     let metrics = Arc::new(Metrics::new());
-    let monitor = tokio::spawn(monitor(deps.store.clone(), health, metrics.clone()));
+    let (refused_tx, refused) = tokio::sync::oneshot::channel::<String>();
+    let monitor = tokio::spawn(monitor(
+        deps.store.clone(),
+        health,
+        metrics.clone(),
+        refused_tx,
+    ));
     let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_server = deps.metrics_listener.map(|listener| {
         tokio::spawn(metrics::serve(listener, metrics.clone(), async {
@@ -108,12 +127,18 @@ async fn serve(
 
     let grace = deps.shutdown_grace;
     let result = tokio::select! {
-        r = &mut server => r,
+        r = &mut server => r.map_err(RunError::from),
+        Ok(why) = refused => {
+            // Nothing was served: the health status never said SERVING.
+            let _ = stop_tx.send(());
+            let _ = tokio::time::timeout(grace, &mut server).await;
+            Err(RunError::Layout(why))
+        }
         () = shutdown => {
             tracing::info!("shutting down, letting in-flight calls finish");
             let _ = stop_tx.send(());
             match tokio::time::timeout(grace, &mut server).await {
-                Ok(r) => r,
+                Ok(r) => r.map_err(RunError::from),
                 Err(_) => {
                     tracing::warn!(grace_secs = grace.as_secs(), "grace period over, closing open calls");
                     Ok(())
@@ -129,11 +154,13 @@ async fn serve(
     result
 }
 
-/// Keeps the health status in step with Redis and trims the webhook log.
+/// Keeps the health status in step with Redis and trims the webhook log. Says SERVING
+/// only once the database's layout is one this version serves; `refused` says why not.
 async fn monitor(
     store: Store,
     health: tonic_health::server::HealthReporter,
     metrics: Arc<Metrics>,
+    refused: tokio::sync::oneshot::Sender<String>,
 ) {
     let mut serving = None;
     let mut last_trim = tokio::time::Instant::now();
@@ -141,8 +168,18 @@ async fn monitor(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let up = match store.ping().await {
+        let checked = match store.ping().await {
+            // The layout is checked whenever Redis comes (back) up: it may be another
+            // database now.
+            Ok(()) if serving != Some(true) => store.check_layout().await,
+            other => other,
+        };
+        let up = match checked {
             Ok(()) => true,
+            Err(Error::Layout(why)) => {
+                let _ = refused.send(why);
+                return;
+            }
             Err(e) => {
                 if serving != Some(false) {
                     tracing::warn!(error = %e, "redis unreachable, reporting NOT_SERVING");

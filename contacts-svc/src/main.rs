@@ -4,7 +4,7 @@ use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use contacts_svc::config::{Config, LogFormat, redact_url};
+use contacts_svc::config::{Command, Config, LogFormat, redact_url};
 use contacts_svc::{Deps, Store, StoreOptions};
 
 // Both services allocate small, short-lived buffers for every request (HTTP, protobuf,
@@ -51,10 +51,14 @@ async fn start(config: Config) -> anyhow::Result<()> {
         &config.redis_url,
         StoreOptions {
             dedup_ttl: config.dedup_ttl(),
+            log_retention: config.event_log_retention().map_err(anyhow::Error::msg)?,
             ..StoreOptions::default()
         },
     )
     .with_context(|| format!("--redis-url {}", redact_url(&config.redis_url)))?;
+    if let Some(Command::Migrate) = config.command {
+        return migrate(&store, &config.redis_url).await;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
@@ -84,6 +88,23 @@ async fn start(config: Config) -> anyhow::Result<()> {
     .await
     .context("server failed")?;
     tracing::info!("contacts-svc stopped");
+    Ok(())
+}
+
+/// `contacts-svc migrate`: converts the database and says what it did.
+async fn migrate(store: &Store, url: &str) -> anyhow::Result<()> {
+    let url = redact_url(url);
+    let report = store
+        .migrate()
+        .await
+        .with_context(|| format!("migrating {url}"))?;
+    println!(
+        "{url}: storage layout {} ({} contacts converted now, {} listed, {} events in the webhook log)",
+        contacts_svc::store::schema::CURRENT,
+        report.contacts,
+        report.listed,
+        report.logged
+    );
     Ok(())
 }
 

@@ -30,7 +30,7 @@ const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// `max_body_bytes` (64 MiB), with room for its envelope.
 pub const MAX_MESSAGE_BYTES: usize = 80 * 1024 * 1024;
 /// Calls in flight at once. A few keep contacts-svc busy while the next batch fills.
-const CALL_SLOTS: usize = 4;
+const CALL_SLOTS: usize = 8;
 /// Events waiting for a call slot; beyond this, webhooks wait to enqueue.
 const QUEUE: usize = 4096;
 

@@ -59,17 +59,30 @@ where
             json_response(StatusCode::OK, &answer, &trace.request_id)
         }
         Ok(Done::Event(done)) => {
-            tracing::info!(
-                source = source_name,
-                event_id = %done.event_id,
-                r#type = %done.event_type,
-                outcome = done.outcome,
-                status = done.status.as_u16(),
-                latency_us,
-                request_id = %trace.request_id,
-                trace_id = %trace.trace_id,
-                "webhook"
-            );
+            // At full speed a line per delivery costs more than verifying it: deliveries
+            // applied or duplicate as expected are counted in the metrics, recorded in
+            // the webhook log and logged at debug; the rest (queued, ignored) at info.
+            macro_rules! webhook_line {
+                ($level:expr) => {
+                    tracing::event!(
+                        $level,
+                        source = source_name,
+                        event_id = %done.event_id,
+                        r#type = %done.event_type,
+                        outcome = done.outcome,
+                        status = done.status.as_u16(),
+                        latency_us,
+                        request_id = %trace.request_id,
+                        trace_id = %trace.trace_id,
+                        "webhook"
+                    )
+                };
+            }
+            if matches!(done.outcome, "applied" | "duplicate") && done.notes.is_empty() {
+                webhook_line!(tracing::Level::DEBUG);
+            } else {
+                webhook_line!(tracing::Level::INFO);
+            }
             let mut body = json!({ "status": done.outcome, "event_id": done.event_id });
             if !done.reason.is_empty() {
                 body["reason"] = done.reason.into();

@@ -506,20 +506,19 @@ async fn a_claimed_contact_still_being_written_is_waited_for_never_joined() {
     assert_eq!(missing.code(), tonic::Code::NotFound);
 
     // Ann's write lands; Bob's retry then gets a contact of his own.
-    let ann = r#"{"email":{"at":1,"ev":"stripe:evt_ann","v":{"n":"ann@example.com","o":"ann@example.com"}},"phone":{"at":1,"ev":"stripe:evt_ann","v":{"v":"+14155550100","ok":true}}}"#;
+    // Layout 2: the version (16 hex digits) and the record with the contact's log.
+    let ann = r#"20000000000000001d{"d":{"email":{"at":1,"ev":"stripe:evt_ann","v":{"n":"ann@example.com","o":"ann@example.com"}},"phone":{"at":1,"ev":"stripe:evt_ann","v":{"v":"+14155550100","ok":true}}}}"#;
     let mut conn = redis.conn().await;
     let () = redis::pipe()
-        .cmd("HSET")
-        .arg(format!("hl:c:{{{writing}}}"))
-        .arg("v")
-        .arg(1)
-        .arg("d")
-        .arg(ann)
-        .ignore()
-        .cmd("ZADD")
-        .arg("hl:contacts")
-        .arg(0)
+        .cmd("XADD")
+        .arg("hl:contacts:new")
+        .arg("*")
         .arg(&writing)
+        .arg("")
+        .ignore()
+        .cmd("SET")
+        .arg(format!("hl:c:{{{writing}}}"))
+        .arg(ann)
         .ignore()
         .query_async(&mut conn)
         .await

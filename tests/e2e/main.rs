@@ -15,6 +15,7 @@ mod grpc;
 mod hmac_senders;
 mod http_surface;
 mod identity;
+mod migration;
 mod new_sender;
 mod observability;
 mod replay;

@@ -256,10 +256,10 @@ async fn an_event_whose_request_was_abandoned_is_not_sent() {
     let event = |id: String| contact_item(&id, "queued@example.com", None).event.unwrap();
 
     // Redis hangs: every call slot fills with a call that cannot finish, and the rest
-    // of the events wait in the edge's queue. At most four calls of 128 events are in
-    // flight, so the last 50 of 600 are surely queued.
+    // of the events wait in the edge's queue. At most eight calls of 128 events are in
+    // flight, so the last 50 of 1,100 are surely queued.
     redis.pause();
-    let blocked = futures::future::join_all((0..550).map(|i| {
+    let blocked = futures::future::join_all((0..1050).map(|i| {
         let event = event(format!("batch:blocker{i}"));
         let (client, trace) = (&client, &trace);
         async move { client.apply(event, trace).await }

@@ -194,13 +194,17 @@ impl Redis {
             .expect("connect to the private redis")
     }
 
-    /// Number of keys stored.
+    /// Number of keys holding data: every key but the storage layout's version, which
+    /// contacts-svc writes into an empty database as soon as it reaches it.
     pub async fn dbsize(&self) -> u64 {
         let mut c = self.conn().await;
-        redis::cmd("DBSIZE")
+        let (keys, marker): (u64, u64) = redis::pipe()
+            .cmd("DBSIZE")
+            .exists("hl:schema")
             .query_async(&mut c)
             .await
-            .expect("DBSIZE")
+            .expect("DBSIZE");
+        keys - marker
     }
 }
 

@@ -154,19 +154,36 @@ impl Service {
                 "identity conflict: identifier left on a different person's contact"
             );
         }
-        tracing::info!(
-            source,
-            event_id,
-            r#type = event_type,
-            outcome = outcome_name(applied.outcome),
-            contact_id,
-            merges = applied.merges,
-            notes = applied.notes.len(),
-            request_id,
-            trace_id,
-            latency_us,
-            "event"
-        );
+        // One line per event is the webhook log's job (`ListEvents`) and the metrics'
+        // at full speed: events that took effect as expected are logged at debug, the
+        // rest (ignored, a body required) at info.
+        macro_rules! event_line {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    source,
+                    event_id,
+                    r#type = event_type,
+                    outcome = outcome_name(applied.outcome),
+                    contact_id,
+                    merges = applied.merges,
+                    notes = applied.notes.len(),
+                    request_id,
+                    trace_id,
+                    latency_us,
+                    "event"
+                )
+            };
+        }
+        if matches!(
+            applied.outcome,
+            v1::EventOutcome::Applied | v1::EventOutcome::Duplicate
+        ) && applied.notes.is_empty()
+        {
+            event_line!(tracing::Level::DEBUG);
+        } else {
+            event_line!(tracing::Level::INFO);
+        }
     }
 }
 
@@ -189,7 +206,8 @@ fn error_outcome(e: &Error) -> v1::EventOutcome {
         | Error::Redis(_)
         | Error::Contention(_)
         | Error::Deadline
-        | Error::Corrupt { .. } => v1::EventOutcome::RetryLater,
+        | Error::Corrupt { .. }
+        | Error::Layout(_) => v1::EventOutcome::RetryLater,
     }
 }
 

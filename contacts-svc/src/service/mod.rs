@@ -58,7 +58,7 @@ fn status(e: Error) -> Status {
         Error::Redis(_) | Error::Contention(_) | Error::Deadline | Error::InProgress(_) => {
             tracing::warn!(error = %e, class = e.class(), "call failed, caller may retry");
         }
-        Error::Corrupt { .. } => tracing::error!(error = %e, "call failed"),
+        Error::Corrupt { .. } | Error::Layout(_) => tracing::error!(error = %e, "call failed"),
         Error::InvalidArgument { .. } | Error::NotFound(_) => {}
     }
     status_of(&e)
@@ -78,6 +78,7 @@ fn status_of(e: &Error) -> Status {
         }
         Error::Deadline => Status::unavailable("not applied in time, retry later"),
         Error::Corrupt { .. } => Status::internal("internal error"),
+        Error::Layout(_) => Status::failed_precondition("the storage layout needs a migration"),
     }
 }
 

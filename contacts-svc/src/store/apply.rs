@@ -8,9 +8,9 @@ use hookline_proto::v1;
 use redis::Value;
 
 use super::keys::{
-    CAS_CONTACT, CONTACTS, DELETE_IF, LuaCall, REPOINT, claims, contact_key, contact_log_key,
-    created_millis, index_key, is_noscript,
+    CAS_CONTACT, DELETE_IF, REPOINT, claims, contact_key, created_millis, index_key, is_noscript,
 };
+use super::stored::{Body, Stored, log_union, version_tag};
 use super::{Applied, Loaded, Patience, Store, millis_i64, now_millis};
 use crate::contact::{self, ContactId, EventEffect, Identifier, ParsedEvent, Record};
 use crate::error::Error;
@@ -98,6 +98,8 @@ impl Store {
         // The contact this call creates if the event names nobody yet: one id for every
         // attempt, so that index entries claimed by an earlier attempt are known as ours.
         let fresh = ContactId::generate();
+        // Whether `fresh` is listed: once is enough, whatever the attempts.
+        let mut listed = false;
         let mut patience = Patience::new(self.opts.lease_wait);
         for attempt in 1..=MAX_ATTEMPTS {
             let raw = match first.take() {
@@ -164,7 +166,9 @@ impl Store {
                 id: survivor.clone(),
                 version: 0,
                 record: Record::default(),
+                log: Vec::new(),
             });
+            let list = base.version == 0 && !listed;
             // Identifiers that name another contact than the survivor (one it absorbs, or
             // a merged id), except those left with their owner in a conflict.
             let mut repoints: Vec<(Identifier, ContactId)> = idents
@@ -184,8 +188,9 @@ impl Store {
                 base.record.join(delta.clone());
                 let new = base.version == 0;
                 let (claimed, written) = self
-                    .claim_and_write(&plan.claims, &base, ev, log_floor)
+                    .claim_and_write(&plan.claims, &base, list, ev, log_floor)
                     .await?;
+                listed |= list;
                 if !claimed {
                     // Another caller claimed an identifier first: resolve again, and
                     // merge what was written here into the contact holding it.
@@ -201,10 +206,9 @@ impl Store {
             }
             // A contact not written yet is listed before it is written (listings skip
             // it until it is), so a crash cannot leave it unlisted.
-            if !self
-                .claim(&plan.claims, &survivor, base.version == 0)
-                .await?
-            {
+            let claimed = self.claim(&plan.claims, &survivor, list).await?;
+            listed |= list;
+            if !claimed {
                 continue; // another caller claimed one first: resolve again
             }
             let absorbed: Vec<Loaded> = plan
@@ -216,6 +220,7 @@ impl Store {
             for other in &absorbed {
                 base.record.join(other.record.clone());
                 base.record.merged.insert(other.id.clone());
+                log_union(&mut base.log, other.log.iter().cloned(), log_floor);
             }
             base.record.join(delta.clone());
             if !self.write(&base, ev, log_floor).await? {
@@ -229,32 +234,26 @@ impl Store {
                     repoints.push((ident, other.id.clone()));
                 }
             }
+            // Absorbed contacts stay in the listing of new contacts, which skips redirects.
             self.repoint(&repoints, &survivor).await?;
-            if !absorbed.is_empty() {
-                let mut pipe = redis::pipe();
-                for other in &absorbed {
-                    pipe.zrem(CONTACTS, other.id.as_str()).ignore();
-                }
-                let () = self.query(&pipe).await?;
-            }
 
             return Ok(applied(survivor, absorbed.len(), plan.conflicts));
         }
         Err(Error::Contention(MAX_ATTEMPTS))
     }
 
-    /// Claims identifiers for `owner` with SET NX, and lists `owner` when `new`. False
+    /// Claims identifiers for `owner` with SET NX, and lists `owner` when `list`. False
     /// if another contact got one of the identifiers first.
     pub(super) async fn claim(
         &self,
         idents: &[Identifier],
         owner: &ContactId,
-        new: bool,
+        list: bool,
     ) -> Result<bool, Error> {
-        if idents.is_empty() && !new {
+        if idents.is_empty() && !list {
             return Ok(true);
         }
-        let results: Vec<Value> = self.query(&claims(idents, owner, new)).await?;
+        let results: Vec<Value> = self.query(&claims(idents, owner, list)).await?;
         Ok(results.iter().all(|v| !matches!(v, Value::Nil)))
     }
 
@@ -266,16 +265,17 @@ impl Store {
         &self,
         idents: &[Identifier],
         l: &Loaded,
+        list: bool,
         ev: &ParsedEvent,
         log_floor: i64,
     ) -> Result<(bool, bool), Error> {
-        let write = self.cas_write(l, ev, log_floor)?;
-        let mut pipe = claims(idents, &l.id, l.version == 0);
+        let write = self.contact_write(l, ev, log_floor);
+        let mut pipe = claims(idents, &l.id, list);
         pipe.add_command(write.cmd(false));
         let mut c = self.conn.clone();
         match pipe.query_async::<Vec<Value>>(&mut c).await {
             Ok(mut replies) => {
-                let written = matches!(replies.pop(), Some(Value::Int(1)));
+                let written = replies.pop().is_some_and(|r| written(&r));
                 Ok((replies.iter().all(|v| !matches!(v, Value::Nil)), written))
             }
             // Redis lost its scripts (a restart): the claims ran, the write did not. Write
@@ -283,34 +283,30 @@ impl Store {
             // while this call goes on; which claims held is unknown, so the caller
             // resolves again.
             Err(e) if is_noscript(&e) => {
-                let ok: i64 = write.cmd(true).query_async(&mut c).await?;
-                Ok((false, ok == 1))
+                let reply: Value = write.cmd(true).query_async(&mut c).await?;
+                Ok((false, written(&reply)))
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// The compare-and-set write of a contact with the event's log entry.
-    pub(super) fn cas_write(
-        &self,
-        l: &Loaded,
-        ev: &ParsedEvent,
-        log_floor: i64,
-    ) -> Result<LuaCall, Error> {
-        let data = serde_json::to_vec(&l.record).map_err(|e| Error::Corrupt {
-            key: contact_key(&l.id),
-            reason: e.to_string(),
-        })?;
-        Ok(CAS_CONTACT
-            .call()
-            .key(contact_key(&l.id))
-            .key(contact_log_key(&l.id))
-            .arg(l.version)
-            .arg(data)
-            .arg("")
-            .arg(ev.record_id.as_str())
-            .arg(ev.received_at)
-            .arg(log_floor))
+    /// The write of a contact with the event's entry in its log: `SET … NX` when it is
+    /// new, else the compare-and-set of its version.
+    pub(super) fn contact_write(&self, l: &Loaded, ev: &ParsedEvent, log_floor: i64) -> Write {
+        let mut log = l.log.clone();
+        log_union(
+            &mut log,
+            [(ev.received_at, ev.record_id.as_str().to_owned())],
+            log_floor,
+        );
+        let value = Stored {
+            version: l.version + 1,
+            body: Body::Data {
+                record: l.record.clone(),
+                log,
+            },
+        };
+        Write::new(&l.id, l.version, &value)
     }
 
     /// Writes a contact if unchanged since read, with the event's log entry.
@@ -321,8 +317,8 @@ impl Store {
         log_floor: i64,
     ) -> Result<bool, Error> {
         let mut c = self.conn.clone();
-        let ok: i64 = self.cas_write(l, ev, log_floor)?.run(&mut c).await?;
-        Ok(ok == 1)
+        let reply = self.contact_write(l, ev, log_floor).run(&mut c).await?;
+        Ok(written(&reply))
     }
 
     /// Removes index entries that still name a contact whose writer is gone.
@@ -351,19 +347,14 @@ impl Store {
     ) -> Result<bool, Error> {
         let mut c = self.conn.clone();
         for other in absorbed {
-            let ok: i64 = CAS_CONTACT
-                .call()
-                .key(contact_key(&other.id))
-                .key(contact_log_key(&other.id))
-                .arg(other.version)
-                .arg("")
-                .arg(survivor.as_str())
-                .arg("")
-                .arg(0)
-                .arg(0)
+            let redirect = Stored {
+                version: other.version + 1,
+                body: Body::Redirect(survivor.clone()),
+            };
+            let reply = Write::new(&other.id, other.version, &redirect)
                 .run(&mut c)
                 .await?;
-            if ok != 1 {
+            if !written(&reply) {
                 return Ok(false);
             }
             tracing::info!(contact_id = %survivor, absorbed = %other.id, "contacts merged");
@@ -387,5 +378,54 @@ impl Store {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Whether a [`Write`] wrote: `SET … NX` answers OK, the script 1.
+fn written(reply: &Value) -> bool {
+    matches!(reply, Value::Okay | Value::Int(1))
+}
+
+/// The write of one contact key, guarded by the version read.
+pub(super) enum Write {
+    /// A contact not written yet.
+    New(redis::Cmd),
+    /// The compare-and-set of a written one.
+    Update(super::keys::LuaCall),
+}
+
+impl Write {
+    pub(super) fn new(id: &ContactId, read: u64, value: &Stored) -> Self {
+        let key = contact_key(id);
+        if read == 0 {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(value.encode()).arg("NX");
+            Self::New(cmd)
+        } else {
+            Self::Update(
+                CAS_CONTACT
+                    .call()
+                    .key(key)
+                    .arg(version_tag(read))
+                    .arg(value.encode()),
+            )
+        }
+    }
+
+    pub(super) fn cmd(&self, by_source: bool) -> redis::Cmd {
+        match self {
+            Self::New(cmd) => cmd.clone(),
+            Self::Update(call) => call.cmd(by_source),
+        }
+    }
+
+    pub(super) async fn run(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+    ) -> redis::RedisResult<Value> {
+        match self {
+            Self::New(cmd) => cmd.query_async(conn).await,
+            Self::Update(call) => call.run(conn).await,
+        }
     }
 }

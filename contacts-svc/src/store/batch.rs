@@ -10,7 +10,7 @@ use hookline_proto::v1;
 use super::apply::unchanged;
 use super::keys::EVENTS;
 use super::lease::{Acquired, Lease};
-use super::{Applied, Store};
+use super::{Applied, Store, millis_i64, now_millis};
 use crate::contact::{ContactId, Ignored, ParsedEvent};
 use crate::error::Error;
 
@@ -135,16 +135,20 @@ impl Store {
         ))
         .await;
 
-        // The log entries before the markers: if we crash in between, the retry re-adds
-        // them. A marker is written whoever holds the lease now: a caller that took over
+        // The log entry before the markers: if we crash in between, the retry logs the
+        // events again (a listing shows such an event twice, never not at all). A marker is written whoever holds the lease now: a caller that took over
         // an expired lease applies the same event to the same effect, so either record
         // is right, and a failing caller only ever deletes its own lease.
-        let mut log = redis::cmd("ZADD");
-        log.arg(EVENTS);
+        let mut log = redis::cmd("XADD");
+        log.arg(EVENTS)
+            .arg("MINID")
+            .arg("~")
+            .arg(now_millis() - millis_i64(self.opts.log_retention))
+            .arg("*");
         let mut markers = Vec::new();
         for ((ev, _), step) in batch.iter().zip(&steps) {
             if let Ok(Step::Finish(applied)) = step {
-                log.arg(ev.received_at).arg(ev.record_id.as_str());
+                log.arg(ev.record_id.as_str()).arg(ev.received_at);
                 markers.extend(self.done_markers(ev, applied));
             }
         }

@@ -8,15 +8,18 @@ use hookline_proto::v1;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
-use crate::contact::{ContactId, Identifier, Record};
+use super::stored::Stored;
+use crate::contact::{ContactId, Identifier};
 use crate::error::Error;
 
-/// The fields `v` (version), `d` (record) and `r` (survivor) of a contact hash.
-pub(super) type ContactRow = (Option<u64>, Option<Vec<u8>>, Option<String>);
+/// The layout version this code reads and writes (see `schema.rs`).
+pub(super) const SCHEMA: &str = "hl:schema";
 
-pub(super) const CONTACTS: &str = "hl:contacts";
+/// Contacts as they are created: a stream, one entry per batch that created any.
+pub(super) const CONTACTS: &str = "hl:contacts:new";
 
-pub(super) const EVENTS: &str = "hl:events";
+/// The webhook log: a stream, one entry per batch, trimmed by the log's retention.
+pub(super) const EVENTS: &str = "hl:events:log";
 
 pub(super) fn event_key(id: impl std::fmt::Display) -> String {
     format!("hl:ev:{{{id}}}")
@@ -30,10 +33,6 @@ pub(super) fn replay_lock_key(id: impl std::fmt::Display) -> String {
 
 pub(super) fn contact_key(id: impl std::fmt::Display) -> String {
     format!("hl:c:{{{id}}}")
-}
-
-pub(super) fn contact_log_key(id: &ContactId) -> String {
-    format!("hl:c:{{{id}}}:log")
 }
 
 pub(super) fn index_key(ident: &Identifier) -> String {
@@ -57,7 +56,7 @@ pub(super) struct Lua {
 }
 
 impl Lua {
-    fn new(source: &'static str) -> Self {
+    pub(super) fn new(source: &'static str) -> Self {
         Self {
             hash: Script::new(source).get_hash().to_owned(),
             source,
@@ -126,26 +125,15 @@ pub(super) fn is_noscript(e: &redis::RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
-/// Writes a contact if its version is still the one read: either new data, or a
-/// redirect to the contact that absorbed it. Also logs the event, and every 32nd write
-/// drops log entries older than the dedup TTL.
+/// Writes a contact if its version (see `stored.rs`) is still the one read: new data,
+/// or a redirect to the contact that absorbed it. A contact not written yet is written
+/// with `SET … NX` instead, without a script.
 pub(super) static CAS_CONTACT: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(
         r"
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if v ~= tonumber(ARGV[1]) then return 0 end
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], 'v', v + 1, 'r', ARGV[3])
-  redis.call('HDEL', KEYS[1], 'd')
-else
-  redis.call('HSET', KEYS[1], 'v', v + 1, 'd', ARGV[2])
-end
-if ARGV[4] ~= '' then
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4])
-  if v % 32 == 31 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6])
-  end
-end
+local cur = redis.call('GET', KEYS[1])
+if (cur and string.sub(cur, 2, 17) or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
 return 1
 ",
     )
@@ -171,21 +159,35 @@ return 0
     )
 });
 
-/// Claims `idents` for `owner` with `SET NX` (a nil reply: another contact holds one),
-/// and lists `owner` when it is `new`.
+/// Lists `owner` when it is `new` (before it is written, so that a crash cannot leave it
+/// unlisted: listings skip contacts not written yet), then claims `idents` for it with
+/// `SET NX` (a nil reply: another contact holds one).
 pub(super) fn claims(idents: &[Identifier], owner: &ContactId, new: bool) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    for ident in idents {
-        pipe.cmd("SET")
-            .arg(index_key(ident))
-            .arg(owner.as_str())
-            .arg("NX");
-    }
     if new {
-        pipe.zadd(CONTACTS, owner.as_str(), created_millis(owner))
-            .ignore();
+        pipe.add_command(list_new(std::iter::once(owner))).ignore();
+    }
+    for ident in idents {
+        pipe.add_command(claim(ident, owner));
     }
     pipe
+}
+
+/// `SET NX` of one index entry.
+pub(super) fn claim(ident: &Identifier, owner: &ContactId) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(index_key(ident)).arg(owner.as_str()).arg("NX");
+    cmd
+}
+
+/// One entry of the listing of new contacts naming each of `ids`.
+pub(super) fn list_new<'a>(ids: impl Iterator<Item = &'a ContactId>) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(CONTACTS).arg("*");
+    for id in ids {
+        cmd.arg(id.as_str()).arg("");
+    }
+    cmd
 }
 
 /// One `MGET` of the index entries of `idents` (a cluster client splits it by slot).
@@ -227,17 +229,10 @@ pub(super) fn pointer_ids(
         .collect()
 }
 
-/// The `HMGET` of a contact's row: its version, record and redirect.
-pub(super) fn contact_row(key: &str) -> redis::Cmd {
-    let mut cmd = redis::cmd("HMGET");
-    cmd.arg(key).arg("v").arg("d").arg("r");
-    cmd
-}
-
-pub(super) fn decode_contact(key: &str, bytes: &[u8]) -> Result<Record, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+pub(super) fn decode_contact(key: &str, bytes: &[u8]) -> Result<Stored, Error> {
+    Stored::decode(bytes).map_err(|e| Error::Corrupt {
         key: key.to_owned(),
-        reason: e.to_string(),
+        reason: e.0,
     })
 }
 

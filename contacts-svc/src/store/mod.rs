@@ -4,33 +4,39 @@
 //! shares), reads and listings in `read.rs`.
 //!
 //! ```text
-//! hl:ev:{<event id>}          string  "L<token>" while one caller applies the event (lease,
-//!                                     PX), then "D" + EventRecord protobuf (EX dedup TTL)
-//! hl:rp:{<record id>}         string  lock of one replay of that record while it applies
-//! hl:c:{<contact id>}         hash    v: version, d: record (JSON), r: survivor id once merged
-//! hl:c:{<contact id>}:log     zset    ids of the events applied to the contact, by receipt
-//! hl:idx:<kind>:<value>       string  contact id holding an identifier (created with SET NX)
-//! hl:contacts                 zset    live contact ids by creation time
-//! hl:events                   zset    every event id by receipt time: the webhook log
+//! hl:schema                  string  the layout's version ("2"; see `schema.rs`)
+//! hl:ev:{<event id>}         string  "L<token>" while one caller applies the event (lease,
+//!                                    PX), then "D" + EventRecord protobuf (EX dedup TTL)
+//! hl:rp:{<record id>}        string  lock of one replay of that record while it applies
+//! hl:c:{<contact id>}        string  version + record + the contact's log, or version + the
+//!                                    survivor's id once merged (see `stored.rs`)
+//! hl:idx:<kind>:<value>      string  contact id holding an identifier (created with SET NX)
+//! hl:contacts:new            stream  contacts as created: an entry per batch naming them
+//! hl:events:log              stream  the webhook log: an entry per batch naming its events
+//!                                    with their receipt times, trimmed by its retention
 //! ```
 //!
 //! The layout is ready for Redis Cluster: every key of one contact shares the hash tag
-//! `{<contact id>}`, and each script touches the keys of one slot only. A contact's
-//! update and its log entry are one script, so a crash leaves nothing half applied.
-//! Everything else (index claims, merges, the global log) is idempotent and ordered so
-//! that a retry after a crash completes the work.
+//! `{<contact id>}`, and each script touches one key. A contact's update and its log
+//! entry are one value, so a crash leaves nothing half applied. Everything else (index
+//! claims, merges, the listings) is idempotent and ordered so that a retry after a crash
+//! completes the work.
 //!
 //! Round trips: an `ApplyEvents` batch shares its first and last. One pipeline takes
 //! every event's lease and reads its index entries (`SET … NX GET`, `MGET`); each event
 //! then claims its identifiers, lists a new contact and writes it in one pipeline of its
-//! own (merges take a few more); one pipeline writes every webhook log entry (a single
-//! `ZADD`) and done marker. A new event costs three round trips whatever the batch size.
+//! own (merges take a few more); one pipeline writes the batch's webhook log entry (a
+//! single `XADD`) and every done marker. A new event costs three round trips whatever
+//! the batch size, and no script: a new contact is written with `SET … NX`.
 
 mod apply;
 mod batch;
 mod keys;
 mod lease;
+mod page;
 mod read;
+pub mod schema;
+mod stored;
 
 use std::time::Duration;
 
@@ -40,13 +46,18 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::contact::{ContactId, Identifier, Record};
 use crate::error::Error;
 
-pub use read::{Cursor, EventFilter, Page};
+pub use page::{Cursor, Page};
+pub use read::EventFilter;
+pub use schema::{Layout, MigrateReport};
 
 /// Tuning of deduplication and leases.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
-    /// How long an applied event id is remembered; must outlive every sender's retries.
+    /// How long an applied event id is remembered, with its record; must outlive every
+    /// sender's retries.
     pub dedup_ttl: Duration,
+    /// How long the webhook log lists an event (at most `dedup_ttl`: its record goes then).
+    pub log_retention: Duration,
     /// How long one caller may hold an event before another may take it over.
     pub lease: Duration,
     /// How long a second delivery of an event in progress waits for the first.
@@ -59,6 +70,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             dedup_ttl: Duration::from_secs(30 * 24 * 3600),
+            log_retention: Duration::from_secs(30 * 24 * 3600),
             lease: Duration::from_secs(10),
             lease_wait: Duration::from_secs(2),
             command_timeout: Duration::from_secs(2),
@@ -87,6 +99,20 @@ pub struct Loaded {
     pub id: ContactId,
     pub version: u64,
     pub record: Record,
+    /// The events applied to it, newest first (see `stored.rs`).
+    pub(crate) log: Vec<(i64, String)>,
+}
+
+impl Loaded {
+    /// A contact nobody has written: version 0, empty.
+    pub(super) fn unwritten(id: ContactId) -> Self {
+        Self {
+            id,
+            version: 0,
+            record: Record::default(),
+            log: Vec::new(),
+        }
+    }
 }
 
 /// Handle on the Redis database; cheap to clone.

@@ -1,51 +1,21 @@
 //! Reads: a contact by id (following merges) or by identifier, and the listings of
-//! contacts and of the webhook log, paged newest first over sorted sets.
+//! contacts and of the webhook log, paged newest first (`page.rs`).
 
 use std::collections::BTreeMap;
 
 use hookline_proto::prost::Message as _;
 use hookline_proto::v1;
-use redis::{AsyncCommands as _, Value};
+use redis::Value;
 
 use super::keys::{
-    CONTACTS, ContactRow, EVENTS, contact_key, contact_log_key, contact_row, decode_contact,
-    decode_record, event_key, index_read, pointer_ids,
+    CONTACTS, EVENTS, contact_key, decode_contact, decode_record, event_key, index_read,
+    pointer_ids,
 };
+use super::page::{Cursor, Page, Pager};
+use super::stored::{Body, Stored};
 use super::{Loaded, Store, millis_i64, now_millis};
 use crate::contact::{ContactId, Identifier, Record};
 use crate::error::Error;
-
-/// Position in a listing, newest first: the score and member of the last item seen.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cursor {
-    pub score: i64,
-    pub member: String,
-}
-
-impl Cursor {
-    pub fn encode(&self) -> String {
-        format!("{}:{}", self.score, self.member)
-    }
-
-    pub fn decode(s: &str) -> Result<Option<Self>, Error> {
-        if s.is_empty() {
-            return Ok(None);
-        }
-        let bad = || Error::invalid("page_token", "is not a token this service issued");
-        let (score, member) = s.split_once(':').ok_or_else(bad)?;
-        Ok(Some(Self {
-            score: score.parse().map_err(|_| bad())?,
-            member: member.to_owned(),
-        }))
-    }
-}
-
-/// One page of a listing.
-#[derive(Debug)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next: Option<Cursor>,
-}
 
 /// Filter for the webhook log.
 #[derive(Clone, Debug, Default)]
@@ -80,202 +50,9 @@ impl EventFilter {
 /// Redirects followed from a merged contact to its survivor.
 pub(super) const MAX_REDIRECTS: usize = 16;
 
-/// Items examined per listing call, whatever the filter, to bound its cost.
-pub(super) const SCAN_BUDGET: usize = 2000;
-/// Most encoded bytes of event records in one page (an ignored event carries its raw
-/// body): under the 4 MiB a gRPC client takes by default. A page holds at least one.
-pub const PAGE_BYTES: usize = 3 * 1024 * 1024;
-/// Records read from Redis at once while paging the webhook log.
-const RECORD_CHUNK: usize = 16;
-
-/// Gathers one page from a sorted set, newest first: up to `limit` items and
-/// [`PAGE_BYTES`] of them by `weigh`, or fewer after examining [`SCAN_BUDGET`] members
-/// (a rarely matching filter returns a short page with a token to go on).
-pub(super) struct Pager<T> {
-    scan: ZScan,
-    limit: usize,
-    /// Members read per round trip.
-    chunk: usize,
-    weigh: fn(&T) -> usize,
-    bytes: usize,
-    items: Vec<T>,
-    done: bool,
-}
-
-impl<T> Pager<T> {
-    /// A pager whose items are small: a page is read in one go.
-    pub(super) fn new(key: &'static str, after: Option<Cursor>, limit: usize) -> Self {
-        Self::weighed(key, after, limit, limit.max(16), |_| 0)
-    }
-
-    /// A pager whose items may be large: read a few at a time, and `weigh`ed.
-    pub(super) fn weighed(
-        key: &'static str,
-        after: Option<Cursor>,
-        limit: usize,
-        chunk: usize,
-        weigh: fn(&T) -> usize,
-    ) -> Self {
-        Self {
-            scan: ZScan::new(key, after),
-            limit,
-            chunk,
-            weigh,
-            bytes: 0,
-            items: Vec::new(),
-            done: false,
-        }
-    }
-
-    fn full(&self) -> bool {
-        self.items.len() >= self.limit || self.bytes >= PAGE_BYTES
-    }
-
-    /// The next members to turn into items, or `None` when the page is complete.
-    pub(super) async fn next_batch(
-        &mut self,
-        store: &Store,
-    ) -> Result<Option<Vec<(String, i64)>>, Error> {
-        if self.done || self.full() || self.scan.examined >= SCAN_BUDGET {
-            return Ok(None);
-        }
-        let batch = self.scan.next_batch(store, self.chunk).await?;
-        if batch.is_empty() {
-            self.done = true;
-            return Ok(None);
-        }
-        Ok(Some(batch))
-    }
-
-    /// Adds the items made of `batch` (`None`: not listed), up to the limit.
-    pub(super) fn take(&mut self, batch: &[(String, i64)], items: Vec<Option<T>>) {
-        for (i, item) in items.into_iter().enumerate() {
-            if let Some(item) = item {
-                // The first item always fits: a page is never empty for its size alone.
-                let weight = (self.weigh)(&item);
-                if !self.items.is_empty() && self.bytes.saturating_add(weight) > PAGE_BYTES {
-                    self.bytes = PAGE_BYTES;
-                    self.scan.rewind_to_before(batch, i);
-                    return;
-                }
-                self.bytes = self.bytes.saturating_add(weight);
-                self.items.push(item);
-                if self.full() {
-                    self.scan.rewind_to(batch, i);
-                    return;
-                }
-            }
-        }
-    }
-
-    pub(super) fn finish(self) -> Page<T> {
-        Page {
-            items: self.items,
-            next: if self.done {
-                None
-            } else {
-                self.scan.position()
-            },
-        }
-    }
-}
-
-/// Walks a sorted set from the highest score down, resuming after a cursor.
-pub(super) struct ZScan {
-    key: &'static str,
-    after: Option<Cursor>,
-    /// Highest score of the first batch, so entries added while paging do not shift
-    /// the offsets of a walk that started at the top.
-    ceiling: Option<i64>,
-    last: Option<Cursor>,
-    /// `last` before the latest batch.
-    before_batch: Option<Cursor>,
-    offset: usize,
-    examined: usize,
-}
-
-impl ZScan {
-    pub(super) fn new(key: &'static str, after: Option<Cursor>) -> Self {
-        Self {
-            key,
-            last: after.clone(),
-            before_batch: after.clone(),
-            after,
-            ceiling: None,
-            offset: 0,
-            examined: 0,
-        }
-    }
-
-    /// The next members after the cursor, newest first; empty at the end.
-    pub(super) async fn next_batch(
-        &mut self,
-        store: &Store,
-        n: usize,
-    ) -> Result<Vec<(String, i64)>, Error> {
-        self.before_batch = self.last.clone();
-        let mut c = store.conn.clone();
-        let max = match (&self.after, self.ceiling) {
-            (Some(a), _) => a.score.to_string(),
-            (None, Some(c)) => c.to_string(),
-            (None, None) => "+inf".to_owned(),
-        };
-        let batch: Vec<(String, i64)> = redis::cmd("ZREVRANGEBYSCORE")
-            .arg(self.key)
-            .arg(max)
-            .arg("-inf")
-            .arg("WITHSCORES")
-            .arg("LIMIT")
-            .arg(self.offset)
-            .arg(n)
-            .query_async(&mut c)
-            .await?;
-        self.offset += batch.len();
-        if self.ceiling.is_none() {
-            self.ceiling = batch.first().map(|(_, s)| *s);
-        }
-        // Members tied with the cursor's score come in descending order; skip those at
-        // or above the cursor, which earlier pages returned.
-        let batch: Vec<(String, i64)> = batch
-            .into_iter()
-            .filter(|(m, s)| {
-                self.after
-                    .as_ref()
-                    .is_none_or(|a| *s < a.score || (*s == a.score && *m < a.member))
-            })
-            .collect();
-        self.examined += batch.len();
-        if let Some((m, s)) = batch.last() {
-            self.last = Some(Cursor {
-                score: *s,
-                member: m.clone(),
-            });
-        }
-        Ok(batch)
-    }
-
-    /// Resume after item `i` of `batch` rather than after the whole batch.
-    /// Resume at item `i` of `batch`: after the one before it, or where the batch began.
-    pub(super) fn rewind_to_before(&mut self, batch: &[(String, i64)], i: usize) {
-        match i.checked_sub(1) {
-            Some(before) => self.rewind_to(batch, before),
-            None => self.last = self.before_batch.clone(),
-        }
-    }
-
-    pub(super) fn rewind_to(&mut self, batch: &[(String, i64)], i: usize) {
-        if let Some((m, s)) = batch.get(i) {
-            self.last = Some(Cursor {
-                score: *s,
-                member: m.clone(),
-            });
-        }
-    }
-
-    pub(super) fn position(&self) -> Option<Cursor> {
-        self.last.clone()
-    }
-}
+/// Entries of the webhook log read at once while paging it (each names the events of
+/// one batch, up to a few dozen).
+const LOG_CHUNK: usize = 2;
 
 impl Store {
     /// The contact holding `ident`, if any.
@@ -298,23 +75,27 @@ impl Store {
         let mut id = id.clone();
         for _ in 0..MAX_REDIRECTS {
             let key = contact_key(&id);
-            let (v, d, r): ContactRow = contact_row(&key).query_async(&mut c).await?;
-            if let Some(r) = r {
-                id = ContactId::parse(&r).map_err(|_| Error::Corrupt {
-                    key,
-                    reason: "redirect is not a contact id".to_owned(),
-                })?;
-                continue;
-            }
-            let record = match d {
-                Some(d) => decode_contact(&key, &d)?,
-                None => Record::default(),
+            let value: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut c).await?;
+            let Some(value) = value else {
+                return Ok(Loaded::unwritten(id));
             };
-            return Ok(Loaded {
-                id,
-                version: v.unwrap_or(0),
-                record,
-            });
+            match decode_contact(&key, &value)? {
+                Stored {
+                    body: Body::Redirect(to),
+                    ..
+                } => id = to,
+                Stored {
+                    version,
+                    body: Body::Data { record, log },
+                } => {
+                    return Ok(Loaded {
+                        id,
+                        version,
+                        record,
+                        log,
+                    });
+                }
+            }
         }
         Err(Error::Corrupt {
             key: contact_key(&id),
@@ -322,34 +103,41 @@ impl Store {
         })
     }
 
-    /// One page of contacts, newest first, keeping those `keep` accepts.
+    /// One page of contacts, newest first by creation, keeping those `keep` accepts.
     pub async fn list_contacts(
         &self,
         after: Option<Cursor>,
         limit: usize,
         keep: impl Fn(&Record) -> bool,
     ) -> Result<Page<Loaded>, Error> {
-        let mut pager = Pager::new(CONTACTS, after, limit);
+        let mut pager = Pager::new(CONTACTS, Cursor::stream(after)?, limit);
         while let Some(batch) = pager.next_batch(self).await? {
             let mut pipe = redis::pipe();
-            for (member, _) in &batch {
-                pipe.add_command(contact_row(&contact_key(member)));
+            for item in &batch {
+                pipe.get(contact_key(&item.member));
             }
-            let rows: Vec<ContactRow> = self.query(&pipe).await?;
-            let mut items = Vec::with_capacity(rows.len());
-            for ((member, _), (v, d, r)) in batch.iter().zip(rows) {
+            let values: Vec<Option<Vec<u8>>> = self.query(&pipe).await?;
+            let mut items = Vec::with_capacity(values.len());
+            for (item, value) in batch.iter().zip(values) {
                 // Merged contacts are listed through their survivor; unwritten ones not
                 // at all (see `claim`).
-                let (Ok(id), Some(version), Some(d), None) = (ContactId::parse(member), v, d, r)
+                let (Ok(id), Some(value)) = (ContactId::parse(&item.member), value) else {
+                    items.push(None);
+                    continue;
+                };
+                let Stored {
+                    version,
+                    body: Body::Data { record, log },
+                } = decode_contact(&contact_key(&id), &value)?
                 else {
                     items.push(None);
                     continue;
                 };
-                let record = decode_contact(&contact_key(&id), &d)?;
                 items.push(keep(&record).then_some(Loaded {
                     id,
                     version,
                     record,
+                    log,
                 }));
             }
             pager.take(&batch, items);
@@ -383,13 +171,15 @@ impl Store {
             return Ok(Page { items, next: None });
         }
         if let Some(contact) = &filter.contact {
-            return self.list_contact_events(contact, after, limit, keep).await;
+            return self
+                .list_contact_events(contact, Cursor::log(after)?, limit, keep)
+                .await;
         }
         let weigh = |r: &v1::EventRecord| r.encoded_len();
-        let mut pager = Pager::weighed(EVENTS, after, limit, RECORD_CHUNK, weigh);
+        let mut pager = Pager::weighed(EVENTS, Cursor::stream(after)?, limit, LOG_CHUNK, weigh);
         while let Some(batch) = pager.next_batch(self).await? {
             let records = self
-                .load_records(batch.iter().map(|(m, _)| m.as_str()))
+                .load_records(batch.iter().map(|i| i.member.as_str()))
                 .await?;
             let items = records.into_iter().map(|r| r.filter(|r| keep(r))).collect();
             pager.take(&batch, items);
@@ -397,11 +187,18 @@ impl Store {
         Ok(pager.finish())
     }
 
-    /// Drops webhook log entries older than the dedup TTL (their records are gone).
+    /// Drops webhook log entries older than its retention. Each batch trims it as it
+    /// logs its events; this trims it while no events come.
     pub async fn trim_log(&self) -> Result<u64, Error> {
-        let floor = now_millis() - millis_i64(self.opts.dedup_ttl);
+        let floor = now_millis() - millis_i64(self.opts.log_retention);
         let mut c = self.conn.clone();
-        let removed: u64 = c.zrembyscore(EVENTS, "-inf", format!("({floor}")).await?;
+        let removed: u64 = redis::cmd("XTRIM")
+            .arg(EVENTS)
+            .arg("MINID")
+            .arg("~")
+            .arg(floor)
+            .query_async(&mut c)
+            .await?;
         Ok(removed)
     }
 
@@ -433,10 +230,12 @@ impl Store {
         Ok(live)
     }
 
+    /// One page of a contact's events, newest first by receipt, from its log (which
+    /// holds those of the contacts it absorbed).
     pub(super) async fn list_contact_events(
         &self,
         contact: &ContactId,
-        after: Option<Cursor>,
+        after: Option<(i64, String)>,
         limit: usize,
         keep: impl Fn(&v1::EventRecord) -> bool,
     ) -> Result<Page<v1::EventRecord>, Error> {
@@ -444,19 +243,11 @@ impl Store {
         if live.version == 0 {
             return Err(Error::NotFound(format!("no contact {contact}")));
         }
-        let mut c = self.conn.clone();
-        let mut entries: Vec<(String, i64)> = Vec::new();
-        let ids = std::iter::once(&live.id).chain(live.record.merged.iter());
-        for id in ids {
-            let part: Vec<(String, i64)> = c.zrange_withscores(contact_log_key(id), 0, -1).await?;
-            entries.extend(part);
-        }
-        entries.sort_by(|a, b| (b.1, &b.0).cmp(&(a.1, &a.0)));
-        entries.dedup_by(|a, b| a.0 == b.0);
+        let entries = &live.log;
         let start = match &after {
-            Some(cur) => entries
+            Some((at, member)) => entries
                 .iter()
-                .position(|(m, s)| (*s, m.as_str()) < (cur.score, cur.member.as_str()))
+                .position(|(a, m)| (*a, m.as_str()) < (*at, member.as_str()))
                 .unwrap_or(entries.len()),
             None => 0,
         };
@@ -464,14 +255,14 @@ impl Store {
         let mut out = Vec::new();
         for chunk in entries[start..].chunks(limit.max(16)) {
             let records = self
-                .load_records(chunk.iter().map(|(m, _)| m.as_str()))
+                .load_records(chunk.iter().map(|(_, m)| m.as_str()))
                 .await?;
-            for ((member, score), rec) in chunk.iter().zip(records) {
+            for ((at, member), rec) in chunk.iter().zip(records) {
                 if let Some(rec) = rec.filter(|r| keep(r)) {
                     out.push(rec);
                     if out.len() == limit {
-                        let next = Cursor {
-                            score: *score,
+                        let next = Cursor::Log {
+                            at: *at,
                             member: member.clone(),
                         };
                         return Ok(Page {

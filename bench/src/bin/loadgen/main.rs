@@ -128,6 +128,10 @@ pub(crate) struct RunArgs {
     /// or hash); its size after the run minus before is the events stored.
     #[arg(long, env = "LOADGEN_REDIS_EVENTS", requires = "redis")]
     pub(crate) redis_events: Option<String>,
+    /// `--redis-events` is a stream whose entries name several events, one per field
+    /// (hookline logs a batch's events in one entry): count fields, not entries.
+    #[arg(long, requires = "redis_events")]
+    pub(crate) redis_events_per_field: bool,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,7 @@ pub(crate) async fn redis_connect(url: &str) -> Result<redis::aio::MultiplexedCo
 pub(crate) async fn redis_reading(
     conn: &mut redis::aio::MultiplexedConnection,
     events_key: &str,
+    per_field: bool,
 ) -> Result<RedisReading, String> {
     let failed = |what: &str, e: redis::RedisError| format!("redis {what}: {e}");
     let kind: String = redis::cmd("TYPE")
@@ -52,6 +53,9 @@ pub(crate) async fn redis_reading(
         }
     };
     let stored = match size {
+        Some("XLEN") if per_field => stream_fields(conn, events_key)
+            .await
+            .map_err(|e| failed("XRANGE", e))?,
         Some(cmd) => redis::cmd(cmd)
             .arg(events_key)
             .query_async(conn)
@@ -74,6 +78,30 @@ pub(crate) async fn redis_reading(
         calls: command_calls(&stats),
         stored,
     })
+}
+
+/// The fields of every entry of a stream, read a thousand entries at a time.
+async fn stream_fields(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> redis::RedisResult<u64> {
+    let mut start = "-".to_owned();
+    let mut fields = 0u64;
+    loop {
+        let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        let Some((last, _)) = entries.last() else {
+            return Ok(fields);
+        };
+        start = format!("({last}");
+        fields += entries.iter().map(|(_, f)| f.len() as u64 / 2).sum::<u64>();
+    }
 }
 
 /// A numeric field of an `INFO` answer (`name:value` lines).

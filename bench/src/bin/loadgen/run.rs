@@ -107,7 +107,7 @@ pub(crate) async fn run(args: RunArgs, threads: usize) -> Result<(), String> {
     let mut redis = match (&args.redis, &args.redis_events) {
         (Some(url), Some(key)) => {
             let mut conn = redis_connect(url).await?;
-            let before = redis_reading(&mut conn, key).await?;
+            let before = redis_reading(&mut conn, key, args.redis_events_per_field).await?;
             Some((conn, key, before))
         }
         _ => None,
@@ -205,7 +205,7 @@ pub(crate) async fn run(args: RunArgs, threads: usize) -> Result<(), String> {
         .collect();
     let redis = match redis.as_mut() {
         Some((conn, key, before)) => {
-            let after = redis_reading(conn, key).await?;
+            let after = redis_reading(conn, key, args.redis_events_per_field).await?;
             redis_costs(key, before, &after)
         }
         None => Value::Null,
