@@ -37,7 +37,7 @@ pub struct Config {
     pub dedup_ttl_secs: u64,
 
     /// How long the webhook log (`ListEvents`) lists an event, in seconds; at most, and
-    /// by default, the dedup window (its record goes then). About 40 bytes of Redis memory
+    /// by default, the dedup window (its record goes then). About 60 bytes of Redis memory
     /// per event.
     #[arg(long, env = "CONTACTS_EVENT_LOG_RETENTION_SECS",
           value_parser = clap::value_parser!(u64).range(60..))]
