@@ -125,7 +125,29 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{Config, redact_url};
+    use clap::Parser as _;
+
+    #[test]
+    fn the_log_is_kept_at_most_as_long_as_the_records_it_lists() {
+        let retention = |args: &[&str]| {
+            let mut argv = vec!["contacts-svc"];
+            argv.extend_from_slice(args);
+            Config::parse_from(argv)
+                .event_log_retention()
+                .map(|d| d.as_secs())
+        };
+        assert_eq!(retention(&[]), Ok(30 * 24 * 3600));
+        assert_eq!(retention(&["--dedup-ttl-secs", "7200"]), Ok(7200));
+        assert_eq!(retention(&["--event-log-retention-secs", "3600"]), Ok(3600));
+        let too_long = retention(&[
+            "--dedup-ttl-secs",
+            "3600",
+            "--event-log-retention-secs",
+            "7200",
+        ]);
+        assert!(too_long.unwrap_err().contains("exceeds --dedup-ttl-secs"));
+    }
 
     #[test]
     fn passwords_never_reach_logs() {

@@ -10,7 +10,7 @@ use redis::Value;
 use super::keys::{
     CAS_CONTACT, DELETE_IF, REPOINT, claims, contact_key, created_millis, index_key, is_noscript,
 };
-use super::stored::{Body, Stored, log_union, version_tag};
+use super::stored::{Body, Stored, encode_data, log_union, version_tag};
 use super::{Applied, Loaded, Patience, Store, millis_i64, now_millis};
 use crate::contact::{self, ContactId, EventEffect, Identifier, ParsedEvent, Record};
 use crate::error::Error;
@@ -299,14 +299,11 @@ impl Store {
             [(ev.received_at, ev.record_id.as_str().to_owned())],
             log_floor,
         );
-        let value = Stored {
-            version: l.version + 1,
-            body: Body::Data {
-                record: l.record.clone(),
-                log,
-            },
-        };
-        Write::new(&l.id, l.version, &value)
+        Write::new(
+            &l.id,
+            l.version,
+            encode_data(l.version + 1, &l.record, &log),
+        )
     }
 
     /// Writes a contact if unchanged since read, with the event's log entry.
@@ -351,7 +348,7 @@ impl Store {
                 version: other.version + 1,
                 body: Body::Redirect(survivor.clone()),
             };
-            let reply = Write::new(&other.id, other.version, &redirect)
+            let reply = Write::new(&other.id, other.version, redirect.encode())
                 .run(&mut c)
                 .await?;
             if !written(&reply) {
@@ -395,11 +392,12 @@ pub(super) enum Write {
 }
 
 impl Write {
-    pub(super) fn new(id: &ContactId, read: u64, value: &Stored) -> Self {
+    /// The write of `value` (an encoded [`Stored`]) over the version `read`.
+    pub(super) fn new(id: &ContactId, read: u64, value: Vec<u8>) -> Self {
         let key = contact_key(id);
         if read == 0 {
             let mut cmd = redis::cmd("SET");
-            cmd.arg(key).arg(value.encode()).arg("NX");
+            cmd.arg(key).arg(value).arg("NX");
             Self::New(cmd)
         } else {
             Self::Update(
@@ -407,7 +405,7 @@ impl Write {
                     .call()
                     .key(key)
                     .arg(version_tag(read))
-                    .arg(value.encode()),
+                    .arg(value),
             )
         }
     }

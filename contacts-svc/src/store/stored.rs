@@ -71,26 +71,36 @@ pub(super) fn version_tag(version: u64) -> String {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Unreadable(pub(super) String);
 
+/// The value of a contact with `record` and `log` at `version`, encoded from borrowed
+/// parts: a write need not copy the record it has just joined.
+pub(super) fn encode_data(version: u64, record: &Record, log: &[LogEntry]) -> Vec<u8> {
+    let mut out = header(version, b'z');
+    // Serializing a record into a Vec cannot fail: every key of its maps is a string and
+    // nothing in it refuses to serialize.
+    let json = serde_json::to_vec(&DataOut { d: record, log }).unwrap_or_default();
+    out.extend_from_slice(&u32::try_from(json.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&lz4_flex::block::compress(&json));
+    out
+}
+
+fn header(version: u64, kind: u8) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.push(FORMAT);
+    out.extend_from_slice(version_tag(version).as_bytes());
+    out.push(kind);
+    out
+}
+
 impl Stored {
     pub(super) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        out.push(FORMAT);
-        out.extend_from_slice(version_tag(self.version).as_bytes());
         match &self.body {
-            Body::Data { record, log } => {
-                out.push(b'z');
-                // Serializing a record into a Vec cannot fail: every key of its maps is
-                // a string and nothing in it refuses to serialize.
-                let json = serde_json::to_vec(&DataOut { d: record, log }).unwrap_or_default();
-                out.extend_from_slice(&u32::try_from(json.len()).unwrap_or(u32::MAX).to_le_bytes());
-                out.extend_from_slice(&lz4_flex::block::compress(&json));
-            }
+            Body::Data { record, log } => encode_data(self.version, record, log),
             Body::Redirect(to) => {
-                out.push(b'r');
+                let mut out = header(self.version, b'r');
                 out.extend_from_slice(to.as_str().as_bytes());
+                out
             }
         }
-        out
     }
 
     pub(super) fn decode(bytes: &[u8]) -> Result<Self, Unreadable> {
