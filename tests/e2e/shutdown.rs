@@ -15,17 +15,24 @@ use tokio::process::{Child, Command};
 
 use crate::connections::read_reply;
 
-/// The edge binary on `port`, spooling into `spool`, with this grace period.
-async fn edge(
+/// The edge binary, run as its own process so that it can be sent SIGTERM.
+struct EdgeProcess {
+    child: Child,
+    /// The webhook port.
     port: u16,
-    contacts_url: &str,
-    spool: &TempDir,
-    grace_secs: u64,
-) -> (Child, TempFile) {
+    /// The `GET /metrics` port.
+    metrics: u16,
+    _config: TempFile,
+}
+
+/// The edge binary on `port`, spooling into `spool`, with this grace period.
+async fn edge(port: u16, contacts_url: &str, spool: &TempDir, grace_secs: u64) -> EdgeProcess {
+    let metrics = free_port();
     let config = TempFile::new(
         "hookline-edge",
         &format!(
             "listen = \"127.0.0.1:{port}\"\ncontacts_url = \"{contacts_url}\"\n\
+             metrics_listen = \"127.0.0.1:{metrics}\"\n\
              contacts_timeout_ms = 60000\nshutdown_grace_secs = {grace_secs}\n\
              [sources.stripe]\nkind = \"stripe\"\nsecrets = [\"{STRIPE_SECRET}\"]\n"
         ),
@@ -42,7 +49,12 @@ async fn edge(
         || async { (probe(port, "/healthz").await? == 200).then_some(()) },
     )
     .await;
-    (child, config)
+    EdgeProcess {
+        child,
+        port,
+        metrics,
+        _config: config,
+    }
 }
 
 /// `GET path` on a new connection: the status, `None` while nothing answers.
@@ -54,10 +66,10 @@ async fn probe(port: u16, path: &str) -> Option<u16> {
 }
 
 /// Sends the head and the first half of a signed delivery of `body`, and returns the
-/// connection with the rest of the body still to send.
-async fn half_sent(port: u16, body: &[u8]) -> TcpStream {
+/// connection with the rest of the body still to send once the edge has read the head.
+async fn half_sent(edge: &EdgeProcess, body: &[u8]) -> TcpStream {
     let sig = stripe_sign(STRIPE_SECRET, now_secs(), body);
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut stream = TcpStream::connect(("127.0.0.1", edge.port)).await.unwrap();
     let head = format!(
         "POST /webhooks/stripe HTTP/1.1\r\nhost: edge\r\ncontent-type: application/json\r\n\
          stripe-signature: {sig}\r\ncontent-length: {}\r\n\r\n",
@@ -65,12 +77,31 @@ async fn half_sent(port: u16, body: &[u8]) -> TcpStream {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    // Until the edge has parsed the head, the connection holds no request: a shutdown
+    // then closes it unanswered, as any server does, and its sender retries. The body's
+    // reservation in the buffered-bytes budget shows that the request is in flight.
+    let reserved = format!("hookline_edge_buffered_body_bytes {}\n", body.len());
+    eventually(
+        Duration::from_secs(10),
+        "the edge to read the head",
+        || async {
+            let mut metrics = TcpStream::connect(("127.0.0.1", edge.metrics)).await.ok()?;
+            let request = "GET /metrics HTTP/1.1\r\nhost: edge\r\nconnection: close\r\n\r\n";
+            metrics.write_all(request.as_bytes()).await.ok()?;
+            let reply = read_reply(&mut metrics).await?;
+            String::from_utf8_lossy(&reply.body)
+                .contains(&reserved)
+                .then_some(())
+        },
+    )
+    .await;
     stream
 }
 
 /// Sends SIGTERM and waits until the edge has closed its listener (shutdown began).
-async fn terminate(edge: &Child, port: u16) {
-    let pid = edge.id().expect("running").to_string();
+async fn terminate(edge: &EdgeProcess) {
+    let port = edge.port;
+    let pid = edge.child.id().expect("running").to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -85,8 +116,8 @@ async fn terminate(edge: &Child, port: u16) {
     .await;
 }
 
-async fn exits_cleanly(mut edge: Child) {
-    let status = tokio::time::timeout(Duration::from_secs(15), edge.wait())
+async fn exits_cleanly(mut edge: EdgeProcess) {
+    let status = tokio::time::timeout(Duration::from_secs(15), edge.child.wait())
         .await
         .expect("the edge to exit within its grace period")
         .unwrap();
@@ -99,16 +130,16 @@ async fn a_request_in_flight_at_sigterm_is_answered_and_applied() {
     let contacts = ContactsSvc::start(&redis.url()).await;
     let spool = TempDir::new("hookline-spool");
     let port = free_port();
-    let (edge, _config) = edge(port, &contacts.url(), &spool, 10).await;
+    let edge = edge(port, &contacts.url(), &spool, 10).await;
     let body = stripe_checkout(
         "evt_in_flight",
         "inflight@example.com",
         4200,
         "pi_in_flight",
     );
-    let mut stream = half_sent(port, &body).await;
+    let mut stream = half_sent(&edge, &body).await;
 
-    terminate(&edge, port).await;
+    terminate(&edge).await;
     stream.write_all(&body[body.len() / 2..]).await.unwrap();
     let reply = read_reply(&mut stream)
         .await
@@ -141,7 +172,7 @@ async fn a_request_contacts_svc_does_not_answer_by_the_end_of_the_grace_period_i
     let contacts_url = format!("http://127.0.0.1:{grpc}");
     let spool = TempDir::new("hookline-spool");
     let port = free_port();
-    let (edge_process, _config) = edge(port, &contacts_url, &spool, 3).await;
+    let edge_process = edge(port, &contacts_url, &spool, 3).await;
     let http = Http::new();
     let ready = format!("http://127.0.0.1:{port}/readyz");
     eventually(Duration::from_secs(20), "the edge to be ready", || async {
@@ -155,7 +186,7 @@ async fn a_request_contacts_svc_does_not_answer_by_the_end_of_the_grace_period_i
         900,
         "pi_unanswered",
     );
-    let mut stream = half_sent(port, &body).await;
+    let mut stream = half_sent(&edge_process, &body).await;
     let pid = contacts.id().unwrap().to_string();
     let signal = |s: &str| {
         assert!(
@@ -167,7 +198,7 @@ async fn a_request_contacts_svc_does_not_answer_by_the_end_of_the_grace_period_i
         );
     };
     signal("-STOP");
-    terminate(&edge_process, port).await;
+    terminate(&edge_process).await;
     stream.write_all(&body[body.len() / 2..]).await.unwrap();
     let reply = read_reply(&mut stream)
         .await
@@ -179,7 +210,7 @@ async fn a_request_contacts_svc_does_not_answer_by_the_end_of_the_grace_period_i
 
     // The spool was closed with the event in it: a new edge on it applies it.
     signal("-CONT");
-    let (_edge, _config) = edge(port, &contacts_url, &spool, 3).await;
+    let _edge = edge(port, &contacts_url, &spool, 3).await;
     let client = || async {
         hookline_proto::v1::contacts_service_client::ContactsServiceClient::connect(
             contacts_url.clone(),
