@@ -237,10 +237,41 @@ pub(super) fn decode_contact(key: &str, bytes: &[u8]) -> Result<Stored, Error> {
 }
 
 pub(super) fn decode_record(key: &str, bytes: &[u8]) -> Result<v1::EventRecord, Error> {
-    v1::EventRecord::decode(bytes).map_err(|e| Error::Corrupt {
+    let mut record = v1::EventRecord::decode(bytes).map_err(|e| Error::Corrupt {
         key: key.to_owned(),
         reason: e.to_string(),
-    })
+    })?;
+    // A record under its own id leaves the id to its key ([`record_value`]).
+    if record.event_id.is_empty() {
+        record.event_id = key
+            .strip_prefix("hl:ev:{")
+            .and_then(|k| k.strip_suffix('}'))
+            .unwrap_or_default()
+            .to_owned();
+    }
+    Ok(record)
+}
+
+/// The value of the event key of `id` that says what became of the event `record`
+/// describes: `D` and the record, without the event id when it is `id` (the key names
+/// it; decoding restores it), which saves about 35 bytes per event.
+/// The id is taken out for the encoding and put back, so that an ignored event's body
+/// is not copied.
+pub(super) fn record_value(record: &mut v1::EventRecord, id: &str) -> Vec<u8> {
+    let own = record.event_id == id;
+    let event_id = if own {
+        std::mem::take(&mut record.event_id)
+    } else {
+        String::new()
+    };
+    let mut value = Vec::with_capacity(1 + record.encoded_len());
+    value.push(b'D');
+    // A Vec grows as needed, so encoding into it cannot run out of room.
+    let _ = record.encode(&mut value);
+    if own {
+        record.event_id = event_id;
+    }
+    value
 }
 
 /// Creation time of a contact, from its UUID v7.
@@ -249,4 +280,43 @@ pub(super) fn created_millis(id: &ContactId) -> i64 {
         .get(3..15)
         .and_then(|hex| i64::from_str_radix(hex, 16).ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> v1::EventRecord {
+        v1::EventRecord {
+            event_id: id.to_owned(),
+            source: "stripe".to_owned(),
+            contact_id: "ct_0190f0e0c0a07000800000000000000a".to_owned(),
+            body: b"{\"id\":\"kept\"}".to_vec(),
+            ..v1::EventRecord::default()
+        }
+    }
+
+    #[test]
+    fn an_event_record_leaves_its_id_to_its_key_and_reads_back_whole() {
+        let id = "stripe:evt_1Q2w3E4r5T6y7U8i";
+        let mut own = record(id);
+        let value = record_value(&mut own, id);
+        assert_eq!(own, record(id), "the record is given back as it was");
+        let text = String::from_utf8_lossy(&value);
+        assert!(!text.contains("evt_1Q2w"), "{text}");
+        assert_eq!(decode_record(&event_key(id), &value[1..]).ok(), Some(record(id)));
+
+        // Under the key of a delivery window, the record names the occurrence it
+        // belongs to; records written before this layout named themselves too.
+        let window = id;
+        let occurrence = "stripe:evt_1Q2w3E4r5T6y7U8i#sha256:ab12";
+        let mut other = record(occurrence);
+        let value = record_value(&mut other, window);
+        assert_eq!(
+            decode_record(&event_key(window), &value[1..]).ok(),
+            Some(record(occurrence))
+        );
+        let old = record(id).encode_to_vec();
+        assert_eq!(decode_record(&event_key(id), &old).ok(), Some(record(id)));
+    }
 }

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use hookline_proto::prost::Message as _;
 use hookline_proto::v1;
 use redis::Value;
 
-use super::keys::{DELETE_IF, decode_record, event_key, index_read, pointer_ids, replay_lock_key};
+use super::keys::{
+    DELETE_IF, decode_record, event_key, index_read, pointer_ids, record_value, replay_lock_key,
+};
 use super::{Applied, Patience, Store, millis_u64, now_millis};
 use crate::contact::{self, ContactId, EventId, Identifier, ParsedEvent};
 use crate::error::Error;
@@ -192,7 +193,7 @@ impl Store {
     /// content-derived id) holds its dedup key only that long, and keeps its record
     /// under the id of this occurrence for the dedup TTL, so the log still shows it.
     pub(super) fn done_markers(&self, ev: &ParsedEvent, applied: &Applied) -> Vec<redis::Cmd> {
-        let record = v1::EventRecord {
+        let mut record = v1::EventRecord {
             event_id: ev.record_id.to_string(),
             source: ev.source.clone(),
             r#type: ev.event_type.clone(),
@@ -217,15 +218,11 @@ impl Store {
                 _ => Vec::new(),
             },
         };
-        let mut value = Vec::with_capacity(1 + record.encoded_len());
-        value.push(b'D');
-        // A Vec grows as needed, so encoding into it cannot run out of room.
-        let _ = record.encode(&mut value);
         let ttl = self.opts.dedup_ttl;
-        let set = |id: &EventId, ttl: Duration| {
+        let mut set = |id: &EventId, ttl: Duration| {
             let mut cmd = redis::cmd("SET");
             cmd.arg(event_key(id))
-                .arg(&value)
+                .arg(record_value(&mut record, id.as_str()))
                 .arg("EX")
                 .arg(ttl.as_secs().max(1));
             cmd
