@@ -1,6 +1,7 @@
 //! The events of one `ApplyEvents` call are independent: one that cannot finish (its
 //! id held by another caller) neither makes its batch-mates miss the caller's deadline
-//! nor keeps their leases when the caller gives up.
+//! nor keeps their leases when the caller gives up. They share their round trips: the
+//! new contacts of a batch are written in one pipeline with one listing entry.
 
 use std::time::Duration;
 
@@ -116,4 +117,60 @@ async fn a_caller_that_gives_up_leaves_no_lease_held() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_new_contacts_of_a_batch_are_written_together_and_listed_once() {
+    let redis = Redis::start().await;
+    let contacts = ContactsSvc::start(&redis.url()).await;
+    let items: Vec<_> = (0..8)
+        .map(|i| {
+            contact_item(
+                &format!("batch:new{i}"),
+                &format!("new{i}@example.com"),
+                None,
+            )
+        })
+        .collect();
+    let results = contacts
+        .client()
+        .await
+        .apply_events(v1::ApplyEventsRequest { items })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(
+        results.iter().all(|r| r
+            .response
+            .as_ref()
+            .is_some_and(|a| a.outcome() == v1::EventOutcome::Applied)),
+        "{results:?}"
+    );
+    // One entry in each listing for the whole batch: the listing of new contacts is
+    // written with the contacts, in the batch's one pipeline of first writes.
+    let mut conn = redis.conn().await;
+    for stream in ["hl:contacts:new", "hl:events:log"] {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(stream)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(len, 1, "{stream}");
+    }
+    let listed = contacts
+        .client()
+        .await
+        .list_contacts(v1::ListContactsRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .contacts;
+    let mut emails: Vec<_> = listed.iter().map(|c| c.email.clone()).collect();
+    emails.sort();
+    let want: Vec<_> = (0..8).map(|i| format!("new{i}@example.com")).collect();
+    assert_eq!(emails, want);
 }

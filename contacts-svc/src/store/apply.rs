@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use hookline_proto::v1;
 use redis::Value;
 
-use super::keys::{
-    CAS_CONTACT, DELETE_IF, REPOINT, claims, contact_key, created_millis, index_key, is_noscript,
-};
+use super::keys::{CAS_CONTACT, DELETE_IF, REPOINT, claim, contact_key, created_millis, index_key};
 use super::stored::{Body, Stored, encode_data, log_union, version_tag};
 use super::{Applied, Loaded, Patience, Store, millis_i64, now_millis};
 use crate::contact::{self, ContactId, EventEffect, Identifier, ParsedEvent, Record};
@@ -253,8 +251,9 @@ impl Store {
         if idents.is_empty() && !list {
             return Ok(true);
         }
-        let results: Vec<Value> = self.query(&claims(idents, owner, list)).await?;
-        Ok(results.iter().all(|v| !matches!(v, Value::Nil)))
+        let cmds = idents.iter().map(|ident| claim(ident, owner)).collect();
+        let replies = self.round_trip(cmds, list.then_some(owner)).await?;
+        claimed(&replies)
     }
 
     /// [`Store::claim`] and [`Store::write`] in one round trip: whether every claim
@@ -270,23 +269,23 @@ impl Store {
         log_floor: i64,
     ) -> Result<(bool, bool), Error> {
         let write = self.contact_write(l, ev, log_floor);
-        let mut pipe = claims(idents, &l.id, list);
-        pipe.add_command(write.cmd(false));
-        let mut c = self.conn.clone();
-        match pipe.query_async::<Vec<Value>>(&mut c).await {
-            Ok(mut replies) => {
-                let written = replies.pop().is_some_and(|r| written(&r));
-                Ok((replies.iter().all(|v| !matches!(v, Value::Nil)), written))
-            }
+        let mut cmds: Vec<redis::Cmd> = idents.iter().map(|ident| claim(ident, &l.id)).collect();
+        cmds.push(write.cmd(false));
+        let mut replies = self.round_trip(cmds, list.then_some(&l.id)).await?;
+        let wrote = replies.pop().unwrap_or(Value::Nil);
+        let claimed = claimed(&replies)?;
+        match wrote {
             // Redis lost its scripts (a restart): the claims ran, the write did not. Write
             // now, by the script's source, so no claim is left naming an unwritten contact
             // while this call goes on; which claims held is unknown, so the caller
             // resolves again.
-            Err(e) if is_noscript(&e) => {
+            Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {
+                let mut c = self.conn.clone();
                 let reply: Value = write.cmd(true).query_async(&mut c).await?;
                 Ok((false, written(&reply)))
             }
-            Err(e) => Err(e.into()),
+            Value::ServerError(e) => Err(redis::RedisError::from(e).into()),
+            reply => Ok((claimed, written(&reply))),
         }
     }
 
@@ -376,6 +375,19 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Whether every `SET NX` claim held (an error reply is the round trip's error).
+fn claimed(replies: &[Value]) -> Result<bool, Error> {
+    let mut held = true;
+    for reply in replies {
+        match reply {
+            Value::ServerError(e) => return Err(redis::RedisError::from(e.clone()).into()),
+            Value::Nil => held = false,
+            _ => {}
+        }
+    }
+    Ok(held)
 }
 
 /// Whether a [`Write`] wrote: `SET … NX` answers OK, the script 1.

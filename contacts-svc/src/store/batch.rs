@@ -119,21 +119,25 @@ impl Store {
             Ok(first) => first,
             Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
         };
-        let steps = futures::future::join_all(batch.iter().zip(&leases).zip(first).map(
-            |(((ev, explicit), lease), first)| async move {
-                let step = self.apply_leased(ev, *explicit, lease, first);
-                match tokio::time::timeout_at(deadline.into(), step).await {
-                    Ok(step) => step,
-                    // Whatever it wrote so far is completed by the retry (applying is
-                    // idempotent), which must not wait for this lease to expire.
-                    Err(_) => {
-                        self.release(lease).await;
-                        Err(Error::Deadline)
-                    }
-                }
-            },
-        ))
-        .await;
+        // The events' first writes (claims, listing and contact) go as one pipeline.
+        let steps = self
+            .in_rounds(futures::future::join_all(
+                batch.iter().zip(&leases).zip(first).map(
+                    |(((ev, explicit), lease), first)| async move {
+                        let step = self.apply_leased(ev, *explicit, lease, first);
+                        match tokio::time::timeout_at(deadline.into(), step).await {
+                            Ok(step) => step,
+                            // Whatever it wrote so far is completed by the retry (applying is
+                            // idempotent), which must not wait for this lease to expire.
+                            Err(_) => {
+                                self.release(lease).await;
+                                Err(Error::Deadline)
+                            }
+                        }
+                    },
+                ),
+            ))
+            .await;
 
         // The log entry before the markers: if we crash in between, the retry logs the
         // events again (a listing shows such an event twice, never not at all). A marker is written whoever holds the lease now: a caller that took over

@@ -159,21 +159,7 @@ return 0
     )
 });
 
-/// Lists `owner` when it is `new` (before it is written, so that a crash cannot leave it
-/// unlisted: listings skip contacts not written yet), then claims `idents` for it with
-/// `SET NX` (a nil reply: another contact holds one).
-pub(super) fn claims(idents: &[Identifier], owner: &ContactId, new: bool) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
-    if new {
-        pipe.add_command(list_new(std::iter::once(owner))).ignore();
-    }
-    for ident in idents {
-        pipe.add_command(claim(ident, owner));
-    }
-    pipe
-}
-
-/// `SET NX` of one index entry.
+/// `SET NX` of one index entry (a nil reply: another contact holds it).
 pub(super) fn claim(ident: &Identifier, owner: &ContactId) -> redis::Cmd {
     let mut cmd = redis::cmd("SET");
     cmd.arg(index_key(ident)).arg(owner.as_str()).arg("NX");
@@ -304,7 +290,10 @@ mod tests {
         assert_eq!(own, record(id), "the record is given back as it was");
         let text = String::from_utf8_lossy(&value);
         assert!(!text.contains("evt_1Q2w"), "{text}");
-        assert_eq!(decode_record(&event_key(id), &value[1..]).ok(), Some(record(id)));
+        assert_eq!(
+            decode_record(&event_key(id), &value[1..]).ok(),
+            Some(record(id))
+        );
 
         // Under the key of a delivery window, the record names the occurrence it
         // belongs to; records written before this layout named themselves too.

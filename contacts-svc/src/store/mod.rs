@@ -1,7 +1,7 @@
 //! All Redis access; nothing else in contacts-svc sees Redis. The key layout and the
 //! scripts are in `keys.rs`, leases and done markers in `lease.rs`, resolving and
-//! writing contacts in `apply.rs` (one event) and `batch.rs` (the round trips a batch
-//! shares), reads and listings in `read.rs`.
+//! writing contacts in `apply.rs` (one event), `batch.rs` and `round.rs` (the round trips a
+//! batch shares), reads and listings in `read.rs`.
 //!
 //! ```text
 //! hl:schema                  string  the layout's version ("2"; see `schema.rs`)
@@ -22,12 +22,13 @@
 //! claims, merges, the listings) is idempotent and ordered so that a retry after a crash
 //! completes the work.
 //!
-//! Round trips: an `ApplyEvents` batch shares its first and last. One pipeline takes
-//! every event's lease and reads its index entries (`SET … NX GET`, `MGET`); each event
-//! then claims its identifiers, lists a new contact and writes it in one pipeline of its
-//! own (merges take a few more); one pipeline writes the batch's webhook log entry (a
-//! single `XADD`) and every done marker. A new event costs three round trips whatever
-//! the batch size, and no script: a new contact is written with `SET … NX`.
+//! Round trips: an `ApplyEvents` batch shares all three of a new event's. One pipeline
+//! takes every event's lease and reads its index entries (`SET … NX GET`, `MGET`); then
+//! the events' first writes go together (`round.rs`): one pipeline with one `XADD`
+//! listing the batch's new contacts, then each event's index claims and contact write
+//! (merges take a few more); one pipeline writes the batch's webhook log entry (a single
+//! `XADD`) and every done marker. A new event costs three round trips whatever the batch
+//! size, and no script: a new contact is written with `SET … NX`.
 
 mod apply;
 mod batch;
@@ -35,6 +36,7 @@ mod keys;
 mod lease;
 mod page;
 mod read;
+mod round;
 pub mod schema;
 mod stored;
 

@@ -267,7 +267,10 @@ mod tests {
     fn checkout() -> (Record, Vec<LogEntry>) {
         let json = br#"{"email":{"at":1796421417000,"ev":"stripe:evt_1Q2w3E4r5T6y7U8i","v":{"n":"jenny.rosen@example.com","o":"Jenny.Rosen@example.com"}},"phone":{"at":1796421417000,"ev":"stripe:evt_1Q2w3E4r5T6y7U8i","v":{"v":"+14155550123","ok":true}},"name":{"at":1796421417000,"ev":"stripe:evt_1Q2w3E4r5T6y7U8i","v":"Jenny Rosen"},"payment_refs":["cs_test_a1B2c3D4e5F6","pi_3Mtw8kLkdIwHu7ix"],"purchases":{"pi_3Mtw8kLkdIwHu7ix":{"amount":4900,"currency":"usd","refs":{"pi":["pi_3Mtw8kLkdIwHu7ix"],"cs":["cs_test_a1B2c3D4e5F6"]},"first_at":1796421417000,"stamp":{"at":1796421417000,"ev":"stripe:evt_1Q2w3E4r5T6y7U8i"}}},"first_seen":1796421417000,"last_seen":1796421417000}"#;
         let record = serde_json::from_slice(json).unwrap();
-        (record, vec![(1796421420104, "stripe:evt_1Q2w3E4r5T6y7U8i".to_owned())])
+        (
+            record,
+            vec![(1796421420104, "stripe:evt_1Q2w3E4r5T6y7U8i".to_owned())],
+        )
     }
 
     /// `kind` followed by the JSON of `record` and `log` as earlier releases wrote it.
