@@ -38,7 +38,10 @@ async fn edge(port: u16, contacts_url: &str, spool: &TempDir, grace_secs: u64) -
         ),
     );
     let child = Command::new(workspace_bin("edge"))
+        // One worker: the single-threaded scheduler `make bench` runs it on (the other
+        // tests run the binaries with one worker per core).
         .args(["--config", &config.arg(), "--spool-dir", &spool.arg()])
+        .args(["--worker-threads", "1"])
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -34,17 +34,26 @@ struct Args {
     #[arg(long, env = "NOOP_LISTEN", default_value = "127.0.0.1:8099")]
     listen: SocketAddr,
 
-    /// Threads serving requests (default: one per core), as the services take it.
+    /// Threads serving requests (default: one per core), as the services take it (one:
+    /// the single-threaded scheduler).
     #[arg(long, env = "NOOP_WORKER_THREADS")]
     worker_threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.worker_threads {
-        runtime.worker_threads(n.max(1));
-    }
+    // The same scheduler as the services for the same thread count: one worker runs on
+    // the single-threaded scheduler.
+    let mut runtime = match args.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = threads {
+                runtime.worker_threads(n.max(1));
+            }
+            runtime
+        }
+    };
     match runtime.enable_all().build() {
         Ok(rt) => rt.block_on(run(args)),
         Err(e) => {
