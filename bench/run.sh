@@ -13,6 +13,8 @@
 # Parameters (environment):
 #   CONNECTIONS=64 DURATION=10 (s, measured) WARMUP=2 (s) SIZE=2048 (bytes per event)
 #   DUP_RATIO=0 BAD_SIG_RATIO=0 LOADGEN_THREADS=1 (0: one per core)
+#   PAIRS=5 PAIR_DURATION=5 (s): the first pair is the two full runs above; each further
+#   pair runs Node.js then hookline again, and the ratio is the median over the pairs
 #   WORKER_THREADS=1 (threads of each server: edge, contacts-svc and the baseline; four
 #   busy processes share the machine's cores, so one each wastes least on wake-ups)
 # Everything this script starts is stopped on exit, and its directory removed.
@@ -27,6 +29,8 @@ DUP_RATIO=${DUP_RATIO:-0}
 BAD_SIG_RATIO=${BAD_SIG_RATIO:-0}
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 WORKER_THREADS=${WORKER_THREADS:-1}
+PAIRS=${PAIRS:-5}
+PAIR_DURATION=${PAIR_DURATION:-5}
 SECRET=whsec_hookline_bench_only
 
 started=$SECONDS
@@ -203,11 +207,6 @@ if [ "$with_node" = 1 ]; then
     --out "$work/node.json"
   stored=$(redis-cli -p "$node_redis_port" xlen events)
   redis_report "$node_redis_port" "$stored" "$stored events in the stream"
-  stop_server "$node_pid"
-  node_pid=
-  stop_server "$node_redis_pid"
-  node_redis_pid=
-  rm -rf "$work/redis-node"
   node_table=(--node "$work/node.json")
 fi
 
@@ -227,6 +226,30 @@ redis_report "$redis_port" "$logged" \
 # Bytes of one key of each kind (MEMORY USAGE: value, key and Redis's overhead).
 sample() { redis-cli -p "$redis_port" memory usage "$(redis-cli -p "$redis_port" --scan --pattern "$1" | head -1)"; }
 echo "== redis bytes per key (MEMORY USAGE of one): contact $(sample 'hl:c:*'), event record $(sample 'hl:ev:*'), index entries: email $(sample 'hl:idx:email:*'), phone $(sample 'hl:idx:phone:*'), payment $(sample 'hl:idx:pay:*'); streams: webhook log $(redis-cli -p "$redis_port" memory usage hl:events:log), new contacts $(redis-cli -p "$redis_port" memory usage hl:contacts:new)"
+
+# More pairs of runs, Node.js then hookline, each pair one after the other: the ratio
+# is judged by its median over the pairs, so a slow spell of the machine during one
+# run does not decide it. Both servers stay up between their runs, as in a longer run.
+if [ "$with_node" = 1 ]; then
+  pair_load=(--connections "$CONNECTIONS" --warmup 1 --duration "$PAIR_DURATION" --size "$SIZE"
+    --dup-ratio "$DUP_RATIO" --bad-sig-ratio "$BAD_SIG_RATIO" --threads "$LOADGEN_THREADS"
+    --secret "$SECRET" --clk-tck "$clk_tck")
+  for pair in $(seq 2 "$PAIRS"); do
+    echo "== pair $pair of $PAIRS: node, then hookline (${PAIR_DURATION} s each)"
+    "$bin/loadgen" run "${pair_load[@]}" --label "node fastify cluster-2" \
+      --url "http://127.0.0.1:$node_port/webhooks/stripe" \
+      --service-tree "node=$node_pid" --out "$work/node-$pair.json" | sed -n 1p
+    "$bin/loadgen" run "${pair_load[@]}" --label "hookline" \
+      --url "http://127.0.0.1:$edge_port/webhooks/stripe" \
+      --service "edge=$edge_pid" --service "contacts-svc=$contacts_pid" \
+      --out "$work/hookline-$pair.json" | sed -n 1p
+    node_table+=(--pair "$work/node-$pair.json,$work/hookline-$pair.json")
+  done
+  stop_server "$node_pid"
+  node_pid=
+  stop_server "$node_redis_pid"
+  node_redis_pid=
+fi
 
 echo
 echo "== results ($(date -u +%Y-%m-%d), $(nproc) cores)"

@@ -145,6 +145,12 @@ pub(crate) struct TableArgs {
     /// JSON written by `run` against the Node.js yardstick (`bench/node`).
     #[arg(long)]
     pub(crate) node: Option<PathBuf>,
+    /// A further Node.js run and the hookline run right after it, `NODE_JSON,HOOKLINE_JSON`:
+    /// the ratio to Node.js is judged by its median over every pair (`--node` and
+    /// `--hookline` the first), so that a slow spell of a shared machine during one run
+    /// does not decide it.
+    #[arg(long = "pair", value_name = "NODE_JSON,HOOKLINE_JSON", requires = "node")]
+    pub(crate) pairs: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -214,6 +214,28 @@ pub(crate) fn row(r: &Value) -> String {
     )
 }
 
+/// hookline's throughput over Node.js's in one pair of runs.
+pub(crate) fn pair_ratio(node: &Value, hook: &Value) -> f64 {
+    let other = f(node, &["events_per_sec"]);
+    if other > 0.0 {
+        f(hook, &["events_per_sec"]) / other
+    } else {
+        0.0
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
 pub(crate) fn verdict(ok: bool) -> &'static str {
     if ok { "holds" } else { "MISSED" }
 }
@@ -239,15 +261,30 @@ pub(crate) fn table_cmd(args: &TableArgs) -> Result<(), String> {
     }
     let rate = f(&hook, &["events_per_sec"]);
     // hookline's throughput as a share of another run's.
-    let share = |of: &Value| {
-        let other = f(of, &["events_per_sec"]);
-        if other > 0.0 { rate / other } else { 0.0 }
-    };
+    let share = |of: &Value| pair_ratio(of, &hook);
     let ratio = share(&base);
-    let node_ratio = node.as_ref().map(share);
+    let mut node_ratios: Vec<f64> = node.as_ref().map(share).into_iter().collect();
+    for pair in &args.pairs {
+        let (node, hook) = pair
+            .split_once(',')
+            .ok_or_else(|| format!("--pair {pair}: expected NODE_JSON,HOOKLINE_JSON"))?;
+        let node = read_report(&PathBuf::from(node))?;
+        let hook = read_report(&PathBuf::from(hook))?;
+        node_ratios.push(pair_ratio(&node, &hook));
+    }
+    let node_ratio = median(&node_ratios);
     println!();
     if let Some(x) = node_ratio {
-        println!("hookline / node throughput: {x:.2}");
+        if node_ratios.len() > 1 {
+            let each: Vec<String> = node_ratios.iter().map(|r| format!("{r:.2}")).collect();
+            println!(
+                "hookline / node throughput: {x:.2} (median of {} pairs of runs, one after the other: {})",
+                node_ratios.len(),
+                each.join(", ")
+            );
+        } else {
+            println!("hookline / node throughput: {x:.2}");
+        }
     }
     println!("hookline / baseline throughput: {ratio:.3}");
     for r in &runs {

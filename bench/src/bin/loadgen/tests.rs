@@ -10,7 +10,7 @@ use crate::procfs::{
     cpu_ticks, descendants, machine_ticks, members, peak_rss_kib, snapshot, tree_peak_rss_kib,
 };
 use crate::redis_stats::{RedisReading, command_calls, info_field, redis_costs};
-use crate::report::thousands;
+use crate::report::{median, thousands};
 use crate::{DEFAULT_SECRET, Proc, WRONG_SECRET, now_secs, parse_proc, parse_tree};
 
 #[test]
@@ -217,5 +217,17 @@ fn thousands_separators() {
         (1_234_567.0, "1,234,567"),
     ] {
         assert_eq!(thousands(v), want);
+    }
+}
+
+#[test]
+fn the_ratio_to_node_is_the_median_of_the_pairs() {
+    for (values, want) in [
+        (vec![], None),
+        (vec![0.9], Some(0.9)),
+        (vec![1.1, 0.7, 1.0], Some(1.0)),
+        (vec![1.2, 0.8, 1.0, 0.9], Some(0.95)),
+    ] {
+        assert_eq!(median(&values), want, "{values:?}");
     }
 }
