@@ -15,8 +15,10 @@
 #   DUP_RATIO=0 BAD_SIG_RATIO=0 LOADGEN_THREADS=1 (0: one per core)
 #   PAIRS=5 PAIR_DURATION=5 (s): the first pair is the two full runs above; each further
 #   pair runs Node.js then hookline again, and the ratio is the median over the pairs
-#   WORKER_THREADS=1 (threads of each server: edge, contacts-svc and the baseline; four
-#   busy processes share the machine's cores, so one each wastes least on wake-ups)
+#   EDGE_THREADS=1 CONTACTS_THREADS=2 BASELINE_THREADS=1 (worker threads of each server;
+#   WORKER_THREADS sets all three). Four busy processes share the cores: one thread for
+#   the edge wastes least on wake-ups, and a second for contacts-svc lets its work
+#   overlap with Redis's (BENCHMARKS.md, eighth round)
 # Everything this script starts is stopped on exit, and its directory removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +30,9 @@ SIZE=${SIZE:-2048}
 DUP_RATIO=${DUP_RATIO:-0}
 BAD_SIG_RATIO=${BAD_SIG_RATIO:-0}
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}
-WORKER_THREADS=${WORKER_THREADS:-1}
+EDGE_THREADS=${EDGE_THREADS:-${WORKER_THREADS:-1}}
+CONTACTS_THREADS=${CONTACTS_THREADS:-${WORKER_THREADS:-2}}
+BASELINE_THREADS=${BASELINE_THREADS:-${WORKER_THREADS:-1}}
 PAIRS=${PAIRS:-5}
 PAIR_DURATION=${PAIR_DURATION:-5}
 SECRET=whsec_hookline_bench_only
@@ -86,6 +90,19 @@ wait_redis() {
   return 1
 }
 
+# Waits up to 60 s until no Redis given by port ($@) is rewriting its AOF, so that one
+# run does not pay for the rewrite another run's data set off.
+wait_quiet() {
+  for _ in $(seq 1 600); do
+    local busy=0
+    for port in "$@"; do
+      redis-cli -p "$port" info persistence | grep -q '^aof_rewrite_in_progress:1' && busy=1
+    done
+    [ "$busy" = 0 ] && return 0
+    sleep 0.1
+  done
+}
+
 # Stops a server started by this script and waits until it has exited.
 stop_server() {
   kill -TERM "$1" 2>/dev/null || true
@@ -121,7 +138,7 @@ wait_redis "$redis_port"
 durability=$(redis-cli -p "$redis_port" config get appendfsync | tail -n 1)
 aof=$(redis-cli -p "$redis_port" config get appendonly | tail -n 1)
 
-"$bin/contacts-svc" --listen "127.0.0.1:$contacts_port" --worker-threads "$WORKER_THREADS" \
+"$bin/contacts-svc" --listen "127.0.0.1:$contacts_port" --worker-threads "$CONTACTS_THREADS" \
   --redis-url "redis://127.0.0.1:$redis_port/0" >"$work/contacts-svc.log" 2>&1 &
 contacts_pid=$!
 pids+=("$contacts_pid")
@@ -137,11 +154,11 @@ kind = "stripe"
 secrets = ["$SECRET"]
 tolerance_secs = 300
 TOML
-"$bin/edge" --config "$work/edge.toml" --worker-threads "$WORKER_THREADS" >"$work/edge.log" 2>&1 &
+"$bin/edge" --config "$work/edge.toml" --worker-threads "$EDGE_THREADS" >"$work/edge.log" 2>&1 &
 edge_pid=$!
 pids+=("$edge_pid")
 
-"$bin/noop" --listen "127.0.0.1:$noop_port" --worker-threads "$WORKER_THREADS" >"$work/noop.log" 2>&1 &
+"$bin/noop" --listen "127.0.0.1:$noop_port" --worker-threads "$BASELINE_THREADS" >"$work/noop.log" 2>&1 &
 noop_pid=$!
 
 # The Node.js yardstick with a Redis of its own, with the same settings as hookline's, so
@@ -174,7 +191,7 @@ cat <<TXT
 == revision: $revision
 == ports: redis $redis_port, contacts-svc $contacts_port, edge $edge_port, baseline $noop_port$node_ports (logs in $work until the end)
 == machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr)
-== servers: $WORKER_THREADS worker thread(s) each
+== servers' worker threads: edge $EDGE_THREADS, contacts-svc $CONTACTS_THREADS, baseline $BASELINE_THREADS
 == durability: redis-server $(redis-server --version | grep -o 'v=[^ ]*' | cut -c3-), appendonly $aof, appendfsync $durability (an acknowledged event is lost only if the machine fails within a second)
 == load: $CONNECTIONS keep-alive connections, ${SIZE}-byte signed checkout.session.completed events, dup ratio $DUP_RATIO, bad-signature ratio $BAD_SIG_RATIO, ${WARMUP} s warm-up + ${DURATION} s measured, per run
 TXT
@@ -210,6 +227,11 @@ if [ "$with_node" = 1 ]; then
   node_table=(--node "$work/node.json")
 fi
 
+redis_ports=("$redis_port")
+if [ "$with_node" = 1 ]; then
+  redis_ports+=("$node_redis_port")
+fi
+wait_quiet "${redis_ports[@]}"
 echo "== hookline: edge → contacts-svc → redis"
 "$bin/loadgen" run "${load[@]}" --label "hookline" \
   --url "http://127.0.0.1:$edge_port/webhooks/stripe" \
@@ -236,9 +258,11 @@ if [ "$with_node" = 1 ]; then
     --secret "$SECRET" --clk-tck "$clk_tck")
   for pair in $(seq 2 "$PAIRS"); do
     echo "== pair $pair of $PAIRS: node, then hookline (${PAIR_DURATION} s each)"
+    wait_quiet "${redis_ports[@]}"
     "$bin/loadgen" run "${pair_load[@]}" --label "node fastify cluster-2" \
       --url "http://127.0.0.1:$node_port/webhooks/stripe" \
       --service-tree "node=$node_pid" --out "$work/node-$pair.json" | sed -n 1p
+    wait_quiet "${redis_ports[@]}"
     "$bin/loadgen" run "${pair_load[@]}" --label "hookline" \
       --url "http://127.0.0.1:$edge_port/webhooks/stripe" \
       --service "edge=$edge_pid" --service "contacts-svc=$contacts_pid" \
