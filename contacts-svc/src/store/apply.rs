@@ -431,7 +431,7 @@ impl Write {
 
     pub(super) async fn run(
         &self,
-        conn: &mut redis::aio::ConnectionManager,
+        conn: &mut super::conn::Conn,
     ) -> redis::RedisResult<Value> {
         match self {
             Self::New(cmd) => cmd.query_async(conn).await,

@@ -5,7 +5,6 @@ use std::sync::LazyLock;
 
 use hookline_proto::prost::Message as _;
 use hookline_proto::v1;
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use super::stored::Stored;
@@ -111,7 +110,7 @@ impl LuaCall {
     /// or failover empties the cache, maybe again between a reload and its use).
     pub(super) async fn run<T: redis::FromRedisValue>(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut super::conn::Conn,
     ) -> redis::RedisResult<T> {
         match self.cmd(false).query_async(conn).await {
             Err(e) if is_noscript(&e) => self.cmd(true).query_async(conn).await,

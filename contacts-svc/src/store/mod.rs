@@ -32,6 +32,7 @@
 
 mod apply;
 mod batch;
+mod conn;
 mod keys;
 mod lease;
 mod page;
@@ -43,7 +44,6 @@ mod stored;
 use std::time::Duration;
 
 use hookline_proto::v1;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::contact::{ContactId, Identifier, Record};
 use crate::error::Error;
@@ -120,7 +120,7 @@ impl Loaded {
 /// Handle on the Redis database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: conn::Conn,
     opts: StoreOptions,
 }
 
@@ -134,13 +134,7 @@ impl Store {
     /// Prepares a connection to `url` without connecting: the connection is made on
     /// first use and re-made in the background whenever it breaks.
     pub fn open(url: &str, opts: StoreOptions) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(opts.command_timeout))
-            .set_response_timeout(Some(opts.command_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = conn::Conn::single(url, opts.command_timeout)?;
         Ok(Self { conn, opts })
     }
 
