@@ -429,10 +429,7 @@ impl Write {
         }
     }
 
-    pub(super) async fn run(
-        &self,
-        conn: &mut super::conn::Conn,
-    ) -> redis::RedisResult<Value> {
+    pub(super) async fn run(&self, conn: &mut super::conn::Conn) -> redis::RedisResult<Value> {
         match self {
             Self::New(cmd) => cmd.query_async(conn).await,
             Self::Update(call) => call.run(conn).await,

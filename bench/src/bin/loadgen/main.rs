@@ -149,7 +149,11 @@ pub(crate) struct TableArgs {
     /// the ratio to Node.js is judged by its median over every pair (`--node` and
     /// `--hookline` the first), so that a slow spell of a shared machine during one run
     /// does not decide it.
-    #[arg(long = "pair", value_name = "NODE_JSON,HOOKLINE_JSON", requires = "node")]
+    #[arg(
+        long = "pair",
+        value_name = "NODE_JSON,HOOKLINE_JSON",
+        requires = "node"
+    )]
     pub(crate) pairs: Vec<String>,
 }
 
