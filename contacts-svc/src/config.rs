@@ -25,6 +25,18 @@ pub struct Config {
     )]
     pub redis_url: String,
 
+    /// A Redis Cluster to store contacts in instead: some of its nodes, comma-separated
+    /// (`redis://h1:6379,redis://h2:6379`); the others are found from them. Health is
+    /// SERVING only while the cluster covers every slot.
+    #[arg(
+        long,
+        env = "REDIS_CLUSTER",
+        value_delimiter = ',',
+        conflicts_with = "redis_url",
+        global = true
+    )]
+    pub redis_cluster: Vec<String>,
+
     /// Region (ISO 3166 alpha-2) for phone numbers written without a country code.
     #[arg(long, env = "CONTACTS_DEFAULT_REGION", default_value = "US", value_parser = parse_region)]
     pub default_region: Region,
@@ -148,6 +160,31 @@ mod tests {
             "7200",
         ]);
         assert!(too_long.unwrap_err().contains("exceeds --dedup-ttl-secs"));
+    }
+
+    #[test]
+    fn a_cluster_is_a_list_of_nodes_and_excludes_a_single_redis() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["contacts-svc"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).map(|c| c.redis_cluster)
+        };
+        assert_eq!(parse(&[]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            parse(&["--redis-cluster", "redis://a:1,redis://b:2"]).unwrap(),
+            ["redis://a:1", "redis://b:2"]
+        );
+        let both = parse(&[
+            "--redis-url",
+            "redis://a:1",
+            "--redis-cluster",
+            "redis://b:2",
+        ]);
+        assert!(
+            both.unwrap_err()
+                .to_string()
+                .contains("cannot be used with")
+        );
     }
 
     #[test]

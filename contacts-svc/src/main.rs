@@ -58,17 +58,30 @@ async fn start(config: Config) -> anyhow::Result<()> {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
-    let store = Store::open(
-        &config.redis_url,
-        StoreOptions {
-            dedup_ttl: config.dedup_ttl(),
-            log_retention: config.event_log_retention().map_err(anyhow::Error::msg)?,
-            ..StoreOptions::default()
-        },
-    )
-    .with_context(|| format!("--redis-url {}", redact_url(&config.redis_url)))?;
+    let options = StoreOptions {
+        dedup_ttl: config.dedup_ttl(),
+        log_retention: config.event_log_retention().map_err(anyhow::Error::msg)?,
+        ..StoreOptions::default()
+    };
+    // Where the contacts are, as logs and errors name it (without credentials).
+    let redis = match config.redis_cluster.as_slice() {
+        [] => redact_url(&config.redis_url),
+        nodes => format!(
+            "cluster {}",
+            nodes
+                .iter()
+                .map(|n| redact_url(n))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    };
+    let store = match config.redis_cluster.as_slice() {
+        [] => Store::open(&config.redis_url, options).context("--redis-url"),
+        nodes => Store::open_cluster(nodes, options).context("--redis-cluster"),
+    }
+    .with_context(|| redis.clone())?;
     if let Some(Command::Migrate) = config.command {
-        return migrate(&store, &config.redis_url).await;
+        return migrate(&store, &redis).await;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -83,7 +96,7 @@ async fn start(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(
         listen = %listener.local_addr()?,
-        redis = %redact_url(&config.redis_url),
+        redis = %redis,
         "contacts-svc started"
     );
     contacts_svc::run(
@@ -103,8 +116,8 @@ async fn start(config: Config) -> anyhow::Result<()> {
 }
 
 /// `contacts-svc migrate`: converts the database and says what it did.
+/// Migrates the database `url` names (without credentials).
 async fn migrate(store: &Store, url: &str) -> anyhow::Result<()> {
-    let url = redact_url(url);
     let report = store
         .migrate()
         .await

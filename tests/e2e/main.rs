@@ -6,6 +6,7 @@
 
 mod batches;
 mod cli;
+mod cluster;
 mod connections;
 mod content;
 mod convergence;

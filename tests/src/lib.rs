@@ -5,7 +5,10 @@
 //!
 //! The harness only ever talks to the Redis it started.
 
+mod cluster;
 pub mod faults;
+
+pub use cluster::RedisCluster;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -217,11 +220,11 @@ impl Drop for Redis {
     }
 }
 
-fn redis_server() -> String {
+pub(crate) fn redis_server() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
 
-async fn ping(url: &str) -> bool {
+pub(crate) async fn ping(url: &str) -> bool {
     let Ok(client) = redis::Client::open(url) else {
         return false;
     };
@@ -239,7 +242,7 @@ async fn ping(url: &str) -> bool {
         .is_ok()
 }
 
-fn uuid_ish() -> String {
+pub(crate) fn uuid_ish() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
@@ -259,14 +262,25 @@ impl ContactsSvc {
     }
 
     pub async fn start_on(addr: SocketAddr, redis_url: &str) -> Self {
+        let store = contacts_svc::Store::open(redis_url, contacts_svc::StoreOptions::default())
+            .expect("redis url");
+        Self::start_with_store(addr, store).await
+    }
+
+    /// A contacts-svc on the Redis Cluster these nodes belong to.
+    pub async fn start_on_cluster(nodes: &[String]) -> Self {
+        let store = contacts_svc::Store::open_cluster(nodes, contacts_svc::StoreOptions::default())
+            .expect("cluster urls");
+        Self::start_with_store("127.0.0.1:0".parse().expect("address"), store).await
+    }
+
+    async fn start_with_store(addr: SocketAddr, store: contacts_svc::Store) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind contacts-svc");
         let addr = listener.local_addr().expect("local address");
         let metrics = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind contacts-svc metrics");
         let metrics_addr = metrics.local_addr().expect("local address");
-        let store = contacts_svc::Store::open(redis_url, contacts_svc::StoreOptions::default())
-            .expect("redis url");
         let (stop, stopped) = oneshot::channel::<()>();
         let deps = contacts_svc::Deps {
             store,

@@ -138,9 +138,29 @@ impl Store {
         Ok(Self { conn, opts })
     }
 
+    /// Prepares a connection to the Redis Cluster `nodes` belong to, without connecting.
+    pub fn open_cluster(nodes: &[String], opts: StoreOptions) -> Result<Self, redis::RedisError> {
+        let conn = conn::Conn::cluster(nodes, opts.command_timeout)?;
+        Ok(Self { conn, opts })
+    }
+
+    /// Whether Redis answers, and a cluster covers every slot (`cluster_state:ok`).
     pub async fn ping(&self) -> Result<(), Error> {
         let mut c = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        if self.conn.is_cluster() {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut c)
+                .await?;
+            if !info.lines().any(|l| l.trim() == "cluster_state:ok") {
+                return Err(Error::Redis(redis::RedisError::from((
+                    redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown),
+                    "the cluster does not cover every slot",
+                ))));
+            }
+        } else {
+            let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        }
         Ok(())
     }
 

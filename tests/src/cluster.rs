@@ -1,0 +1,161 @@
+//! A private Redis Cluster: masters and their replicas as `redis-server` processes on
+//! free ports, joined with `redis-cli --cluster create`, each in its own directory.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::{eventually, free_port, redis_server, uuid_ish};
+
+/// A running cluster; dropping it stops every node and removes its files.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+    dir: PathBuf,
+}
+
+#[derive(Debug)]
+struct Node {
+    port: u16,
+    _child: Child,
+}
+
+impl RedisCluster {
+    /// `masters` masters with `replicas` replicas each, every slot covered.
+    pub async fn start(masters: usize, replicas: usize) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "hookline-cluster-{}-{}",
+            std::process::id(),
+            uuid_ish()
+        ));
+        let mut nodes = Vec::new();
+        for _ in 0..masters * (1 + replicas) {
+            let port = free_port();
+            let node_dir = dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).expect("create a node's directory");
+            let child = Command::new(redis_server())
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--cluster-node-timeout", "2000"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .arg("--logfile")
+                .arg(node_dir.join("redis.log"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start a cluster node (redis-server)");
+            nodes.push(Node {
+                port,
+                _child: child,
+            });
+        }
+        let cluster = Self { nodes, dir };
+        for node in &cluster.nodes {
+            let url = format!("redis://127.0.0.1:{}", node.port);
+            eventually(Duration::from_secs(10), "a cluster node to answer", || {
+                let url = url.clone();
+                async move { crate::ping(&url).await.then_some(()) }
+            })
+            .await;
+        }
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new(redis_cli())
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run redis-cli --cluster create");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        // Every node must know the whole cluster before it is used.
+        for node in &cluster.nodes {
+            let port = node.port;
+            eventually(
+                Duration::from_secs(20),
+                "the cluster to cover every slot",
+                || async move {
+                    let info = cluster_info(port).await?;
+                    info.lines()
+                        .any(|l| l.trim() == "cluster_state:ok")
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+        cluster
+    }
+
+    /// The nodes' URLs, as `contacts-svc --redis-cluster` takes them.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect()
+    }
+
+    /// The number of keys each master holds, from `CLUSTER NODES` and `DBSIZE`.
+    pub async fn keys_per_master(&self) -> Vec<u64> {
+        let mut counts = Vec::new();
+        for node in &self.nodes {
+            let client =
+                redis::Client::open(format!("redis://127.0.0.1:{}", node.port)).expect("node url");
+            let mut c = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect to a node");
+            let role: Vec<redis::Value> =
+                redis::cmd("ROLE").query_async(&mut c).await.expect("ROLE");
+            let master =
+                matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
+            if master {
+                let n: u64 = redis::cmd("DBSIZE")
+                    .query_async(&mut c)
+                    .await
+                    .expect("DBSIZE");
+                counts.push(n);
+            }
+        }
+        counts
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn cluster_info(port: u16) -> Option<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut c)
+        .await
+        .ok()
+}
+
+fn redis_cli() -> String {
+    std::env::var("REDIS_CLI").unwrap_or_else(|_| "redis-cli".to_owned())
+}
