@@ -37,6 +37,14 @@ pub struct Config {
     )]
     pub redis_cluster: Vec<String>,
 
+    /// Replicas (of every master, on a cluster) that must confirm an event's writes
+    /// before it counts as applied (Redis `WAIT`, up to a second; fewer answers "retry
+    /// later"). Replication is asynchronous: with 0, a master that fails right after
+    /// answering can lose an acknowledged event to its replica's promotion. 1 is the
+    /// recommendation for a cluster.
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0, global = true)]
+    pub redis_wait_replicas: u32,
+
     /// Region (ISO 3166 alpha-2) for phone numbers written without a country code.
     #[arg(long, env = "CONTACTS_DEFAULT_REGION", default_value = "US", value_parser = parse_region)]
     pub default_region: Region,

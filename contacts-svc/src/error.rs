@@ -27,6 +27,11 @@ pub enum Error {
     /// where, with any email or phone in it masked: errors are logged.
     #[error("corrupt record {key}: {reason}")]
     Corrupt { key: String, reason: String },
+    /// Fewer replicas than `--redis-wait-replicas` confirmed the writes in time: a
+    /// failover could take them back, so the event does not count as applied yet;
+    /// retrying later is safe (the retry finds it done once they have caught up).
+    #[error("only {acked} of {wanted} replicas confirmed the writes in time")]
+    Replicas { wanted: u32, acked: u32 },
     /// Redis holds a storage layout this version cannot serve (see `store::schema`).
     #[error("{0}")]
     Layout(String),
@@ -50,6 +55,7 @@ impl Error {
             Self::Contention(_) => "contention",
             Self::Deadline => "deadline",
             Self::Corrupt { .. } => "corrupt",
+            Self::Replicas { .. } => "replicas",
             Self::Layout(_) => "layout",
         }
     }

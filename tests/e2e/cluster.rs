@@ -1,6 +1,7 @@
 //! contacts-svc on a real Redis Cluster (3 masters, 3 replicas, started by the harness):
 //! signed Stripe checkouts through the edge apply once, every command finds its slot (a
-//! cross-slot command fails on a cluster), and the data spreads over every master.
+//! cross-slot command fails on a cluster), each waits for a replica of every master, and
+//! the data spreads over every master.
 
 use std::time::Duration;
 
@@ -12,7 +13,15 @@ use hookline_tests::{
 #[tokio::test]
 async fn checkouts_apply_once_on_a_redis_cluster_and_spread_over_its_masters() {
     let cluster = RedisCluster::start(3, 1).await;
-    let contacts = ContactsSvc::start_on_cluster(&cluster.urls()).await;
+    // Each event waits for a replica of every master (WAIT goes to all of them).
+    let contacts = ContactsSvc::start_on_cluster(
+        &cluster.urls(),
+        contacts_svc::StoreOptions {
+            wait_replicas: 1,
+            ..contacts_svc::StoreOptions::default()
+        },
+    )
+    .await;
     let edge = Edge::start(&format!(
         "contacts_url = \"{}\"\ncontacts_timeout_ms = 5000\n{}",
         contacts.url(),

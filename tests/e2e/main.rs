@@ -20,6 +20,7 @@ mod migration;
 mod new_sender;
 mod observability;
 mod replay;
+mod replicas;
 mod resilience;
 mod shutdown;
 mod standard_webhooks;

@@ -102,6 +102,21 @@ impl RedisCluster {
             )
             .await;
         }
+        // And every replica must be in sync, or a write waiting for one would wait.
+        for node in &cluster.nodes {
+            let port = node.port;
+            eventually(
+                Duration::from_secs(20),
+                "every replica to be in sync",
+                || async move {
+                    let info = info_replication(port).await?;
+                    let replica = info.lines().any(|l| l.trim() == "role:slave");
+                    let up = info.lines().any(|l| l.trim() == "master_link_status:up");
+                    (!replica || up).then_some(())
+                },
+            )
+            .await;
+        }
         cluster
     }
 
@@ -151,6 +166,16 @@ async fn cluster_info(port: u16) -> Option<String> {
     let mut c = client.get_multiplexed_async_connection().await.ok()?;
     redis::cmd("CLUSTER")
         .arg("INFO")
+        .query_async(&mut c)
+        .await
+        .ok()
+}
+
+async fn info_replication(port: u16) -> Option<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    redis::cmd("INFO")
+        .arg("replication")
         .query_async(&mut c)
         .await
         .ok()

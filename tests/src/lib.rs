@@ -65,6 +65,8 @@ pub struct Redis {
     port: u16,
     dir: PathBuf,
     aof: bool,
+    /// The port of the master this server replicates.
+    replica_of: Option<u16>,
 }
 
 impl Redis {
@@ -85,9 +87,48 @@ impl Redis {
             port: free_port(),
             dir,
             aof,
+            replica_of: None,
         };
         redis.spawn().await;
         redis
+    }
+
+    /// A replica of `master`, once it has synchronized.
+    pub async fn start_replica_of(master: &Redis) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "hookline-redis-{}-{}",
+            std::process::id(),
+            uuid_ish()
+        ));
+        std::fs::create_dir_all(&dir).expect("create the redis data directory");
+        let mut replica = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            aof: false,
+            replica_of: Some(master.port),
+        };
+        replica.spawn().await;
+        let c = replica.conn().await;
+        eventually(
+            Duration::from_secs(10),
+            "the replica to synchronize",
+            || {
+                let mut c = c.clone();
+                async move {
+                    let info: String = redis::cmd("INFO")
+                        .arg("replication")
+                        .query_async(&mut c)
+                        .await
+                        .ok()?;
+                    info.lines()
+                        .any(|l| l.trim() == "master_link_status:up")
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        replica
     }
 
     async fn spawn(&mut self) {
@@ -106,6 +147,17 @@ impl Redis {
             .arg("everysec")
             .arg("--logfile")
             .arg(self.dir.join("redis.log"))
+            .args(
+                self.replica_of
+                    .map(|port| {
+                        vec![
+                            "--replicaof".to_owned(),
+                            "127.0.0.1".to_owned(),
+                            port.to_string(),
+                        ]
+                    })
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -262,15 +314,22 @@ impl ContactsSvc {
     }
 
     pub async fn start_on(addr: SocketAddr, redis_url: &str) -> Self {
-        let store = contacts_svc::Store::open(redis_url, contacts_svc::StoreOptions::default())
-            .expect("redis url");
+        Self::start_with_options(addr, redis_url, contacts_svc::StoreOptions::default()).await
+    }
+
+    /// A contacts-svc on `redis_url` with these store options.
+    pub async fn start_with_options(
+        addr: SocketAddr,
+        redis_url: &str,
+        options: contacts_svc::StoreOptions,
+    ) -> Self {
+        let store = contacts_svc::Store::open(redis_url, options).expect("redis url");
         Self::start_with_store(addr, store).await
     }
 
-    /// A contacts-svc on the Redis Cluster these nodes belong to.
-    pub async fn start_on_cluster(nodes: &[String]) -> Self {
-        let store = contacts_svc::Store::open_cluster(nodes, contacts_svc::StoreOptions::default())
-            .expect("cluster urls");
+    /// A contacts-svc on the Redis Cluster these nodes belong to, with these store options.
+    pub async fn start_on_cluster(nodes: &[String], options: contacts_svc::StoreOptions) -> Self {
+        let store = contacts_svc::Store::open_cluster(nodes, options).expect("cluster urls");
         Self::start_with_store("127.0.0.1:0".parse().expect("address"), store).await
     }
 

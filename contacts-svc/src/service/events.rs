@@ -206,6 +206,7 @@ fn error_outcome(e: &Error) -> v1::EventOutcome {
         | Error::Redis(_)
         | Error::Contention(_)
         | Error::Deadline
+        | Error::Replicas { .. }
         | Error::Corrupt { .. }
         | Error::Layout(_) => v1::EventOutcome::RetryLater,
     }

@@ -55,7 +55,11 @@ fn metadata<'a, T>(request: &'a Request<T>, key: &str) -> &'a str {
 /// Maps an error to a status, logging our own failures with their cause.
 fn status(e: Error) -> Status {
     match &e {
-        Error::Redis(_) | Error::Contention(_) | Error::Deadline | Error::InProgress(_) => {
+        Error::Redis(_)
+        | Error::Contention(_)
+        | Error::Deadline
+        | Error::InProgress(_)
+        | Error::Replicas { .. } => {
             tracing::warn!(error = %e, class = e.class(), "call failed, caller may retry");
         }
         Error::Corrupt { .. } | Error::Layout(_) => tracing::error!(error = %e, "call failed"),
@@ -77,6 +81,7 @@ fn status_of(e: &Error) -> Status {
             Status::unavailable("storage unavailable, retry later")
         }
         Error::Deadline => Status::unavailable("not applied in time, retry later"),
+        Error::Replicas { .. } => Status::unavailable("not replicated in time, retry later"),
         Error::Corrupt { .. } => Status::internal("internal error"),
         Error::Layout(_) => Status::failed_precondition("the storage layout needs a migration"),
     }

@@ -173,11 +173,28 @@ impl Store {
                 self.release(lease).await;
             }
         }
+        // An answer that says the event took effect (applied, ignored and recorded, or a
+        // duplicate) waits for the replicas asked for: a failover must not take back what
+        // the sender is told is done. WAIT covers every write this process sent so far,
+        // a duplicate's first application by this process included.
+        let settles = |s: &Result<Step, Error>| match s {
+            Ok(Step::Finish(_)) => true,
+            Ok(Step::Answer(a)) => a.outcome == v1::EventOutcome::Duplicate,
+            Err(_) => false,
+        };
+        let replicated = match &finished {
+            Ok(()) if steps.iter().any(settles) => self.replicated().await,
+            _ => Ok(()),
+        };
+        let settled = finished.and(replicated);
         steps
             .into_iter()
             .map(|step| match step? {
+                Step::Answer(applied) if applied.outcome == v1::EventOutcome::Duplicate => {
+                    settled.clone().map(|()| applied)
+                }
                 Step::Answer(applied) => Ok(applied),
-                Step::Finish(applied) => finished.clone().map(|()| applied),
+                Step::Finish(applied) => settled.clone().map(|()| applied),
             })
             .collect()
     }

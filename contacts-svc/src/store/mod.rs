@@ -66,6 +66,11 @@ pub struct StoreOptions {
     pub lease_wait: Duration,
     /// Timeout of every Redis command.
     pub command_timeout: Duration,
+    /// Replicas that must confirm a batch's writes (`WAIT`, on every master of a
+    /// cluster) before its events count as applied; 0: none.
+    pub wait_replicas: u32,
+    /// How long to wait for them before answering "retry later".
+    pub wait_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -76,6 +81,8 @@ impl Default for StoreOptions {
             lease: Duration::from_secs(10),
             lease_wait: Duration::from_secs(2),
             command_timeout: Duration::from_secs(2),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -142,6 +149,28 @@ impl Store {
     pub fn open_cluster(nodes: &[String], opts: StoreOptions) -> Result<Self, redis::RedisError> {
         let conn = conn::Conn::cluster(nodes, opts.command_timeout)?;
         Ok(Self { conn, opts })
+    }
+
+    /// Waits until `wait_replicas` replicas (of every master) hold every write this
+    /// process sent so far, at most `wait_timeout`.
+    pub(super) async fn replicated(&self) -> Result<(), Error> {
+        let wanted = self.opts.wait_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let mut c = self.conn.clone();
+        let timeout = u64::try_from(self.opts.wait_timeout.as_millis()).unwrap_or(u64::MAX);
+        // On a cluster the client sends WAIT to every master and answers the least.
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(timeout.max(1))
+            .query_async(&mut c)
+            .await?;
+        let acked = u32::try_from(acked).unwrap_or(0);
+        if acked < wanted {
+            return Err(Error::Replicas { wanted, acked });
+        }
+        Ok(())
     }
 
     /// Whether Redis answers, and a cluster covers every slot (`cluster_state:ok`).
