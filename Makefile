@@ -11,8 +11,8 @@ BUF     := npx --yes @bufbuild/buf@1.75.0
 help: ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
 
-run: ## start Redis, contacts-svc and edge with the development config; Ctrl-C stops all
-	@dev/run.sh
+run: ## start Redis (CLUSTER=1: a local 6-node Redis Cluster), contacts-svc and edge with the development config; Ctrl-C stops all
+	@CLUSTER=$(CLUSTER) dev/run.sh
 
 test: tools ## everything CI tests: unit and end-to-end (private redis-server, real gRPC and HTTP)
 	cargo build --workspace --bins

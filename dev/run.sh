@@ -2,7 +2,9 @@
 # `make run`: Redis (the one on $REDIS_URL if it answers, else a local redis-server with
 # AOF under .data/), contacts-svc and edge with dev/edge.toml. Prints a command that
 # sends a correctly signed sample webhook and one that shows the resulting contact.
-# Ctrl-C stops everything this script started.
+# `make run CLUSTER=1` (CLUSTER=1 here) starts a local Redis Cluster instead: 3 masters
+# and 3 replicas on ports 7001-7006, data under .data/cluster/, and contacts-svc on it
+# waiting for one replica per write. Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev/tools.sh redis-server grpcurl curl standardwebhooks
@@ -39,7 +41,37 @@ wait_for() { # what, command…
   echo "$what did not come up" >&2; exit 1
 }
 
-if redis_answers; then
+cluster_ports=(7001 7002 7003 7004 7005 7006)
+node_answers() { redis-cli -p "$1" ping >/dev/null 2>&1; }
+cluster_ok() { redis-cli -p 7001 cluster info 2>/dev/null | grep -q '^cluster_state:ok'; }
+
+if [ "${CLUSTER:-}" = 1 ]; then
+  # Nodes started before keep their nodes.conf and form the same cluster again.
+  formed=0
+  [ -f .data/cluster/7001/nodes.conf ] && formed=1
+  for port in "${cluster_ports[@]}"; do
+    if node_answers "$port"; then
+      echo "port $port is taken: make run CLUSTER=1 starts its own nodes on 7001-7006" >&2
+      exit 1
+    fi
+    mkdir -p ".data/cluster/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$PWD/.data/cluster/$port" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+      --appendonly yes --appendfsync everysec --save "" \
+      --logfile "$PWD/.data/cluster/$port/redis.log" &
+    pids+=($!)
+    wait_for "redis-server on $port" node_answers "$port"
+  done
+  if [ "$formed" = 0 ]; then
+    echo "creating the cluster (3 masters, 3 replicas)"
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cluster_ports[@]}") \
+      --cluster-replicas 1 --cluster-yes >/dev/null
+  fi
+  wait_for "the cluster" cluster_ok
+  redis_args=(--redis-cluster "$(printf 'redis://127.0.0.1:%s,' "${cluster_ports[@]}" | sed 's/,$//')"
+    --redis-wait-replicas 1)
+  echo "Redis Cluster on 127.0.0.1:7001-7006 (data in .data/cluster)"
+elif redis_answers; then
   echo "using the Redis on $redis_host:$redis_port"
 else
   mkdir -p .data/redis
@@ -49,9 +81,12 @@ else
   pids+=($!)
   wait_for "redis-server" redis_answers
 fi
+if [ "${CLUSTER:-}" != 1 ]; then
+  redis_args=(--redis-url "$redis_url")
+fi
 
 cargo build --quiet --bins
-target/debug/contacts-svc --listen 127.0.0.1:50051 --redis-url "$redis_url" &
+target/debug/contacts-svc --listen 127.0.0.1:50051 "${redis_args[@]}" &
 contacts_pid=$!
 pids+=("$contacts_pid")
 target/debug/edge --config dev/edge.toml &
