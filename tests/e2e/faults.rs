@@ -60,7 +60,7 @@ async fn redis_killed_and_restarted_under_load() {
     // before it answers, so a killed process loses nothing it acknowledged (only the
     // machine failing within a second could, under appendfsync everysec): what was
     // applied before the crash must still be there after it, and `check` finds each one.
-    services.redis.restart().await;
+    services.redis().restart().await;
     let deliveries = load.finish().await;
 
     let tally = check(&services, &deliveries).await;
@@ -75,9 +75,9 @@ async fn redis_stopped_for_ten_seconds_under_load() {
     let start = Instant::now();
     let load = Load::start(&services.sender(), events("c", 16));
     sleep_until(start + secs(3)).await;
-    services.redis.stop().await;
+    services.redis().stop().await;
     sleep_until(start + secs(13)).await;
-    services.redis.start_again().await;
+    services.redis().start_again().await;
     let deliveries = load.finish().await;
 
     let tally = check(&services, &deliveries).await;

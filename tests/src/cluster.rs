@@ -19,7 +19,7 @@ pub struct RedisCluster {
 #[derive(Debug)]
 struct Node {
     port: u16,
-    _child: Child,
+    child: Child,
 }
 
 impl RedisCluster {
@@ -35,30 +35,8 @@ impl RedisCluster {
             let port = free_port();
             let node_dir = dir.join(port.to_string());
             std::fs::create_dir_all(&node_dir).expect("create a node's directory");
-            let child = Command::new(redis_server())
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args([
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                ])
-                .args(["--cluster-node-timeout", "2000"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .arg("--logfile")
-                .arg(node_dir.join("redis.log"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("start a cluster node (redis-server)");
-            nodes.push(Node {
-                port,
-                _child: child,
-            });
+            let child = spawn_node(port, &node_dir);
+            nodes.push(Node { port, child });
         }
         let cluster = Self { nodes, dir };
         for node in &cluster.nodes {
@@ -120,6 +98,61 @@ impl RedisCluster {
         cluster
     }
 
+    /// Kills a master (SIGKILL) and waits until its replica has taken over and the
+    /// cluster covers every slot again; the killed node's port.
+    pub async fn kill_a_master(&mut self) -> u16 {
+        let mut master = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let info = info_replication(node.port).await.unwrap_or_default();
+            if info.lines().any(|l| l.trim() == "role:master") {
+                master = Some(i);
+                break;
+            }
+        }
+        let node = &mut self.nodes[master.expect("a master")];
+        let killed = node.port;
+        node.child.start_kill().expect("kill a master");
+        let _ = node.child.wait().await;
+        for node in self.nodes.iter().filter(|n| n.port != killed) {
+            let port = node.port;
+            eventually(
+                Duration::from_secs(30),
+                "a replica to take over",
+                || async move {
+                    let info = cluster_info(port).await?;
+                    info.lines()
+                        .any(|l| l.trim() == "cluster_state:ok")
+                        .then_some(())
+                },
+            )
+            .await;
+        }
+        killed
+    }
+
+    /// Starts the node on `port` again (killed before): it rejoins as a replica of the
+    /// master that took its place, and the call returns once it is in sync.
+    pub async fn restart(&mut self, port: u16) {
+        let dir = self.dir.join(port.to_string());
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster");
+        node.child = spawn_node(port, &dir);
+        eventually(
+            Duration::from_secs(30),
+            "the node to rejoin in sync",
+            || async move {
+                let info = info_replication(port).await?;
+                let replica = info.lines().any(|l| l.trim() == "role:slave");
+                let up = info.lines().any(|l| l.trim() == "master_link_status:up");
+                (replica && up).then_some(())
+            },
+        )
+        .await;
+    }
+
     /// The nodes' URLs, as `contacts-svc --redis-cluster` takes them.
     pub fn urls(&self) -> Vec<String> {
         self.nodes
@@ -159,6 +192,31 @@ impl Drop for RedisCluster {
         self.nodes.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A cluster node on `port` with its files in `dir` (a node started again on the same
+/// directory rejoins the cluster it knew).
+fn spawn_node(port: u16, dir: &std::path::Path) -> Child {
+    Command::new(redis_server())
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ])
+        .args(["--cluster-node-timeout", "2000"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start a cluster node (redis-server)")
 }
 
 async fn cluster_info(port: u16) -> Option<String> {

@@ -139,6 +139,28 @@ impl Store {
             ))
             .await;
 
+        // With replicas asked for, the contacts' writes must be on them before any done
+        // marker is written: on a cluster the marker may live on another master than
+        // the contact, and a marker that survives a failover which took the contact
+        // back would answer the event's redelivery "duplicate" with nothing applied.
+        let written = if steps.iter().any(|s| matches!(s, Ok(Step::Finish(_)))) {
+            self.replicated().await
+        } else {
+            Ok(())
+        };
+        let mut unsettled = Vec::with_capacity(steps.len());
+        for (lease, step) in leases.iter().zip(steps) {
+            unsettled.push(match (step, &written) {
+                // Not done: the lease goes, so that the retry need not wait for it.
+                (Ok(Step::Finish(_)), Err(e)) => {
+                    self.release(lease).await;
+                    Err(e.clone())
+                }
+                (step, _) => step,
+            });
+        }
+        let steps = unsettled;
+
         // The log entry before the markers: if we crash in between, the retry logs the
         // events again (a listing shows such an event twice, never not at all). A marker is written whoever holds the lease now: a caller that took over
         // an expired lease applies the same event to the same effect, so either record

@@ -11,14 +11,13 @@
 //! command or script ever spans two slots.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Arg, Cmd, Pipeline, RedisFuture, Value};
-use tokio::sync::OnceCell;
 
 /// A connection to Redis; cheap to clone (clones share it).
 #[derive(Clone)]
@@ -29,11 +28,13 @@ pub(super) struct Conn {
 #[derive(Clone)]
 enum Inner {
     Single(ConnectionManager),
-    /// Connected on first use (and again on the next use while that fails); the cluster
-    /// client then follows the cluster's changes (MOVED, ASK, failovers) itself.
+    /// Connected on first use; the cluster client follows the cluster's changes that
+    /// its nodes announce (MOVED, ASK). A connection that fails or times out is dropped
+    /// and the next use connects anew, reading the slots from the nodes given: that is
+    /// how a master that died (its replica promoted) is left behind.
     Cluster {
         client: Arc<ClusterClient>,
-        conn: Arc<OnceCell<ClusterConnection>>,
+        conn: Arc<Mutex<Option<ClusterConnection>>>,
     },
 }
 
@@ -63,7 +64,7 @@ impl Conn {
         Ok(Self {
             inner: Inner::Cluster {
                 client: Arc::new(client),
-                conn: Arc::new(OnceCell::new()),
+                conn: Arc::new(Mutex::new(None)),
             },
         })
     }
@@ -74,11 +75,32 @@ impl Conn {
 
     async fn cluster_conn(
         client: &ClusterClient,
-        conn: &OnceCell<ClusterConnection>,
+        conn: &Mutex<Option<ClusterConnection>>,
     ) -> redis::RedisResult<ClusterConnection> {
-        conn.get_or_try_init(|| client.get_async_connection())
-            .await
-            .cloned()
+        if let Some(c) = conn.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(c);
+        }
+        let fresh = client.get_async_connection().await?;
+        *conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Drops the cluster connection after `result` failed in a way a new topology may
+    /// cure (a node unreachable or silent, the cluster down or moving).
+    fn after<T>(
+        conn: &Mutex<Option<ClusterConnection>>,
+        result: redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        if let Err(e) = &result
+            && (e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown))
+        {
+            *conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        result
     }
 }
 
@@ -87,10 +109,11 @@ impl ConnectionLike for Conn {
         match &mut self.inner {
             Inner::Single(c) => c.req_packed_command(cmd),
             Inner::Cluster { client, conn } => Box::pin(async move {
-                Self::cluster_conn(client, conn)
-                    .await?
-                    .req_packed_command(cmd)
-                    .await
+                let result = match Self::cluster_conn(client, conn).await {
+                    Ok(mut c) => c.req_packed_command(cmd).await,
+                    Err(e) => Err(e),
+                };
+                Self::after(conn, result)
             }),
         }
     }
@@ -110,8 +133,11 @@ impl ConnectionLike for Conn {
                         "a transaction cannot be cut by slot",
                     )));
                 }
-                let c = Self::cluster_conn(client, conn).await?;
-                let replies = by_slot(c, pipeline).await?;
+                let result = match Self::cluster_conn(client, conn).await {
+                    Ok(c) => by_slot(c, pipeline).await,
+                    Err(e) => Err(e),
+                };
+                let replies = Self::after(conn, result)?;
                 Ok(replies.into_iter().skip(offset).take(count).collect())
             }),
         }

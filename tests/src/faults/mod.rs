@@ -16,7 +16,7 @@ mod services;
 
 pub use check::{Tally, check};
 pub use load::{Answer, Delivery, Event, Load, Sender};
-pub use services::{Down, Services};
+pub use services::{Backend, Down, Services};
 
 use std::time::Duration;
 

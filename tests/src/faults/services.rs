@@ -13,8 +13,8 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::{
-    Redis, STRIPE_SECRET, TempDir, TempFile, eventually, free_port, metric, now_millis,
-    workspace_bin,
+    Redis, RedisCluster, STRIPE_SECRET, TempDir, TempFile, eventually, free_port, metric,
+    now_millis, workspace_bin,
 };
 
 use super::load::Sender;
@@ -35,12 +35,21 @@ impl Down {
     }
 }
 
-/// Redis with AOF, contacts-svc and the edge as child processes on fixed ports.
-/// Processes are killed when this is dropped; if that happens in a failing test their
-/// logs are printed first.
+/// Where contacts-svc keeps its data.
+#[derive(Debug)]
+pub enum Backend {
+    /// One Redis with AOF.
+    Single(Redis),
+    /// A Redis Cluster; contacts-svc waits for one replica per write.
+    Cluster(RedisCluster),
+}
+
+/// Redis (one, or a cluster), contacts-svc and the edge as child processes on fixed
+/// ports. Processes are killed when this is dropped; if that happens in a failing test
+/// their logs are printed first.
 #[derive(Debug)]
 pub struct Services {
-    pub redis: Redis,
+    pub backend: Backend,
     pub http_port: u16,
     metrics_port: u16,
     grpc_port: u16,
@@ -58,7 +67,15 @@ impl Services {
     /// Starts everything, the edge with these top-level keys added to its configuration
     /// (`spool_max_bytes`, say), and waits until the edge is ready.
     pub async fn start(top: &str) -> Self {
-        let redis = Redis::start_with(true).await;
+        Self::start_on(Backend::Single(Redis::start_with(true).await), top).await
+    }
+
+    /// [`Services::start`] on a Redis Cluster of 3 masters with a replica each.
+    pub async fn start_on_cluster() -> Self {
+        Self::start_on(Backend::Cluster(RedisCluster::start(3, 1).await), "").await
+    }
+
+    async fn start_on(backend: Backend, top: &str) -> Self {
         let (http_port, metrics_port, grpc_port) = (free_port(), free_port(), free_port());
         let config = TempFile::new(
             "hookline-faults",
@@ -73,7 +90,7 @@ impl Services {
             ),
         );
         let mut services = Self {
-            redis,
+            backend,
             http_port,
             metrics_port,
             grpc_port,
@@ -89,6 +106,22 @@ impl Services {
         services.start_edge().await;
         services.wait_ready().await;
         services
+    }
+
+    /// The one Redis (not a cluster).
+    pub fn redis(&mut self) -> &mut Redis {
+        match &mut self.backend {
+            Backend::Single(redis) => redis,
+            Backend::Cluster(_) => panic!("these services run on a cluster"),
+        }
+    }
+
+    /// The cluster.
+    pub fn cluster(&mut self) -> &mut RedisCluster {
+        match &mut self.backend {
+            Backend::Cluster(cluster) => cluster,
+            Backend::Single(_) => panic!("these services run on one Redis"),
+        }
     }
 
     /// A sender to this edge.
@@ -115,7 +148,15 @@ impl Services {
         let (out, err) = self.log("contacts-svc");
         let child = Command::new(workspace_bin("contacts-svc"))
             .args(["--listen", &format!("127.0.0.1:{}", self.grpc_port)])
-            .args(["--redis-url", &self.redis.url()])
+            .args(match &self.backend {
+                Backend::Single(redis) => vec!["--redis-url".to_owned(), redis.url()],
+                Backend::Cluster(cluster) => vec![
+                    "--redis-cluster".to_owned(),
+                    cluster.urls().join(","),
+                    "--redis-wait-replicas".to_owned(),
+                    "1".to_owned(),
+                ],
+            })
             .args(["--shutdown-grace-secs", "5"])
             .stdin(Stdio::null())
             .stdout(out)
