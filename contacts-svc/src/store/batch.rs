@@ -1,6 +1,9 @@
 //! Batches of events: copies told apart, one round trip that takes every lease and reads
-//! every index entry, each event then resolved and written on its own (`apply.rs`), and
-//! one last round trip that writes every webhook log entry and done marker.
+//! every index entry, each event then resolved and written on its own (`apply.rs`, its
+//! first writes sent together, `round.rs`), and one last round trip that writes every
+//! webhook log entry and done marker. With `--redis-wait-replicas`, the replicas confirm
+//! the contacts' writes before the markers are written, and the markers before the
+//! answer.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -162,9 +165,10 @@ impl Store {
         let steps = unsettled;
 
         // The log entry before the markers: if we crash in between, the retry logs the
-        // events again (a listing shows such an event twice, never not at all). A marker is written whoever holds the lease now: a caller that took over
-        // an expired lease applies the same event to the same effect, so either record
-        // is right, and a failing caller only ever deletes its own lease.
+        // events again (a listing shows such an event twice, never not at all). A marker
+        // is written whoever holds the lease now: a caller that took over an expired
+        // lease applies the same event to the same effect, so either record is right,
+        // and a failing caller only ever deletes its own lease.
         let mut log = redis::cmd("XADD");
         log.arg(EVENTS)
             .arg("MINID")

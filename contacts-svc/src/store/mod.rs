@@ -1,7 +1,8 @@
-//! All Redis access; nothing else in contacts-svc sees Redis. The key layout and the
-//! scripts are in `keys.rs`, leases and done markers in `lease.rs`, resolving and
-//! writing contacts in `apply.rs` (one event), `batch.rs` and `round.rs` (the round trips a
-//! batch shares), reads and listings in `read.rs`.
+//! All Redis access; nothing else in contacts-svc sees Redis. The connection (one server
+//! or a cluster) is in `conn.rs`, the key layout and the scripts in `keys.rs`, leases and
+//! done markers in `lease.rs`, resolving and writing contacts in `apply.rs` (one event),
+//! `batch.rs` and `round.rs` (the round trips a batch shares), reads and listings in
+//! `read.rs`.
 //!
 //! ```text
 //! hl:schema                  string  the layout's version ("2"; see `schema.rs`)
@@ -16,8 +17,8 @@
 //!                                    with their receipt times, trimmed by its retention
 //! ```
 //!
-//! The layout is ready for Redis Cluster: every key of one contact shares the hash tag
-//! `{<contact id>}`, and each script touches one key. A contact's update and its log
+//! The layout runs on Redis Cluster: every key of one contact shares the hash tag
+//! `{<contact id>}`, each script touches one key, and `conn.rs` cuts pipelines by slot. A contact's update and its log
 //! entry are one value, so a crash leaves nothing half applied. Everything else (index
 //! claims, merges, the listings) is idempotent and ordered so that a retry after a crash
 //! completes the work.
