@@ -98,8 +98,8 @@ impl RedisCluster {
         cluster
     }
 
-    /// Kills a master (SIGKILL) and waits until its replica has taken over and the
-    /// cluster covers every slot again; the killed node's port.
+    /// Kills a master (SIGKILL) and waits until its replica has taken over its slots and
+    /// the cluster covers every slot again; the killed node's port.
     pub async fn kill_a_master(&mut self) -> u16 {
         let mut master = None;
         for (i, node) in self.nodes.iter().enumerate() {
@@ -111,20 +111,25 @@ impl RedisCluster {
         }
         let node = &mut self.nodes[master.expect("a master")];
         let killed = node.port;
+        let id = cluster_command(killed, "MYID")
+            .await
+            .expect("the master's id");
         node.child.start_kill().expect("kill a master");
         let _ = node.child.wait().await;
         for node in self.nodes.iter().filter(|n| n.port != killed) {
-            let port = node.port;
-            eventually(
-                Duration::from_secs(30),
-                "a replica to take over",
-                || async move {
+            let (port, id) = (node.port, id.clone());
+            eventually(Duration::from_secs(30), "a replica to take over", || {
+                let id = id.clone();
+                async move {
+                    // The killed node marked failed, holding no slot any more.
+                    let nodes = cluster_command(port, "NODES").await?;
+                    let line = nodes.lines().find(|l| l.starts_with(id.as_str()))?;
+                    let taken_over = line.contains("fail") && line.split(' ').count() <= 8;
                     let info = cluster_info(port).await?;
-                    info.lines()
-                        .any(|l| l.trim() == "cluster_state:ok")
-                        .then_some(())
-                },
-            )
+                    let ok = info.lines().any(|l| l.trim() == "cluster_state:ok");
+                    (taken_over && ok).then_some(())
+                }
+            })
             .await;
         }
         killed
@@ -220,10 +225,15 @@ fn spawn_node(port: u16, dir: &std::path::Path) -> Child {
 }
 
 async fn cluster_info(port: u16) -> Option<String> {
+    cluster_command(port, "INFO").await
+}
+
+/// `CLUSTER <sub>` on one node, its answer as text.
+async fn cluster_command(port: u16, sub: &str) -> Option<String> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
     let mut c = client.get_multiplexed_async_connection().await.ok()?;
     redis::cmd("CLUSTER")
-        .arg("INFO")
+        .arg(sub)
         .query_async(&mut c)
         .await
         .ok()

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use hookline_proto::v1;
+use redis::Value;
 
 use super::apply::unchanged;
 use super::keys::EVENTS;
@@ -34,6 +35,15 @@ fn gate(ev: &ParsedEvent) -> (&str, bool) {
     } else {
         (ev.id.as_str(), false)
     }
+}
+
+/// One pipeline of `cmds`, in order, their replies dropped.
+fn ignored(cmds: impl IntoIterator<Item = redis::Cmd>) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for cmd in cmds {
+        pipe.add_command(cmd).ignore();
+    }
+    pipe
 }
 
 /// The answer for an event whose record says it was taken care of before.
@@ -184,13 +194,21 @@ impl Store {
         }
         let finished = if markers.is_empty() {
             Ok(())
-        } else {
-            let mut pipe = redis::pipe();
-            pipe.add_command(log).ignore();
-            for marker in markers {
-                pipe.add_command(marker).ignore();
+        } else if self.opts.wait_replicas > 0 {
+            // The same order across a failover: the log entry is on the replicas before
+            // any marker is written, or a marker that outlived its log entry would answer
+            // the redelivery "duplicate" and the event would never be listed.
+            let mut c = self.conn.clone();
+            match log.query_async::<Value>(&mut c).await {
+                Ok(_) => match self.replicated().await {
+                    Ok(()) => self.query::<()>(&ignored(markers)).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e.into()),
             }
-            self.query::<()>(&pipe).await
+        } else {
+            self.query::<()>(&ignored(std::iter::once(log).chain(markers)))
+                .await
         };
         // A replay's lock goes once its record says what became of the event (when it
         // failed before, it was released then): either way the record is as it should be.
