@@ -2,8 +2,8 @@
 //! every index entry, each event then resolved and written on its own (`apply.rs`, its
 //! first writes sent together, `round.rs`), and one last round trip that writes every
 //! webhook log entry and done marker. With `--redis-wait-replicas`, the replicas confirm
-//! the contacts' writes before the markers are written, and the markers before the
-//! answer.
+//! each step before the next is written: the contacts, the log entry, the markers, then
+//! the answer.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
