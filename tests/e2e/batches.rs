@@ -132,20 +132,12 @@ async fn the_new_contacts_of_a_batch_are_written_together_and_listed_once() {
             )
         })
         .collect();
-    let results = contacts
-        .client()
-        .await
-        .apply_events(v1::ApplyEventsRequest { items })
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let answers = contacts.apply_events(items).await;
     assert!(
-        results.iter().all(|r| r
-            .response
-            .as_ref()
-            .is_some_and(|a| a.outcome() == v1::EventOutcome::Applied)),
-        "{results:?}"
+        answers
+            .iter()
+            .all(|a| a.outcome() == v1::EventOutcome::Applied),
+        "{answers:?}"
     );
     // One entry in each listing for the whole batch: the listing of new contacts is
     // written with the contacts, in the batch's one pipeline of first writes.
@@ -158,17 +150,7 @@ async fn the_new_contacts_of_a_batch_are_written_together_and_listed_once() {
             .unwrap();
         assert_eq!(len, 1, "{stream}");
     }
-    let listed = contacts
-        .client()
-        .await
-        .list_contacts(v1::ListContactsRequest {
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .contacts;
+    let listed = contacts.contacts().await;
     let mut emails: Vec<_> = listed.iter().map(|c| c.email.clone()).collect();
     emails.sort();
     let want: Vec<_> = (0..8).map(|i| format!("new{i}@example.com")).collect();

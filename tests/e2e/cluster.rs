@@ -64,17 +64,7 @@ async fn checkouts_apply_once_on_a_redis_cluster_and_spread_over_its_masters() {
     }
     let log = contacts.events(v1::ListEventsRequest::default()).await;
     assert_eq!(log.len(), 12);
-    let listed = contacts
-        .client()
-        .await
-        .list_contacts(v1::ListContactsRequest {
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .contacts;
+    let listed = contacts.contacts().await;
     assert_eq!(listed.len(), 12);
     let keys = cluster.keys_per_master().await;
     assert_eq!(keys.len(), 3, "{keys:?}");

@@ -8,18 +8,9 @@ use hookline_tests::{ContactsSvc, Redis, contact_item};
 
 async fn apply(contacts: &ContactsSvc, id: &str, email: &str) -> v1::ApplyEventResponse {
     contacts
-        .client()
+        .apply_events(vec![contact_item(id, email, None)])
         .await
-        .apply_events(v1::ApplyEventsRequest {
-            items: vec![contact_item(id, email, None)],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .results
         .remove(0)
-        .response
-        .expect("an answer")
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::{eventually, free_port, redis_server, uuid_ish};
+use crate::{data_dir, eventually, free_port, redis_server, says};
 
 /// A running cluster; dropping it stops every node and removes its files.
 #[derive(Debug)]
@@ -25,11 +25,7 @@ struct Node {
 impl RedisCluster {
     /// `masters` masters with `replicas` replicas each, every slot covered.
     pub async fn start(masters: usize, replicas: usize) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "hookline-cluster-{}-{}",
-            std::process::id(),
-            uuid_ish()
-        ));
+        let dir = data_dir("hookline-cluster");
         let mut nodes = Vec::new();
         for _ in 0..masters * (1 + replicas) {
             let port = free_port();
@@ -65,32 +61,16 @@ impl RedisCluster {
             "redis-cli --cluster create: {}",
             String::from_utf8_lossy(&created.stdout)
         );
-        // Every node must know the whole cluster before it is used.
+        // Every node must know the whole cluster, and every replica be in sync (or a
+        // write waiting for one would wait), before it is used.
         for node in &cluster.nodes {
             let port = node.port;
             eventually(
                 Duration::from_secs(20),
-                "the cluster to cover every slot",
+                "the cluster to be ready",
                 || async move {
-                    let info = cluster_info(port).await?;
-                    info.lines()
-                        .any(|l| l.trim() == "cluster_state:ok")
-                        .then_some(())
-                },
-            )
-            .await;
-        }
-        // And every replica must be in sync, or a write waiting for one would wait.
-        for node in &cluster.nodes {
-            let port = node.port;
-            eventually(
-                Duration::from_secs(20),
-                "every replica to be in sync",
-                || async move {
-                    let info = info_replication(port).await?;
-                    let replica = info.lines().any(|l| l.trim() == "role:slave");
-                    let up = info.lines().any(|l| l.trim() == "master_link_status:up");
-                    (!replica || up).then_some(())
+                    let (replica, up) = replication(port).await?;
+                    (covers_every_slot(port).await? && (!replica || up)).then_some(())
                 },
             )
             .await;
@@ -103,8 +83,7 @@ impl RedisCluster {
     pub async fn kill_a_master(&mut self) -> u16 {
         let mut master = None;
         for (i, node) in self.nodes.iter().enumerate() {
-            let info = info_replication(node.port).await.unwrap_or_default();
-            if info.lines().any(|l| l.trim() == "role:master") {
+            if replication(node.port).await == Some((false, false)) {
                 master = Some(i);
                 break;
             }
@@ -125,9 +104,7 @@ impl RedisCluster {
                     let nodes = cluster_command(port, "NODES").await?;
                     let line = nodes.lines().find(|l| l.starts_with(id.as_str()))?;
                     let taken_over = line.contains("fail") && line.split(' ').count() <= 8;
-                    let info = cluster_info(port).await?;
-                    let ok = info.lines().any(|l| l.trim() == "cluster_state:ok");
-                    (taken_over && ok).then_some(())
+                    (taken_over && covers_every_slot(port).await?).then_some(())
                 }
             })
             .await;
@@ -148,12 +125,7 @@ impl RedisCluster {
         eventually(
             Duration::from_secs(30),
             "the node to rejoin in sync",
-            || async move {
-                let info = info_replication(port).await?;
-                let replica = info.lines().any(|l| l.trim() == "role:slave");
-                let up = info.lines().any(|l| l.trim() == "master_link_status:up");
-                (replica && up).then_some(())
-            },
+            || async move { (replication(port).await? == (true, true)).then_some(()) },
         )
         .await;
     }
@@ -166,27 +138,19 @@ impl RedisCluster {
             .collect()
     }
 
-    /// The number of keys each master holds, from `CLUSTER NODES` and `DBSIZE`.
+    /// The number of keys each master holds (`DBSIZE`).
     pub async fn keys_per_master(&self) -> Vec<u64> {
         let mut counts = Vec::new();
         for node in &self.nodes {
-            let client =
-                redis::Client::open(format!("redis://127.0.0.1:{}", node.port)).expect("node url");
-            let mut c = client
-                .get_multiplexed_async_connection()
-                .await
-                .expect("connect to a node");
-            let role: Vec<redis::Value> =
-                redis::cmd("ROLE").query_async(&mut c).await.expect("ROLE");
-            let master =
-                matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master");
-            if master {
-                let n: u64 = redis::cmd("DBSIZE")
-                    .query_async(&mut c)
-                    .await
-                    .expect("DBSIZE");
-                counts.push(n);
+            if replication(node.port).await != Some((false, false)) {
+                continue;
             }
+            let mut c = connect(node.port).await.expect("connect to a master");
+            let n: u64 = redis::cmd("DBSIZE")
+                .query_async(&mut c)
+                .await
+                .expect("DBSIZE");
+            counts.push(n);
         }
         counts
     }
@@ -224,14 +188,14 @@ fn spawn_node(port: u16, dir: &std::path::Path) -> Child {
         .expect("start a cluster node (redis-server)")
 }
 
-async fn cluster_info(port: u16) -> Option<String> {
-    cluster_command(port, "INFO").await
+async fn connect(port: u16) -> Option<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    client.get_multiplexed_async_connection().await.ok()
 }
 
 /// `CLUSTER <sub>` on one node, its answer as text.
 async fn cluster_command(port: u16, sub: &str) -> Option<String> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    let mut c = connect(port).await?;
     redis::cmd("CLUSTER")
         .arg(sub)
         .query_async(&mut c)
@@ -239,14 +203,26 @@ async fn cluster_command(port: u16, sub: &str) -> Option<String> {
         .ok()
 }
 
-async fn info_replication(port: u16) -> Option<String> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-    let mut c = client.get_multiplexed_async_connection().await.ok()?;
-    redis::cmd("INFO")
+/// Whether the node sees every slot covered.
+async fn covers_every_slot(port: u16) -> Option<bool> {
+    Some(says(
+        &cluster_command(port, "INFO").await?,
+        "cluster_state:ok",
+    ))
+}
+
+/// Whether the node is a replica, and whether its link to its master is up.
+async fn replication(port: u16) -> Option<(bool, bool)> {
+    let mut c = connect(port).await?;
+    let info: String = redis::cmd("INFO")
         .arg("replication")
         .query_async(&mut c)
         .await
-        .ok()
+        .ok()?;
+    Some((
+        says(&info, "role:slave"),
+        says(&info, "master_link_status:up"),
+    ))
 }
 
 fn redis_cli() -> String {

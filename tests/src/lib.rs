@@ -76,12 +76,7 @@ impl Redis {
     }
 
     pub async fn start_with(aof: bool) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "hookline-redis-{}-{}",
-            std::process::id(),
-            uuid_ish()
-        ));
-        std::fs::create_dir_all(&dir).expect("create the redis data directory");
+        let dir = data_dir("hookline-redis");
         let mut redis = Self {
             child: None,
             port: free_port(),
@@ -95,12 +90,7 @@ impl Redis {
 
     /// A replica of `master`, once it has synchronized.
     pub async fn start_replica_of(master: &Redis) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "hookline-redis-{}-{}",
-            std::process::id(),
-            uuid_ish()
-        ));
-        std::fs::create_dir_all(&dir).expect("create the redis data directory");
+        let dir = data_dir("hookline-redis");
         let mut replica = Self {
             child: None,
             port: free_port(),
@@ -121,9 +111,7 @@ impl Redis {
                         .query_async(&mut c)
                         .await
                         .ok()?;
-                    info.lines()
-                        .any(|l| l.trim() == "master_link_status:up")
-                        .then_some(())
+                    says(&info, "master_link_status:up").then_some(())
                 }
             },
         )
@@ -294,6 +282,18 @@ pub(crate) async fn ping(url: &str) -> bool {
         .is_ok()
 }
 
+/// Whether an `INFO`-style answer holds the line `line`.
+pub(crate) fn says(info: &str, line: &str) -> bool {
+    info.lines().any(|l| l.trim() == line)
+}
+
+/// A new directory of its own under the system's temporary directory.
+pub(crate) fn data_dir(prefix: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), uuid_ish()));
+    std::fs::create_dir_all(&dir).expect("create a data directory");
+    dir
+}
+
 pub(crate) fn uuid_ish() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
@@ -407,6 +407,36 @@ impl ContactsSvc {
             .await
             .map(|r| r.into_inner().events)
             .unwrap_or_else(|e| panic!("ListEvents {filter:?}: {e}"))
+    }
+
+    /// The first page of the contacts listing, up to 500, newest first.
+    pub async fn contacts(&self) -> Vec<v1::Contact> {
+        self.client()
+            .await
+            .list_contacts(v1::ListContactsRequest {
+                page_size: 500,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().contacts)
+            .unwrap_or_else(|e| panic!("ListContacts: {e}"))
+    }
+
+    /// One `ApplyEvents` call of `items`: each item's answer, in order.
+    pub async fn apply_events(
+        &self,
+        items: Vec<v1::ApplyEventsItem>,
+    ) -> Vec<v1::ApplyEventResponse> {
+        self.client()
+            .await
+            .apply_events(v1::ApplyEventsRequest { items })
+            .await
+            .unwrap_or_else(|e| panic!("ApplyEvents: {e}"))
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|r| r.response.expect("an answer for every item"))
+            .collect()
     }
 
     /// The webhook log's record of event `id` (none when there is no record).

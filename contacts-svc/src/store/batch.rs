@@ -161,18 +161,16 @@ impl Store {
         } else {
             Ok(())
         };
-        let mut unsettled = Vec::with_capacity(steps.len());
-        for (lease, step) in leases.iter().zip(steps) {
-            unsettled.push(match (step, &written) {
-                // Not done: the lease goes, so that the retry need not wait for it.
-                (Ok(Step::Finish(_)), Err(e)) => {
+        let mut steps = steps;
+        if let Err(e) = written {
+            for (lease, step) in leases.iter().zip(&mut steps) {
+                if matches!(step, Ok(Step::Finish(_))) {
+                    // Not done: the lease goes, so that the retry need not wait for it.
                     self.release(lease).await;
-                    Err(e.clone())
+                    *step = Err(e.clone());
                 }
-                (step, _) => step,
-            });
+            }
         }
-        let steps = unsettled;
 
         // The log entry before the markers: if we crash in between, the retry logs the
         // events again (a listing shows such an event twice, never not at all). A marker

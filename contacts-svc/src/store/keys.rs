@@ -24,6 +24,11 @@ pub(super) fn event_key(id: impl std::fmt::Display) -> String {
     format!("hl:ev:{{{id}}}")
 }
 
+/// The event id an [`event_key`] names.
+fn event_id_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix("hl:ev:{")?.strip_suffix('}')
+}
+
 /// The lock a replay of record `id` holds while it applies the event: in the record's
 /// slot, beside it, so that the record itself stays as it is until the replay is done.
 pub(super) fn replay_lock_key(id: impl std::fmt::Display) -> String {
@@ -228,11 +233,7 @@ pub(super) fn decode_record(key: &str, bytes: &[u8]) -> Result<v1::EventRecord, 
     })?;
     // A record under its own id leaves the id to its key ([`record_value`]).
     if record.event_id.is_empty() {
-        record.event_id = key
-            .strip_prefix("hl:ev:{")
-            .and_then(|k| k.strip_suffix('}'))
-            .unwrap_or_default()
-            .to_owned();
+        record.event_id = event_id_of_key(key).unwrap_or_default().to_owned();
     }
     Ok(record)
 }
