@@ -1,7 +1,8 @@
 //! Faults under a steady load of unique signed events (about 100 a second), with real
 //! processes and a real redis-server with AOF: contacts-svc killed with SIGKILL, Redis
 //! killed and restarted, and stopped for 10 s, the edge killed with SIGKILL while its spool fills,
-//! and a spool at its limit. Each test prints what became of its deliveries and checks,
+//! and a spool at its limit; on a Redis Cluster, a master killed, a failover and a
+//! resharding. Each test prints what became of its deliveries and checks,
 //! through contacts-svc's API, that every event answered 2xx took effect exactly once
 //! and that every other answer asked the sender to retry (see `faults::check`).
 
@@ -231,4 +232,77 @@ fn refused_events(deliveries: &[Delivery]) -> Vec<Arc<Event>> {
     refused.sort_by(|a, b| a.id.cmp(&b.id));
     refused.dedup_by(|a, b| a.id == b.id);
     refused
+}
+
+/// On a Redis Cluster (3 masters, a replica each) with `--redis-wait-replicas 1`, a
+/// master is killed with SIGKILL while its replica lags a second behind: the replica is
+/// promoted after the node timeout, and every write the killed master acknowledged in
+/// that second is lost. Nothing acknowledged may be among them: an event counts as
+/// applied only once a replica holds it. The killed node then comes back as a replica
+/// of its successor.
+#[tokio::test]
+async fn a_cluster_master_killed_under_load_loses_nothing_acknowledged() {
+    let mut services = Services::start_on_cluster().await;
+    let start = Instant::now();
+    let load = Load::start(&services.sender(), events("m", 10));
+    sleep_until(start + secs(3)).await;
+    let killed = services.cluster().kill_a_master(secs(1)).await;
+    sleep_until(start + secs(6)).await;
+    services.cluster().restart(killed).await;
+    let deliveries = load.finish().await;
+
+    let tally = check(&services, &deliveries).await;
+    println!("{}", tally.line("kill -9 a cluster master"));
+    assert_eq!(tally.edge_down, 0, "{tally:?}");
+    assert_share(&tally);
+}
+
+/// `CLUSTER FAILOVER` on a replica under load: the master stops writes until its
+/// replica has them all, then they swap roles. Clients are moved to the new master;
+/// every acknowledged event is applied exactly once.
+#[tokio::test]
+async fn a_cluster_failover_under_load_loses_nothing() {
+    let mut services = Services::start_on_cluster().await;
+    let start = Instant::now();
+    let load = Load::start(&services.sender(), events("f", 8));
+    sleep_until(start + secs(3)).await;
+    services.cluster().fail_over().await;
+    let deliveries = load.finish().await;
+
+    let tally = check(&services, &deliveries).await;
+    println!("{}", tally.line("cluster failover"));
+    assert_eq!(tally.edge_down, 0, "{tally:?}");
+    assert_share(&tally);
+}
+
+/// A third of the slots move from one master to another (`redis-cli --cluster
+/// reshard`, key by key) while events arrive: commands on a slot in migration are
+/// redirected (`ASK`, `MOVED`, `TRYAGAIN`) and nothing is lost or applied twice.
+#[tokio::test]
+async fn resharding_a_cluster_under_load_loses_nothing() {
+    let mut services = Services::start_on_cluster().await;
+    let start = Instant::now();
+    let load = Load::start(&services.sender(), events("r", 8));
+    sleep_until(start + secs(2)).await;
+    let resharding = Instant::now();
+    services.cluster().reshard(5461).await;
+    let resharded = Instant::now();
+    let deliveries = load.finish().await;
+
+    let during = deliveries
+        .iter()
+        .filter(|d| resharding <= d.started && d.started <= resharded)
+        .count();
+    let tally = check(&services, &deliveries).await;
+    println!(
+        "{}; {during} sent during the {:?} of resharding",
+        tally.line("cluster reshard"),
+        resharded - resharding
+    );
+    assert!(
+        during >= 100,
+        "the load hardly met the resharding: {during}"
+    );
+    assert_eq!(tally.edge_down, 0, "{tally:?}");
+    assert_share(&tally);
 }

@@ -63,24 +63,16 @@ impl RedisCluster {
         );
         // Every node must know the whole cluster, and every replica be in sync (or a
         // write waiting for one would wait), before it is used.
-        for node in &cluster.nodes {
-            let port = node.port;
-            eventually(
-                Duration::from_secs(20),
-                "the cluster to be ready",
-                || async move {
-                    let (replica, up) = replication(port).await?;
-                    (covers_every_slot(port).await? && (!replica || up)).then_some(())
-                },
-            )
-            .await;
-        }
+        cluster.wait_in_sync().await;
         cluster
     }
 
     /// Kills a master (SIGKILL) and waits until its replica has taken over its slots and
-    /// the cluster covers every slot again; the killed node's port.
-    pub async fn kill_a_master(&mut self) -> u16 {
+    /// the cluster covers every slot again; the killed node's port. For `behind` before
+    /// the kill, the replica is frozen (SIGSTOP) and its link cut, so that it misses every
+    /// write the master acknowledges meanwhile, as a replica that lags does: replication
+    /// is asynchronous, and what the replica missed is lost with the master.
+    pub async fn kill_a_master(&mut self, behind: Duration) -> u16 {
         let mut master = None;
         for (i, node) in self.nodes.iter().enumerate() {
             if replication(node.port).await == Some((false, false)) {
@@ -88,13 +80,33 @@ impl RedisCluster {
                 break;
             }
         }
-        let node = &mut self.nodes[master.expect("a master")];
-        let killed = node.port;
+        let master = master.expect("a master");
+        let killed = self.nodes[master].port;
         let id = cluster_command(killed, "MYID")
             .await
             .expect("the master's id");
+        let replica = replica_of(killed).await.expect("the master's replica");
+        let replica = self
+            .nodes
+            .iter()
+            .find(|n| n.port == replica)
+            .and_then(|n| n.child.id())
+            .expect("the replica runs");
+        // Frozen, and cut off: what the master sent before is in the replica's socket
+        // and reaches it when it thaws; what the master acknowledges from now on stays
+        // in its backlog, which dies with it.
+        signal(replica, "-STOP");
+        let mut on_master = connect(killed).await.expect("connect to the master");
+        let _: i64 = redis::cmd("CLIENT")
+            .arg(&["KILL", "TYPE", "replica"])
+            .query_async(&mut on_master)
+            .await
+            .expect("CLIENT KILL TYPE replica");
+        tokio::time::sleep(behind).await;
+        let node = &mut self.nodes[master];
         node.child.start_kill().expect("kill a master");
         let _ = node.child.wait().await;
+        signal(replica, "-CONT");
         for node in self.nodes.iter().filter(|n| n.port != killed) {
             let (port, id) = (node.port, id.clone());
             eventually(Duration::from_secs(30), "a replica to take over", || {
@@ -110,6 +122,81 @@ impl RedisCluster {
             .await;
         }
         killed
+    }
+
+    /// `CLUSTER FAILOVER` on a replica: it and its master agree on a moment when the
+    /// replica holds every write, then swap roles. Returns once the replica serves its
+    /// slots as a master and the old master follows it in sync; the promoted node's port.
+    pub async fn fail_over(&mut self) -> u16 {
+        let mut replica = None;
+        for node in &self.nodes {
+            if replication(node.port).await == Some((true, true)) {
+                replica = Some(node.port);
+                break;
+            }
+        }
+        let port = replica.expect("a replica in sync");
+        let mut c = connect(port).await.expect("connect to a replica");
+        let _: () = redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .query_async(&mut c)
+            .await
+            .expect("CLUSTER FAILOVER");
+        eventually(
+            Duration::from_secs(30),
+            "the replica to take over",
+            || async move {
+                let promoted = replication(port).await? == (false, false);
+                (promoted && covers_every_slot(port).await?).then_some(())
+            },
+        )
+        .await;
+        self.wait_in_sync().await;
+        port
+    }
+
+    /// Moves `slots` slots from one master to another with `redis-cli --cluster reshard`,
+    /// key by key (`MIGRATE`), while the cluster serves; returns once it is done.
+    pub async fn reshard(&self, slots: usize) {
+        let mut masters = Vec::new();
+        for node in &self.nodes {
+            if replication(node.port).await == Some((false, false)) {
+                let id = cluster_command(node.port, "MYID").await.expect("an id");
+                masters.push((node.port, id));
+            }
+        }
+        let [(port, from), (_, to), ..] = masters.as_slice() else {
+            panic!("two masters to reshard between: {masters:?}");
+        };
+        let moved = Command::new(redis_cli())
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{port}")])
+            .args(["--cluster-from", from, "--cluster-to", to])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run redis-cli --cluster reshard");
+        assert!(
+            moved.status.success(),
+            "redis-cli --cluster reshard: {}",
+            String::from_utf8_lossy(&moved.stdout)
+        );
+    }
+
+    /// Waits until every node sees every slot covered and every replica is in sync.
+    async fn wait_in_sync(&self) {
+        for node in &self.nodes {
+            let port = node.port;
+            eventually(
+                Duration::from_secs(20),
+                "the cluster to be ready",
+                || async move {
+                    let (replica, up) = replication(port).await?;
+                    (covers_every_slot(port).await? && (!replica || up)).then_some(())
+                },
+            )
+            .await;
+        }
     }
 
     /// Starts the node on `port` again (killed before): it rejoins as a replica of the
@@ -223,6 +310,30 @@ async fn replication(port: u16) -> Option<(bool, bool)> {
         says(&info, "role:slave"),
         says(&info, "master_link_status:up"),
     ))
+}
+
+/// The port of the first replica of the master on `port`.
+async fn replica_of(port: u16) -> Option<u16> {
+    let mut c = connect(port).await?;
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut c)
+        .await
+        .ok()?;
+    // slave0:ip=127.0.0.1,port=7004,state=online,offset=…,lag=0
+    let line = info.lines().find(|l| l.starts_with("slave0:"))?;
+    let port = line.split(',').find_map(|f| f.strip_prefix("port="))?;
+    port.parse().ok()
+}
+
+/// Sends a signal to a node's process (`kill -STOP`, say).
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
 }
 
 fn redis_cli() -> String {

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use hookline_proto::v1;
-use redis::Value;
 
 use super::apply::unchanged;
 use super::keys::EVENTS;
@@ -183,29 +182,37 @@ impl Store {
             .arg("~")
             .arg(now_millis() - millis_i64(self.opts.log_retention))
             .arg("*");
-        let mut markers = Vec::new();
+        let mut done = Vec::new();
         for ((ev, _), step) in batch.iter().zip(&steps) {
             if let Ok(Step::Finish(applied)) = step {
                 log.arg(ev.record_id.as_str()).arg(ev.received_at);
-                markers.extend(self.done_markers(ev, applied));
+                done.push((ev, applied));
             }
         }
-        let finished = if markers.is_empty() {
+        let markers = |log_entry: Option<&str>| -> Vec<redis::Cmd> {
+            let each = done.iter();
+            each.flat_map(|(ev, applied)| self.done_markers(ev, applied, log_entry))
+                .collect()
+        };
+        let finished = if done.is_empty() {
             Ok(())
         } else if self.opts.wait_replicas > 0 {
             // The same order across a failover: the log entry is on the replicas before
             // any marker is written, or a marker that outlived its log entry would answer
-            // the redelivery "duplicate" and the event would never be listed.
+            // the redelivery "duplicate" and the event would never be listed. A marker
+            // names its log entry: when this attempt fails after logging, the retry
+            // logs the event again, and the listing shows it at the entry its marker
+            // names only.
             let mut c = self.conn.clone();
-            match log.query_async::<Value>(&mut c).await {
-                Ok(_) => match self.replicated().await {
-                    Ok(()) => self.query::<()>(&ignored(markers)).await,
+            match log.query_async::<String>(&mut c).await {
+                Ok(entry) => match self.replicated().await {
+                    Ok(()) => self.query::<()>(&ignored(markers(Some(&entry)))).await,
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e.into()),
             }
         } else {
-            self.query::<()>(&ignored(std::iter::once(log).chain(markers)))
+            self.query::<()>(&ignored(std::iter::once(log).chain(markers(None))))
                 .await
         };
         // A replay's lock goes once its record says what became of the event (when it

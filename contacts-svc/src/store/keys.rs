@@ -238,20 +238,65 @@ pub(super) fn decode_record(key: &str, bytes: &[u8]) -> Result<v1::EventRecord, 
     Ok(record)
 }
 
+/// What an event key says once its event is done: the record, and the webhook log entry
+/// that lists it when the record was written knowing it.
+#[derive(Debug, PartialEq)]
+pub(super) struct Done {
+    pub(super) record: v1::EventRecord,
+    /// The id of the `hl:events:log` entry that lists the event. A listing shows the
+    /// record only there: an earlier entry of an attempt that failed after logging it
+    /// (its replicas did not confirm the log in time) names it too.
+    pub(super) log_entry: Option<String>,
+}
+
+/// The done marker an event key's value holds (see [`record_value`]); `None` for a
+/// lease, which is not one.
+pub(super) fn decode_done(key: &str, value: &[u8]) -> Option<Result<Done, Error>> {
+    let (log_entry, bytes) = match value {
+        [b'D', rest @ ..] => (None, rest),
+        [b'W', rest @ ..] => {
+            let Some(space) = rest.iter().position(|&b| b == b' ') else {
+                return Some(Err(Error::Corrupt {
+                    key: key.to_owned(),
+                    reason: "a done marker names its log entry without ending it".to_owned(),
+                }));
+            };
+            let entry = String::from_utf8_lossy(&rest[..space]).into_owned();
+            (Some(entry), &rest[space + 1..])
+        }
+        _ => return None,
+    };
+    Some(decode_record(key, bytes).map(|record| Done { record, log_entry }))
+}
+
 /// The value of the event key of `id` that says what became of the event `record`
 /// describes: `D` and the record, without the event id when it is `id` (the key names
-/// it; decoding restores it), which saves about 35 bytes per event.
+/// it; decoding restores it), which saves about 35 bytes per event. When the webhook
+/// log entry listing the event is known (it was written and confirmed by the replicas
+/// first), `W`, the entry's id and a space come before the record instead of `D`.
 /// The id is taken out for the encoding and put back, so that an ignored event's body
 /// is not copied.
-pub(super) fn record_value(record: &mut v1::EventRecord, id: &str) -> Vec<u8> {
+pub(super) fn record_value(
+    record: &mut v1::EventRecord,
+    id: &str,
+    log_entry: Option<&str>,
+) -> Vec<u8> {
     let own = record.event_id == id;
     let event_id = if own {
         std::mem::take(&mut record.event_id)
     } else {
         String::new()
     };
-    let mut value = Vec::with_capacity(1 + record.encoded_len());
-    value.push(b'D');
+    let entry_len = log_entry.map_or(0, |e| e.len() + 1);
+    let mut value = Vec::with_capacity(1 + entry_len + record.encoded_len());
+    match log_entry {
+        Some(entry) => {
+            value.push(b'W');
+            value.extend_from_slice(entry.as_bytes());
+            value.push(b' ');
+        }
+        None => value.push(b'D'),
+    }
     // A Vec grows as needed, so encoding into it cannot run out of room.
     let _ = record.encode(&mut value);
     if own {
@@ -286,7 +331,7 @@ mod tests {
     fn an_event_record_leaves_its_id_to_its_key_and_reads_back_whole() {
         let id = "stripe:evt_1Q2w3E4r5T6y7U8i";
         let mut own = record(id);
-        let value = record_value(&mut own, id);
+        let value = record_value(&mut own, id, None);
         assert_eq!(own, record(id), "the record is given back as it was");
         let text = String::from_utf8_lossy(&value);
         assert!(!text.contains("evt_1Q2w"), "{text}");
@@ -300,12 +345,37 @@ mod tests {
         let window = id;
         let occurrence = "stripe:evt_1Q2w3E4r5T6y7U8i#sha256:ab12";
         let mut other = record(occurrence);
-        let value = record_value(&mut other, window);
+        let value = record_value(&mut other, window, None);
         assert_eq!(
             decode_record(&event_key(window), &value[1..]).ok(),
             Some(record(occurrence))
         );
         let old = record(id).encode_to_vec();
         assert_eq!(decode_record(&event_key(id), &old).ok(), Some(record(id)));
+    }
+
+    #[test]
+    fn a_done_marker_reads_back_with_the_log_entry_it_names() {
+        let id = "stripe:evt_1Q2w3E4r5T6y7U8i";
+        let key = event_key(id);
+        let done = |value: &[u8]| decode_done(&key, value).map(|d| d.map_err(|e| e.to_string()));
+        let cases: [(Option<&str>, Option<&str>); 2] = [
+            (None, None),
+            (Some("1733356800000-3"), Some("1733356800000-3")),
+        ];
+        for (written, read) in cases {
+            let value = record_value(&mut record(id), id, written);
+            assert_eq!(
+                done(&value),
+                Some(Ok(Done {
+                    record: record(id),
+                    log_entry: read.map(str::to_owned),
+                })),
+                "{written:?}"
+            );
+        }
+        // A lease is not a done marker; a marker cut short is corrupt, not a lease.
+        assert_eq!(done(b"L0123456789abcdef"), None);
+        assert!(matches!(done(b"W1733356800000-3"), Some(Err(_))));
     }
 }

@@ -8,7 +8,7 @@ use hookline_proto::v1;
 use redis::Value;
 
 use super::keys::{
-    DELETE_IF, decode_record, event_key, index_read, pointer_ids, record_value, replay_lock_key,
+    DELETE_IF, decode_done, event_key, index_read, pointer_ids, record_value, replay_lock_key,
 };
 use super::{Applied, Patience, Store, millis_u64, now_millis};
 use crate::contact::{self, ContactId, EventId, Identifier, ParsedEvent};
@@ -80,29 +80,31 @@ pub(super) fn acquired(
             return Ok(None);
         }
         let value: Option<Vec<u8>> = redis::from_redis_value(record).map_err(redis_err)?;
-        return match value.as_deref() {
-            Some([b'D', rest @ ..]) => {
-                let done = decode_record(key, rest)?;
+        let Some(value) = value else {
+            return Err(Error::invalid(
+                "replay_of",
+                "no record of this event is left to replay",
+            ));
+        };
+        return match decode_done(key, &value) {
+            Some(done) => {
+                let done = done?.record;
                 if done.outcome == i32::from(v1::EventOutcome::Ignored) {
                     Ok(Some(Acquired::Lease(pointers(index)?)))
                 } else {
                     Ok(Some(Acquired::Done(Box::new(done))))
                 }
             }
-            Some(_) => Err(Error::InProgress(key.clone())),
-            None => Err(Error::invalid(
-                "replay_of",
-                "no record of this event is left to replay",
-            )),
+            None => Err(Error::InProgress(key.clone())),
         };
     }
     let current: Option<Vec<u8>> = redis::from_redis_value(reply).map_err(redis_err)?;
-    match current.as_deref() {
-        None => Ok(Some(Acquired::Lease(pointers(index)?))),
-        Some([b'D', rest @ ..]) => Ok(Some(Acquired::Done(Box::new(decode_record(
-            &lease.key, rest,
-        )?)))),
-        Some(_) => Ok(None),
+    let Some(current) = current else {
+        return Ok(Some(Acquired::Lease(pointers(index)?)));
+    };
+    match decode_done(&lease.key, &current) {
+        Some(done) => Ok(Some(Acquired::Done(Box::new(done?.record)))),
+        None => Ok(None),
     }
 }
 
@@ -192,7 +194,13 @@ impl Store {
     /// record for the dedup TTL. An event deduplicated within a shorter window (a
     /// content-derived id) holds its dedup key only that long, and keeps its record
     /// under the id of this occurrence for the dedup TTL, so the log still shows it.
-    pub(super) fn done_markers(&self, ev: &ParsedEvent, applied: &Applied) -> Vec<redis::Cmd> {
+    /// `log_entry` is the webhook log entry listing the event, when it was written first.
+    pub(super) fn done_markers(
+        &self,
+        ev: &ParsedEvent,
+        applied: &Applied,
+        log_entry: Option<&str>,
+    ) -> Vec<redis::Cmd> {
         let mut record = v1::EventRecord {
             event_id: ev.record_id.to_string(),
             source: ev.source.clone(),
@@ -222,7 +230,7 @@ impl Store {
         let mut set = |id: &EventId, ttl: Duration| {
             let mut cmd = redis::cmd("SET");
             cmd.arg(event_key(id))
-                .arg(record_value(&mut record, id.as_str()))
+                .arg(record_value(&mut record, id.as_str(), log_entry))
                 .arg("EX")
                 .arg(ttl.as_secs().max(1));
             cmd

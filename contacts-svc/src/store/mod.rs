@@ -7,7 +7,9 @@
 //! ```text
 //! hl:schema                  string  the layout's version ("2"; see `schema.rs`)
 //! hl:ev:{<event id>}         string  "L<token>" while one caller applies the event (lease,
-//!                                    PX), then "D" + EventRecord protobuf (EX dedup TTL)
+//!                                    PX), then "D" + EventRecord protobuf (EX dedup TTL);
+//!                                    "W<log entry id> " + EventRecord when it waited for
+//!                                    replicas (the listing shows it at that entry only)
 //! hl:rp:{<record id>}        string  lock of one replay of that record while it applies
 //! hl:c:{<contact id>}        string  version + record + the contact's log, or version + the
 //!                                    survivor's id once merged (see `stored.rs`)

@@ -8,7 +8,7 @@ use hookline_proto::v1;
 use redis::Value;
 
 use super::keys::{
-    CONTACTS, EVENTS, contact_key, decode_contact, decode_record, event_key, index_read,
+    CONTACTS, Done, EVENTS, contact_key, decode_contact, decode_done, event_key, index_read,
     pointer_ids,
 };
 use super::page::{Cursor, Page, Pager};
@@ -178,10 +178,19 @@ impl Store {
         let weigh = |r: &v1::EventRecord| r.encoded_len();
         let mut pager = Pager::weighed(EVENTS, Cursor::stream(after)?, limit, LOG_CHUNK, weigh);
         while let Some(batch) = pager.next_batch(self).await? {
-            let records = self
-                .load_records(batch.iter().map(|i| i.member.as_str()))
+            let done = self
+                .load_done(batch.iter().map(|i| i.member.as_str()))
                 .await?;
-            let items = records.into_iter().map(|r| r.filter(|r| keep(r))).collect();
+            // A record that names its log entry is listed there only.
+            let items = done
+                .into_iter()
+                .zip(&batch)
+                .map(|(d, item)| {
+                    d.filter(|d| d.log_entry.as_ref().is_none_or(|e| *e == item.at.entry))
+                        .map(|d| d.record)
+                        .filter(|r| keep(r))
+                })
+                .collect();
             pager.take(&batch, items);
         }
         Ok(pager.finish())
@@ -284,6 +293,20 @@ impl Store {
         &self,
         ids: impl Iterator<Item = &'a str>,
     ) -> Result<Vec<Option<v1::EventRecord>>, Error> {
+        Ok(self
+            .load_done(ids)
+            .await?
+            .into_iter()
+            .map(|d| d.map(|d| d.record))
+            .collect())
+    }
+
+    /// The done markers of events by id, `None` where the event is unknown, expired or
+    /// in progress.
+    async fn load_done<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Result<Vec<Option<Done>>, Error> {
         let keys: Vec<String> = ids.map(event_key).collect();
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -297,10 +320,7 @@ impl Store {
         values
             .into_iter()
             .zip(&keys)
-            .map(|(v, key)| match v.as_deref() {
-                Some([b'D', rest @ ..]) => decode_record(key, rest).map(Some),
-                _ => Ok(None),
-            })
+            .map(|(v, key)| v.and_then(|v| decode_done(key, &v)).transpose())
             .collect()
     }
 }
