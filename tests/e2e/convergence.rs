@@ -2,12 +2,13 @@
 //! each arrives, or on how many callers apply them at once. Scenarios are generated; each
 //! is applied through the real contacts-svc on a real Redis in several orders (with
 //! duplicates, and with the event that links two identities last), and the final
-//! contacts are compared.
+//! contacts are compared. The same properties hold on a Redis Cluster with two
+//! contacts-svc, each event applied by either.
 
 use hookline_proto::prost_types::Timestamp;
 use hookline_proto::v1::contacts_service_client::ContactsServiceClient;
 use hookline_proto::v1::{self, webhook_event::Payload};
-use hookline_tests::{ContactsSvc, Redis};
+use hookline_tests::{ContactsSvc, Redis, RedisCluster};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tokio::runtime::Runtime;
@@ -304,48 +305,98 @@ fn orders(events: &[Ev], seed: u64) -> Vec<Vec<Ev>> {
     vec![events.to_vec(), reversed, rest, shuffled]
 }
 
-/// A Redis and contacts-svc for the cases of one property (flushed between runs), with
-/// connections kept open across cases.
+/// Where the cases of one property run.
+#[derive(Clone, Copy, Debug)]
+enum On {
+    /// One Redis and one contacts-svc.
+    Redis,
+    /// A Redis Cluster (3 masters, a replica each) and two contacts-svc: each event goes
+    /// to one of them, picked by its number and the case's seed.
+    Cluster,
+}
+
+/// The Redis or cluster, flushed between runs.
+enum Backend {
+    Redis {
+        _server: Box<Redis>,
+        conn: redis::aio::MultiplexedConnection,
+    },
+    Cluster(RedisCluster),
+}
+
+/// A backend and contacts-svc for the cases of one property (flushed between runs),
+/// with connections kept open across cases.
 struct Env {
     rt: Runtime,
-    _redis: Redis,
-    _contacts: ContactsSvc,
-    redis: redis::aio::MultiplexedConnection,
-    grpc: ContactsServiceClient<Channel>,
+    backend: Backend,
+    _contacts: Vec<ContactsSvc>,
+    grpc: Vec<ContactsServiceClient<Channel>>,
 }
 
 impl Env {
-    fn start() -> Self {
+    fn start(on: On) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let (redis_server, contacts, redis, grpc) = rt.block_on(async {
-            let redis_server = Redis::start().await;
-            let contacts = ContactsSvc::start(&redis_server.url()).await;
-            let redis = redis_server.conn().await;
-            let grpc = contacts.client().await;
-            (redis_server, contacts, redis, grpc)
+        let (backend, contacts) = rt.block_on(async {
+            match on {
+                On::Redis => {
+                    let redis = Redis::start().await;
+                    let contacts = ContactsSvc::start(&redis.url()).await;
+                    let conn = redis.conn().await;
+                    (
+                        Backend::Redis {
+                            _server: Box::new(redis),
+                            conn,
+                        },
+                        vec![contacts],
+                    )
+                }
+                On::Cluster => {
+                    let cluster = RedisCluster::start(3, 1).await;
+                    let mut contacts = Vec::new();
+                    for _ in 0..2 {
+                        let options = contacts_svc::StoreOptions::default();
+                        contacts
+                            .push(ContactsSvc::start_on_cluster(&cluster.urls(), options).await);
+                    }
+                    (Backend::Cluster(cluster), contacts)
+                }
+            }
         });
+        let grpc = rt.block_on(futures::future::join_all(
+            contacts.iter().map(ContactsSvc::client),
+        ));
         Self {
             rt,
-            _redis: redis_server,
+            backend,
             _contacts: contacts,
-            redis,
             grpc,
         }
     }
 
     async fn flush(&self) {
-        let mut c = self.redis.clone();
-        let _: () = redis::cmd("FLUSHDB").query_async(&mut c).await.unwrap();
+        match &self.backend {
+            Backend::Redis { conn, .. } => {
+                let mut c = conn.clone();
+                let _: () = redis::cmd("FLUSHDB").query_async(&mut c).await.unwrap();
+            }
+            Backend::Cluster(cluster) => cluster.flush().await,
+        }
+    }
+
+    /// The contacts-svc that applies the event numbered `n` in an order drawn from `seed`.
+    fn grpc_for(&self, n: usize, seed: u64) -> ContactsServiceClient<Channel> {
+        let pick = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+        self.grpc[usize::try_from(pick % self.grpc.len() as u64).unwrap()].clone()
     }
 
     /// Every contact, without the parts that legitimately depend on order (its
     /// generated id and the ids it absorbed), in a stable order.
     async fn final_state(&self) -> Vec<v1::Contact> {
-        let mut grpc = self.grpc.clone();
+        let mut grpc = self.grpc[0].clone();
         let mut all = Vec::new();
         let mut token = String::new();
         loop {
@@ -372,12 +423,13 @@ impl Env {
         all
     }
 
-    /// Applies `events` in order; their outcomes.
-    async fn apply_all(&self, events: &[Ev]) -> Vec<v1::EventOutcome> {
-        let mut grpc = self.grpc.clone();
+    /// Applies `events` in order, each through the contacts-svc `seed` picks for it;
+    /// their outcomes.
+    async fn apply_all(&self, events: &[Ev], seed: u64) -> Vec<v1::EventOutcome> {
         let mut outcomes = Vec::with_capacity(events.len());
-        for ev in events {
-            let answer = grpc
+        for (i, ev) in events.iter().enumerate() {
+            let answer = self
+                .grpc_for(i, seed)
                 .apply_event(v1::ApplyEventRequest {
                     event: Some(ev.to_proto()),
                 })
@@ -393,9 +445,20 @@ impl Env {
 
 #[test]
 fn any_order_and_any_duplication_give_the_same_contacts() {
-    let env = Env::start();
+    permutations(On::Redis, 200);
+}
+
+#[test]
+fn any_order_and_any_duplication_give_the_same_contacts_on_a_cluster() {
+    permutations(On::Cluster, 60);
+}
+
+/// Each generated scenario, applied in every order of [`orders`], ends in the same
+/// contacts.
+fn permutations(on: On, cases: u32) {
+    let env = Env::start(on);
     let mut runner = TestRunner::new(Config {
-        cases: 200,
+        cases,
         failure_persistence: None,
         ..Config::default()
     });
@@ -404,7 +467,7 @@ fn any_order_and_any_duplication_give_the_same_contacts() {
             let mut states = Vec::new();
             for order in orders(&events, seed) {
                 env.flush().await;
-                env.apply_all(&order).await;
+                env.apply_all(&order, seed).await;
                 states.push(env.final_state().await);
             }
             for (i, state) in states.iter().enumerate().skip(1) {
@@ -425,9 +488,21 @@ fn any_order_and_any_duplication_give_the_same_contacts() {
 
 #[test]
 fn eight_parallel_appliers_of_overlapping_events_converge() {
-    let env = Env::start();
+    parallel_appliers(On::Redis, 12);
+}
+
+#[test]
+fn eight_parallel_appliers_across_two_contacts_svc_converge_on_a_cluster() {
+    parallel_appliers(On::Cluster, 8);
+}
+
+/// Eight appliers at once, each with an overlapping share of the events in its own
+/// order, end in the contacts of applying them one by one; every redelivery after
+/// them is a duplicate.
+fn parallel_appliers(on: On, cases: u32) {
+    let env = Env::start(on);
     let mut runner = TestRunner::new(Config {
-        cases: 12,
+        cases,
         failure_persistence: None,
         ..Config::default()
     });
@@ -443,7 +518,7 @@ fn eight_parallel_appliers_of_overlapping_events_converge() {
     let result = runner.run(&(many, any::<u64>()), |(events, seed)| {
         env.rt.block_on(async {
             env.flush().await;
-            env.apply_all(&events).await;
+            env.apply_all(&events, seed).await;
             let expected = env.final_state().await;
 
             env.flush().await;
@@ -452,12 +527,12 @@ fn eight_parallel_appliers_of_overlapping_events_converge() {
                 // Each applier takes an overlapping share: most events, several twice.
                 order.retain(|ev| !(ev.n as u64 + i).is_multiple_of(4) || i.is_multiple_of(2));
                 let env = &env;
-                async move { env.apply_all(&order).await }
+                async move { env.apply_all(&order, seed.wrapping_add(i)).await }
             });
             futures::future::join_all(appliers).await;
             // Every event was applied by one of the appliers: delivering each again
             // finds it done.
-            let again = env.apply_all(&events).await;
+            let again = env.apply_all(&events, !seed).await;
             prop_assert!(
                 again.iter().all(|o| *o == v1::EventOutcome::Duplicate),
                 "{:?}",

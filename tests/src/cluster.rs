@@ -225,6 +225,20 @@ impl RedisCluster {
             .collect()
     }
 
+    /// Empties every master (`FLUSHALL`); their replicas follow.
+    pub async fn flush(&self) {
+        for node in &self.nodes {
+            if replication(node.port).await != Some((false, false)) {
+                continue;
+            }
+            let mut c = connect(node.port).await.expect("connect to a master");
+            let _: () = redis::cmd("FLUSHALL")
+                .query_async(&mut c)
+                .await
+                .expect("FLUSHALL");
+        }
+    }
+
     /// The number of keys each master holds (`DBSIZE`).
     pub async fn keys_per_master(&self) -> Vec<u64> {
         let mut counts = Vec::new();
