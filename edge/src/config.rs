@@ -108,6 +108,8 @@ pub struct Config {
     /// Address of the internal gRPC API (ReplayEvents). Never the webhook port.
     pub admin_listen: Option<SocketAddr>,
     pub contacts_urls: Vec<http::Uri>,
+    /// How often the DNS names among `contacts_urls` are looked up again.
+    pub contacts_dns_refresh: Duration,
     pub max_body_bytes: usize,
     pub spool_dir: PathBuf,
     /// Most bytes of events the spool holds; beyond it, deliveries are answered with the
@@ -131,6 +133,7 @@ struct FileConfig {
     metrics_on_webhook_port: Option<bool>,
     admin_listen: Option<String>,
     contacts_url: Option<String>,
+    contacts_dns_refresh_secs: Option<u64>,
     max_body_bytes: Option<usize>,
     spool_dir: Option<PathBuf>,
     spool_max_bytes: Option<u64>,
@@ -147,6 +150,10 @@ struct FileConfig {
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_CONTACTS_URL: &str = "http://127.0.0.1:50051";
+/// Often enough to follow pods that come and go, rarely enough to cost nothing.
+const DEFAULT_CONTACTS_DNS_REFRESH_SECS: u64 = 30;
+/// A day: beyond it a name is as good as resolved once, and the value is surely a typo.
+const MAX_CONTACTS_DNS_REFRESH_SECS: u64 = 86_400;
 const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// 1 GiB: about 400,000 typical events, hours of full load or days of a quiet source.
 const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
@@ -231,6 +238,20 @@ impl Config {
         let contacts_urls = problems
             .check(urls_key, parse_urls(urls))
             .unwrap_or_default();
+        let contacts_dns_refresh = problems
+            .check(
+                "contacts_dns_refresh_secs",
+                in_range(
+                    file.contacts_dns_refresh_secs,
+                    DEFAULT_CONTACTS_DNS_REFRESH_SECS,
+                    1,
+                    MAX_CONTACTS_DNS_REFRESH_SECS,
+                ),
+            )
+            .map_or(
+                Duration::from_secs(DEFAULT_CONTACTS_DNS_REFRESH_SECS),
+                Duration::from_secs,
+            );
         let max_body_bytes = file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
         if !(1024..=64 * 1024 * 1024).contains(&max_body_bytes) {
             problems.push("max_body_bytes", "must be between 1024 and 67108864");
@@ -263,6 +284,7 @@ impl Config {
             metrics_on_webhook_port,
             admin_listen,
             contacts_urls,
+            contacts_dns_refresh,
             max_body_bytes,
             spool_dir: match (&args.spool_dir, file.spool_dir) {
                 (Some(dir), _) => dir.clone(),

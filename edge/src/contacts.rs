@@ -1,11 +1,17 @@
 //! The gRPC client of contacts-svc: one lazily connected HTTP/2 channel, balanced over
-//! every configured address, with a deadline on every call.
+//! every configured address, with a deadline on every call. A configured DNS name stands
+//! for all its addresses, looked up again every `contacts_dns_refresh_secs` (a headless
+//! service's pods as they come and go): `discovery.rs` decides the set, `refresh.rs`
+//! keeps the balancer in step with it.
 //!
 //! Webhooks that arrive together are sent together. Each event joins a queue; a
 //! dispatcher sends what has queued up as one `ApplyEvents` call as soon as one of a few
 //! call slots is free, so an event never waits for a batch to fill: when the edge is
 //! idle it goes alone at once, and under load the batches grow by themselves. A call
 //! costs far more than an event in it (HTTP/2 framing, wake-ups, Redis round trips).
+
+mod discovery;
+mod refresh;
 
 use std::time::Duration;
 
@@ -19,6 +25,12 @@ use tonic_health::pb::{
 
 use crate::trace::Trace;
 
+pub use refresh::{Resolve, SystemResolver};
+
+/// How long a connection to contacts-svc may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Changes to the balancer's endpoints waiting to be taken.
+const ENDPOINT_CHANGES: usize = 64;
 /// How long a readiness probe waits for contacts-svc.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most events in one call.
@@ -74,23 +86,45 @@ pub struct Contacts {
 
 impl Contacts {
     /// Prepares the channel; connections are made on first use and re-made as needed.
+    /// DNS names among `urls` are looked up at once and again every `dns_refresh`.
     /// Must be called within a tokio runtime: it starts the dispatcher.
-    pub fn connect_lazy(urls: &[http::Uri], timeout: Duration) -> Self {
-        let endpoints = urls.iter().map(|u| {
-            Endpoint::from(u.clone())
-                .connect_timeout(Duration::from_secs(1))
+    pub fn connect_lazy(urls: &[http::Uri], timeout: Duration, dns_refresh: Duration) -> Self {
+        Self::connect_lazy_with(urls, timeout, dns_refresh, SystemResolver)
+    }
+
+    /// [`Contacts::connect_lazy`] with names looked up and addresses tried by `resolver`.
+    pub fn connect_lazy_with(
+        urls: &[http::Uri],
+        timeout: Duration,
+        dns_refresh: Duration,
+        resolver: impl Resolve,
+    ) -> Self {
+        let endpoint = move |uri: http::Uri| {
+            Endpoint::from(uri)
+                .connect_timeout(CONNECT_TIMEOUT)
                 .timeout(timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(20))
                 .keep_alive_while_idle(true)
-        });
+        };
+        let names = urls
+            .iter()
+            .any(|u| matches!(discovery::Target::of(u), discovery::Target::Name { .. }));
         let channel = match urls {
-            [_] => endpoints
-                .into_iter()
-                .next()
-                .map(|e| e.connect_lazy())
-                .expect("one endpoint"),
-            _ => Channel::balance_list(endpoints),
+            // IP addresses only: the channel as it always was, no task and no balancer for
+            // one address.
+            [url] if !names => endpoint(url.clone()).connect_lazy(),
+            _ if !names => Channel::balance_list(urls.iter().cloned().map(endpoint)),
+            _ => {
+                let (channel, changes) = Channel::balance_channel(ENDPOINT_CHANGES);
+                let settings = refresh::Settings {
+                    every: dns_refresh,
+                    connect_timeout: CONNECT_TIMEOUT,
+                    endpoint,
+                };
+                tokio::spawn(refresh::run(urls.to_vec(), settings, resolver, changes));
+                channel
+            }
         };
         let (queue, jobs) = mpsc::channel(QUEUE);
         let client = ContactsServiceClient::new(channel.clone())
@@ -311,6 +345,9 @@ fn outcome(result: v1::ApplyEventsResult) -> Answer {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+    use std::net::SocketAddr;
+
     use super::*;
 
     #[test]
@@ -392,5 +429,64 @@ mod tests {
                 .map_err(|s| s.code());
             assert_eq!(got, want, "{result:?}");
         }
+    }
+
+    /// Resolves every name to one address that accepts, and counts the lookups; its
+    /// clones share one count, so the count's `Arc` tells whether the task still runs.
+    #[derive(Clone, Debug, Default)]
+    struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Resolve for Counting {
+        async fn lookup(&self, _host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+        }
+
+        async fn accepting(
+            &self,
+            addresses: &BTreeSet<SocketAddr>,
+            _within: Duration,
+        ) -> BTreeSet<SocketAddr> {
+            addresses.clone()
+        }
+    }
+
+    /// Polls `done` every few milliseconds until it holds, or panics after a while (of
+    /// paused time: the clock jumps ahead whenever every task waits).
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_dns_refresh_ends_with_the_last_handle() {
+        let resolver = Counting::default();
+        let urls = ["http://contacts-svc:50051".parse().expect("a URL")];
+        let contacts = Contacts::connect_lazy_with(
+            &urls,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            resolver.clone(),
+        );
+        let lookups = || resolver.0.load(std::sync::atomic::Ordering::SeqCst);
+        until("the name is looked up again", || lookups() >= 2).await;
+        let copy = contacts.clone();
+        drop(contacts);
+        // A handle is left: the refresh goes on.
+        let before = lookups();
+        until("another lookup while a handle is left", || {
+            lookups() > before
+        })
+        .await;
+        drop(copy);
+        // The dispatcher stops, the channel and its balancer go, and so does the task
+        // with its resolver.
+        until("the refresh task to end", || {
+            std::sync::Arc::strong_count(&resolver.0) == 1
+        })
+        .await;
     }
 }

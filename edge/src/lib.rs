@@ -102,7 +102,11 @@ async fn serve_all(
     (spool, closer): (Spool, Closer),
     shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
 ) {
-    let contacts = Contacts::connect_lazy(&config.contacts_urls, config.contacts_timeout);
+    let contacts = Contacts::connect_lazy(
+        &config.contacts_urls,
+        config.contacts_timeout,
+        config.contacts_dns_refresh,
+    );
     let (set_answer_by, answer_by) = watch::channel(None);
     let grace = config.shutdown_grace;
     // One signal for every server and the replayer, and one deadline for all of them:

@@ -10,6 +10,7 @@ mod cluster;
 mod connections;
 mod content;
 mod convergence;
+mod discovery;
 mod faults;
 mod gohighlevel;
 mod grpc;

@@ -303,6 +303,59 @@ fn connection_limits() {
     }
 }
 
+/// The contacts-svc URLs and how often their names are looked up again, or the one-line
+/// error.
+#[test]
+fn contacts_addresses_and_their_refresh() {
+    let check = |top: &str, want: Result<(&[&str], u64), &str>| {
+        let got = Config::parse(
+            &format!("{top}\n{SOURCE}"),
+            Path::new("."),
+            &Args::for_file("edge.toml"),
+            &|_| None,
+        )
+        .map(|c| {
+            let urls: Vec<String> = c.contacts_urls.iter().map(ToString::to_string).collect();
+            (urls, c.contacts_dns_refresh.as_secs())
+        })
+        .map_err(|e| e.to_string());
+        let want = want
+            .map(|(urls, secs)| (urls.iter().map(|u| (*u).to_owned()).collect(), secs))
+            .map_err(str::to_owned);
+        assert_eq!(got, want, "{top}");
+    };
+    check("", Ok((&["http://127.0.0.1:50051/"], 30)));
+    check(
+        "contacts_url = \"http://contacts-svc:50051, http://10.0.0.2:50051\"\n\
+         contacts_dns_refresh_secs = 1",
+        Ok((&["http://contacts-svc:50051/", "http://10.0.0.2:50051/"], 1)),
+    );
+    check(
+        "contacts_dns_refresh_secs = 86400",
+        Ok((&["http://127.0.0.1:50051/"], 86_400)),
+    );
+    for bad in ["0", "86401"] {
+        check(
+            &format!("contacts_dns_refresh_secs = {bad}"),
+            Err("contacts_dns_refresh_secs: must be between 1 and 86400"),
+        );
+    }
+    check(
+        "contacts_url = \"https://contacts-svc:50051\"",
+        Err("contacts_url: \"https://contacts-svc:50051\" must be http://host:port"),
+    );
+    // A negative number or a string is a type error naming the key.
+    for top in [
+        "contacts_dns_refresh_secs = -1",
+        "contacts_dns_refresh_secs = \"30s\"",
+    ] {
+        let err = Config::parse(top, Path::new("."), &Args::for_file("edge.toml"), &|_| None)
+            .expect_err("a type error")
+            .to_string();
+        assert!(err.contains("contacts_dns_refresh_secs"), "{top}: {err}");
+    }
+}
+
 /// Problems of the file's shape, each with its key; a syntax error located without the
 /// text around it, which may hold a secret.
 #[test]
