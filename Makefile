@@ -28,7 +28,7 @@ fmt: ## format the code
 
 bench: ## benchmark against a no-op baseline and a Node.js handler (release build, private Redis with AOF)
 	@dev/tools.sh redis-server
-	@bench/run.sh
+	@CLUSTER=$(CLUSTER) bench/run.sh
 
 tools: ## install what the tests need: redis-server (apt), grpcurl and standardwebhooks (pip)
 	@dev/tools.sh redis-server grpcurl standardwebhooks

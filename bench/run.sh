@@ -15,6 +15,9 @@
 #   DUP_RATIO=0 BAD_SIG_RATIO=0 LOADGEN_THREADS=1 (0: one per core)
 #   PAIRS=5 PAIR_DURATION=5 (s): the first pair is the two full runs above; each further
 #   pair runs Node.js then hookline again, and the ratio is the median over the pairs
+#   CLUSTER=1: hookline runs on a private Redis Cluster of 3 masters with a replica each
+#   (AOF everysec on every node) instead of one Redis, with WAIT_REPLICAS=1
+#   (--redis-wait-replicas; WAIT_REPLICAS=0 measures the cluster without it)
 #   EDGE_THREADS=1 CONTACTS_THREADS=2 BASELINE_THREADS=1 (worker threads of each server;
 #   WORKER_THREADS sets all three). Four busy processes share the cores: one thread for
 #   the edge wastes least on wake-ups, and a second for contacts-svc lets its work
@@ -34,6 +37,8 @@ EDGE_THREADS=${EDGE_THREADS:-${WORKER_THREADS:-1}}
 CONTACTS_THREADS=${CONTACTS_THREADS:-${WORKER_THREADS:-2}}
 BASELINE_THREADS=${BASELINE_THREADS:-${WORKER_THREADS:-1}}
 PAIRS=${PAIRS:-5}
+CLUSTER=${CLUSTER:-0}
+WAIT_REPLICAS=${WAIT_REPLICAS:-$([ "$CLUSTER" = 1 ] && echo 1 || echo 0)}
 PAIR_DURATION=${PAIR_DURATION:-5}
 SECRET=whsec_hookline_bench_only
 
@@ -126,20 +131,61 @@ if [ "$with_node" = 1 ] && { [ ! -f "$node_dir/node_modules/.package-lock.json" 
   (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error) >"$work/npm-ci.log" 2>&1
 fi
 
-read -r redis_port contacts_port edge_port noop_port node_redis_port node_port < <("$bin/loadgen" free-ports 6)
+read -r -a ports < <("$bin/loadgen" free-ports 11)
+redis_port=${ports[0]} contacts_port=${ports[1]} edge_port=${ports[2]} noop_port=${ports[3]}
+node_redis_port=${ports[4]} node_port=${ports[5]}
 
-mkdir -p "$work/redis"
-redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" \
-  --appendonly yes --appendfsync everysec --save "" \
-  --logfile "$work/redis.log" &
-redis_pid=$!
-pids+=("$redis_pid")
-wait_redis "$redis_port"
+# hookline's Redis: one server, or (CLUSTER=1) the nodes of a cluster, $redis_port the
+# first of them. `masters` are the ports whose data and commands count.
+redis_watch=()
+if [ "$CLUSTER" = 1 ]; then
+  cluster_ports=("$redis_port" "${ports[@]:6:5}")
+  for port in "${cluster_ports[@]}"; do
+    mkdir -p "$work/cluster/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$work/cluster/$port" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+      --appendonly yes --appendfsync everysec --save "" \
+      --logfile "$work/cluster/$port/redis.log" &
+    pids+=($!)
+    redis_watch+=(--watch "redis-$port=$!")
+    wait_redis "$port"
+  done
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cluster_ports[@]}") \
+    --cluster-replicas 1 --cluster-yes >"$work/cluster-create.log"
+  for _ in $(seq 1 300); do
+    ok=1
+    for port in "${cluster_ports[@]}"; do
+      redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok' || ok=0
+      redis-cli -p "$port" info replication | grep -q '^role:master' ||
+        redis-cli -p "$port" info replication | grep -q '^master_link_status:up' || ok=0
+    done
+    [ "$ok" = 1 ] && break
+    sleep 0.1
+  done
+  masters=()
+  for port in "${cluster_ports[@]}"; do
+    redis-cli -p "$port" info replication | grep -q '^role:master' && masters+=("$port")
+  done
+  redis_args=(--redis-cluster "$(printf 'redis://127.0.0.1:%s,' "${cluster_ports[@]}" | sed 's/,$//')")
+  redis_urls=$(printf 'redis://127.0.0.1:%s,' "${masters[@]}" | sed 's/,$//')
+else
+  mkdir -p "$work/redis"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" \
+    --appendonly yes --appendfsync everysec --save "" \
+    --logfile "$work/redis.log" &
+  pids+=($!)
+  redis_watch+=(--watch "redis=$!")
+  wait_redis "$redis_port"
+  masters=("$redis_port")
+  cluster_ports=("$redis_port")
+  redis_args=(--redis-url "redis://127.0.0.1:$redis_port/0")
+  redis_urls="redis://127.0.0.1:$redis_port/0"
+fi
 durability=$(redis-cli -p "$redis_port" config get appendfsync | tail -n 1)
 aof=$(redis-cli -p "$redis_port" config get appendonly | tail -n 1)
 
 "$bin/contacts-svc" --listen "127.0.0.1:$contacts_port" --worker-threads "$CONTACTS_THREADS" \
-  --redis-url "redis://127.0.0.1:$redis_port/0" >"$work/contacts-svc.log" 2>&1 &
+  "${redis_args[@]}" --redis-wait-replicas "$WAIT_REPLICAS" >"$work/contacts-svc.log" 2>&1 &
 contacts_pid=$!
 pids+=("$contacts_pid")
 
@@ -193,6 +239,7 @@ cat <<TXT
 == machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, $(uname -sr)
 == servers' worker threads: edge $EDGE_THREADS, contacts-svc $CONTACTS_THREADS, baseline $BASELINE_THREADS
 == durability: redis-server $(redis-server --version | grep -o 'v=[^ ]*' | cut -c3-), appendonly $aof, appendfsync $durability (an acknowledged event is lost only if the machine fails within a second)
+== hookline's redis: $([ "$CLUSTER" = 1 ] && echo "a cluster of ${#masters[@]} masters with a replica each (ports ${cluster_ports[*]})" || echo "one redis-server"), --redis-wait-replicas $WAIT_REPLICAS
 == load: $CONNECTIONS keep-alive connections, ${SIZE}-byte signed checkout.session.completed events, dup ratio $DUP_RATIO, bad-signature ratio $BAD_SIG_RATIO, ${WARMUP} s warm-up + ${DURATION} s measured, per run
 TXT
 if [ "$with_node" = 1 ]; then
@@ -227,7 +274,7 @@ if [ "$with_node" = 1 ]; then
   node_table=(--node "$work/node.json")
 fi
 
-redis_ports=("$redis_port")
+redis_ports=("${cluster_ports[@]}")
 if [ "$with_node" = 1 ]; then
   redis_ports+=("$node_redis_port")
 fi
@@ -236,18 +283,24 @@ echo "== hookline: edge → contacts-svc → redis"
 "$bin/loadgen" run "${load[@]}" --label "hookline" \
   --url "http://127.0.0.1:$edge_port/webhooks/stripe" \
   --service "edge=$edge_pid" --service "contacts-svc=$contacts_pid" \
-  --watch "redis=$redis_pid" \
-  --redis "redis://127.0.0.1:$redis_port/0" --redis-events hl:events:log --redis-events-per-field \
+  "${redis_watch[@]}" \
+  --redis "$redis_urls" --redis-events hl:events:log --redis-events-per-field \
   --out "$work/hookline.json"
 
-# What Redis holds: one record per distinct event, warm-up included (the webhook log
-# names a batch's events in one stream entry), and one contact per event.
-logged=$(redis-cli -p "$redis_port" --scan --pattern 'hl:ev:*' | wc -l)
-redis_report "$redis_port" "$logged" \
-  "$logged events recorded, $(redis-cli -p "$redis_port" --scan --pattern 'hl:c:*' | wc -l) contacts"
-# Bytes of one key of each kind (MEMORY USAGE: value, key and Redis's overhead).
-sample() { redis-cli -p "$redis_port" memory usage "$(redis-cli -p "$redis_port" --scan --pattern "$1" | head -1)"; }
-echo "== redis bytes per key (MEMORY USAGE of one): contact $(sample 'hl:c:*'), event record $(sample 'hl:ev:*'), index entries: email $(sample 'hl:idx:email:*'), phone $(sample 'hl:idx:phone:*'), payment $(sample 'hl:idx:pay:*'); streams: webhook log $(redis-cli -p "$redis_port" memory usage hl:events:log), new contacts $(redis-cli -p "$redis_port" memory usage hl:contacts:new)"
+if [ "$CLUSTER" = 1 ]; then
+  keys=()
+  for port in "${masters[@]}"; do keys+=("$port: $(redis-cli -p "$port" dbsize)"); done
+  echo "== redis keys per master: ${keys[*]}"
+else
+  # What Redis holds: one record per distinct event, warm-up included (the webhook log
+  # names a batch's events in one stream entry), and one contact per event.
+  logged=$(redis-cli -p "$redis_port" --scan --pattern 'hl:ev:*' | wc -l)
+  redis_report "$redis_port" "$logged" \
+    "$logged events recorded, $(redis-cli -p "$redis_port" --scan --pattern 'hl:c:*' | wc -l) contacts"
+  # Bytes of one key of each kind (MEMORY USAGE: value, key and Redis's overhead).
+  sample() { redis-cli -p "$redis_port" memory usage "$(redis-cli -p "$redis_port" --scan --pattern "$1" | head -1)"; }
+  echo "== redis bytes per key (MEMORY USAGE of one): contact $(sample 'hl:c:*'), event record $(sample 'hl:ev:*'), index entries: email $(sample 'hl:idx:email:*'), phone $(sample 'hl:idx:phone:*'), payment $(sample 'hl:idx:pay:*'); streams: webhook log $(redis-cli -p "$redis_port" memory usage hl:events:log), new contacts $(redis-cli -p "$redis_port" memory usage hl:contacts:new)"
+fi
 
 # More pairs of runs, Node.js then hookline, each pair one after the other: the ratio
 # is judged by its median over the pairs, so a slow spell of the machine during one

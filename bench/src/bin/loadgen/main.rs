@@ -120,8 +120,9 @@ pub(crate) struct RunArgs {
     /// Write the measurements here as JSON.
     #[arg(long, env = "LOADGEN_OUT")]
     pub(crate) out: Option<PathBuf>,
-    /// The system's Redis, e.g. redis://127.0.0.1:6379: read before and after the run
-    /// for Redis commands and bytes of memory per stored event (needs `--redis-events`).
+    /// The system's Redis, e.g. redis://127.0.0.1:6379, or the masters of a Redis Cluster,
+    /// comma-separated (their counts are summed): read before and after the run for Redis
+    /// commands and bytes of memory per stored event (needs `--redis-events`).
     #[arg(long, env = "LOADGEN_REDIS", requires = "redis_events")]
     pub(crate) redis: Option<String>,
     /// The key that holds one entry per stored event (a sorted set, stream, set, list

@@ -28,17 +28,21 @@ pub(crate) async fn redis_connect(url: &str) -> Result<redis::aio::MultiplexedCo
     .map_err(|e| format!("--redis {url}: {e}"))
 }
 
-pub(crate) async fn redis_reading(
+async fn redis_reading(
     conn: &mut redis::aio::MultiplexedConnection,
     events_key: &str,
     per_field: bool,
 ) -> Result<RedisReading, String> {
     let failed = |what: &str, e: redis::RedisError| format!("redis {what}: {e}");
-    let kind: String = redis::cmd("TYPE")
-        .arg(events_key)
-        .query_async(conn)
-        .await
-        .map_err(|e| failed("TYPE", e))?;
+    // A master of a Redis Cluster that does not serve the key's slot answers MOVED: it
+    // holds none of it.
+    let kind: String = match redis::cmd("TYPE").arg(events_key).query_async(conn).await {
+        Ok(kind) => kind,
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::Moved) => {
+            "none".to_owned()
+        }
+        Err(e) => return Err(failed("TYPE", e)),
+    };
     let size = match kind.as_str() {
         "none" => None,
         "zset" => Some("ZCARD"),
@@ -78,6 +82,28 @@ pub(crate) async fn redis_reading(
         calls: command_calls(&stats),
         stored,
     })
+}
+
+/// What several Redis hold together (the masters of a cluster), read one after another.
+pub(crate) async fn redis_readings(
+    conns: &mut [redis::aio::MultiplexedConnection],
+    events_key: &str,
+    per_field: bool,
+) -> Result<RedisReading, String> {
+    let mut total = RedisReading {
+        used_memory: 0,
+        calls: BTreeMap::new(),
+        stored: 0,
+    };
+    for conn in conns {
+        let one = redis_reading(conn, events_key, per_field).await?;
+        total.used_memory += one.used_memory;
+        total.stored += one.stored;
+        for (name, calls) in one.calls {
+            *total.calls.entry(name).or_default() += calls;
+        }
+    }
+    Ok(total)
 }
 
 /// The fields of every entry of a stream, read a thousand entries at a time.

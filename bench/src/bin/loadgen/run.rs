@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::bodies::Bodies;
 use crate::load::{Plan, RECORDING, STOPPED, Shared, Tally, WARMUP, connection, target};
 use crate::procfs::{snapshot, tree_peak_rss_kib};
-use crate::redis_stats::{redis_connect, redis_costs, redis_reading};
+use crate::redis_stats::{redis_connect, redis_costs, redis_readings};
 use crate::report::print_summary;
 use crate::{Proc, RunArgs, now_secs};
 
@@ -105,10 +105,13 @@ pub(crate) async fn run(args: RunArgs, threads: usize) -> Result<(), String> {
     // Redis is read before the warm-up and after the last answer, so the events stored
     // and the commands and memory they took cover the same requests.
     let mut redis = match (&args.redis, &args.redis_events) {
-        (Some(url), Some(key)) => {
-            let mut conn = redis_connect(url).await?;
-            let before = redis_reading(&mut conn, key, args.redis_events_per_field).await?;
-            Some((conn, key, before))
+        (Some(urls), Some(key)) => {
+            let mut conns = Vec::new();
+            for url in urls.split(',') {
+                conns.push(redis_connect(url).await?);
+            }
+            let before = redis_readings(&mut conns, key, args.redis_events_per_field).await?;
+            Some((conns, key, before))
         }
         _ => None,
     };
@@ -204,8 +207,8 @@ pub(crate) async fn run(args: RunArgs, threads: usize) -> Result<(), String> {
         .map(|(p, n)| (p.name.clone(), json!(n)))
         .collect();
     let redis = match redis.as_mut() {
-        Some((conn, key, before)) => {
-            let after = redis_reading(conn, key, args.redis_events_per_field).await?;
+        Some((conns, key, before)) => {
+            let after = redis_readings(conns, key, args.redis_events_per_field).await?;
             redis_costs(key, before, &after)
         }
         None => Value::Null,
