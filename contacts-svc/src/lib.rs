@@ -4,6 +4,7 @@
 //!
 //! [`run`] owns the server; `main.rs` only parses flags and wires.
 
+pub mod auth;
 pub mod config;
 pub mod contact;
 pub mod error;
