@@ -185,7 +185,7 @@ durability=$(redis-cli -p "$redis_port" config get appendfsync | tail -n 1)
 aof=$(redis-cli -p "$redis_port" config get appendonly | tail -n 1)
 
 "$bin/contacts-svc" --listen "127.0.0.1:$contacts_port" --worker-threads "$CONTACTS_THREADS" \
-  "${redis_args[@]}" --redis-wait-replicas "$WAIT_REPLICAS" >"$work/contacts-svc.log" 2>&1 &
+  "${redis_args[@]}" --redis-wait-replicas "$WAIT_REPLICAS" --insecure-no-auth >"$work/contacts-svc.log" 2>&1 &
 contacts_pid=$!
 pids+=("$contacts_pid")
 

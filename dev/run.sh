@@ -86,7 +86,8 @@ if [ "${CLUSTER:-}" != 1 ]; then
 fi
 
 cargo build --quiet --bins
-target/debug/contacts-svc --listen 127.0.0.1:50051 "${redis_args[@]}" &
+# Development only: no tokens (README, "Authentication").
+target/debug/contacts-svc --listen 127.0.0.1:50051 "${redis_args[@]}" --insecure-no-auth &
 contacts_pid=$!
 pids+=("$contacts_pid")
 target/debug/edge --config dev/edge.toml &

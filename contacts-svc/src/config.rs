@@ -1,10 +1,12 @@
 //! Command-line flags and their environment variables, parsed once in `main`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
+use crate::auth::{Auth, Tokens};
 use crate::contact::Region;
 
 /// contacts-svc: owns every contact update; deduplicates events with Redis SET NX.
@@ -63,6 +65,29 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(60..))]
     pub event_log_retention_secs: Option<u64>,
 
+    /// Who may call: a TOML file of tokens by their SHA-256 digest, each with its scopes
+    /// (`events:write`, `contacts:read`, `contacts:write`, `contacts:erase`) and the
+    /// sources it may write events of (README, "Authentication").
+    #[arg(
+        long,
+        env = "CONTACTS_AUTH_TOKENS_FILE",
+        conflicts_with = "insecure_no_auth"
+    )]
+    pub auth_tokens_file: Option<PathBuf>,
+
+    /// Serve every caller without a token. Only for development: say so explicitly.
+    #[arg(long, env = "CONTACTS_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// Answer health checks (`grpc.health.v1.Health`) without a token, as load balancers
+    /// and probes need.
+    #[arg(long, env = "CONTACTS_PUBLIC_HEALTH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub public_health: bool,
+
+    /// Answer server reflection (what grpcurl lists) without a token.
+    #[arg(long, env = "CONTACTS_PUBLIC_REFLECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub public_reflection: bool,
+
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     #[arg(long, env = "CONTACTS_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -112,6 +137,27 @@ impl Config {
                 "--event-log-retention-secs {s} exceeds --dedup-ttl-secs {}: an event's record is kept only that long",
                 self.dedup_ttl_secs
             )),
+        }
+    }
+
+    /// Who may call, from `--auth-tokens-file`; without it, only an explicit
+    /// `--insecure-no-auth` serves.
+    pub fn auth(&self) -> Result<Auth, String> {
+        match (&self.auth_tokens_file, self.insecure_no_auth) {
+            (Some(path), _) => {
+                let tokens = Tokens::load(path)
+                    .map_err(|e| format!("--auth-tokens-file {}: {e}", path.display()))?;
+                Ok(Auth::Tokens {
+                    tokens,
+                    public_health: self.public_health,
+                    public_reflection: self.public_reflection,
+                })
+            }
+            (None, true) => Ok(Auth::Disabled),
+            (None, false) => Err(
+                "no --auth-tokens-file: give one, or serve every caller without a token with --insecure-no-auth (development only)"
+                    .to_owned(),
+            ),
         }
     }
 

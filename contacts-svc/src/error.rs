@@ -11,6 +11,9 @@ pub enum Error {
     /// Nothing matches what the caller asked for.
     #[error("{0}")]
     NotFound(String),
+    /// The caller's token may not write events of this source.
+    #[error("the token {caller} may not write events of the source {source_name}")]
+    ForeignSource { caller: String, source_name: String },
     /// Another caller is applying the same event right now; retrying later is safe.
     #[error("event {0} is being applied by another call")]
     InProgress(String),
@@ -50,6 +53,7 @@ impl Error {
         match self {
             Self::InvalidArgument { .. } => "invalid_argument",
             Self::NotFound(_) => "not_found",
+            Self::ForeignSource { .. } => "foreign_source",
             Self::InProgress(_) => "in_progress",
             Self::Redis(_) => "redis",
             Self::Contention(_) => "contention",

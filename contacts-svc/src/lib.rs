@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+pub use crate::auth::Auth;
 pub use crate::contact::Region;
 use crate::error::Error;
 pub use crate::metrics::Metrics;
@@ -44,6 +45,8 @@ pub struct Deps {
     pub shutdown_grace: Duration,
     /// Where to serve `GET /metrics`, if anywhere.
     pub metrics_listener: Option<TcpListener>,
+    /// Who may call what.
+    pub auth: Auth,
 }
 
 /// Why the server stopped by itself.
@@ -105,6 +108,7 @@ async fn serve(
             let _ = metrics_stopped.await;
         }))
     });
+    let auth = auth::AuthLayer::new(deps.auth, metrics.clone());
     let service = service::Service::new(deps.store, deps.default_region, metrics);
     let contacts = ContactsServiceServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
@@ -117,6 +121,7 @@ async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
+        .layer(auth)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -5,7 +5,7 @@ use std::io::IsTerminal as _;
 use anyhow::Context as _;
 use clap::Parser as _;
 use contacts_svc::config::{Command, Config, LogFormat, redact_url};
-use contacts_svc::{Deps, Store, StoreOptions};
+use contacts_svc::{Auth, Deps, Store, StoreOptions};
 
 // Both services allocate small, short-lived buffers for every request (HTTP, protobuf,
 // JSON); mimalloc handles them with markedly less CPU than the system allocator.
@@ -84,6 +84,7 @@ async fn start(config: Config) -> anyhow::Result<()> {
     if let Some(Command::Migrate) = config.command {
         return migrate(&store, &redis).await;
     }
+    let auth = config.auth().map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
@@ -95,9 +96,16 @@ async fn start(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let who = match &auth {
+        Auth::Disabled => {
+            "none: every caller may call every method (--insecure-no-auth)".to_owned()
+        }
+        Auth::Tokens { tokens, .. } => format!("bearer tokens ({})", tokens.len()),
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
         redis = %redis,
+        auth = %who,
         "contacts-svc started"
     );
     contacts_svc::run(
@@ -107,6 +115,7 @@ async fn start(config: Config) -> anyhow::Result<()> {
             default_region: config.default_region,
             shutdown_grace: config.shutdown_grace(),
             metrics_listener,
+            auth,
         },
         shutdown_signal(),
     )

@@ -35,6 +35,11 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 /// Handles on every metric; cheap to share.
 #[derive(Debug)]
 pub struct Metrics {
@@ -45,6 +50,7 @@ pub struct Metrics {
     merges: Counter,
     conflicts: Counter,
     redis_up: Gauge<i64, AtomicI64>,
+    auth_refused: Family<ReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -95,6 +101,12 @@ impl Metrics {
         );
         let redis_up = Gauge::<i64, AtomicI64>::default();
         registry.register("redis_up", "1 while Redis answers", redis_up.clone());
+        let auth_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_refused",
+            "Calls refused by authentication: no token (missing), an unknown one (invalid), one without the scope the method needs (scope), or with an event of a source it may not write (source)",
+            auth_refused.clone(),
+        );
         Self {
             registry,
             events,
@@ -103,6 +115,7 @@ impl Metrics {
             merges,
             conflicts,
             redis_up,
+            auth_refused,
         }
     }
 
@@ -134,6 +147,13 @@ impl Metrics {
             .observe(took.as_secs_f64());
         self.merges.inc_by(merges as u64);
         self.conflicts.inc_by(conflicts as u64);
+    }
+
+    /// Counts a call refused for `reason` (see `auth::Refusal::reason`).
+    pub fn auth_refused(&self, reason: &'static str) {
+        self.auth_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn redis_up(&self, up: bool) {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::limits::Limits;
 use crate::problem::{self, Problems};
-use crate::secret::Resolver;
+use crate::secret::{Resolver, Secret, SecretRef};
 use crate::sources::{self, Source};
 
 /// edge: receives webhooks, verifies them over the raw bytes and hands normalized events
@@ -108,6 +108,8 @@ pub struct Config {
     /// Address of the internal gRPC API (ReplayEvents). Never the webhook port.
     pub admin_listen: Option<SocketAddr>,
     pub contacts_urls: Vec<http::Uri>,
+    /// The bearer token the edge shows contacts-svc, when it asks for one.
+    pub contacts_token: Option<Secret>,
     /// How often the DNS names among `contacts_urls` are looked up again.
     pub contacts_dns_refresh: Duration,
     pub max_body_bytes: usize,
@@ -133,6 +135,7 @@ struct FileConfig {
     metrics_on_webhook_port: Option<bool>,
     admin_listen: Option<String>,
     contacts_url: Option<String>,
+    contacts_token: Option<SecretRef>,
     contacts_dns_refresh_secs: Option<u64>,
     max_body_bytes: Option<usize>,
     spool_dir: Option<PathBuf>,
@@ -263,6 +266,19 @@ impl Config {
         let limits = parse_limits(&file, max_body_bytes, &mut problems);
 
         let resolver = Resolver::new(base, env);
+        let contacts_token = file.contacts_token.as_ref().and_then(|token| {
+            let token = problems.check("contacts_token", resolver.secret(token))?;
+            // Sent as `authorization: Bearer …`: visible ASCII only, or no header can hold it.
+            let sendable =
+                !token.expose().is_empty() && token.expose().bytes().all(|b| b.is_ascii_graphic());
+            if !sendable {
+                problems.push(
+                    "contacts_token",
+                    "must be printable ASCII without spaces, to travel as a bearer token",
+                );
+            }
+            sendable.then_some(token)
+        });
         let mut sources = BTreeMap::new();
         for (name, table) in source_tables {
             if let Some(p) = check_source_name(&name) {
@@ -284,6 +300,7 @@ impl Config {
             metrics_on_webhook_port,
             admin_listen,
             contacts_urls,
+            contacts_token,
             contacts_dns_refresh,
             max_body_bytes,
             spool_dir: match (&args.spool_dir, file.spool_dir) {

@@ -18,11 +18,15 @@ use std::time::Duration;
 use hookline_proto::prost::Message as _;
 use hookline_proto::v1::{self, contacts_service_client::ContactsServiceClient};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+use crate::secret::Secret;
 use crate::trace::Trace;
 
 pub use refresh::{Resolve, SystemResolver};
@@ -75,21 +79,69 @@ async fn next_live(jobs: &mut mpsc::Receiver<Job>) -> Option<Job> {
     }
 }
 
+/// Adds the edge's `authorization: Bearer …` to every call, when it has a token.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    /// `None` when the token cannot travel in a header (the configuration refuses such
+    /// a token before this is made).
+    fn new(token: Option<&Secret>) -> Self {
+        Self(token.and_then(|t| {
+            let mut value = MetadataValue::try_from(format!("Bearer {}", t.expose())).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        }))
+    }
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Bearer([redacted])"
+        } else {
+            "Bearer(none)"
+        })
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = ContactsServiceClient<InterceptedService<Channel, Bearer>>;
+
 /// Handle on contacts-svc; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Contacts {
     queue: mpsc::Sender<Job>,
-    client: ContactsServiceClient<Channel>,
-    health: HealthClient<Channel>,
+    client: Client,
+    health: HealthClient<InterceptedService<Channel, Bearer>>,
     timeout: Duration,
 }
 
 impl Contacts {
     /// Prepares the channel; connections are made on first use and re-made as needed.
     /// DNS names among `urls` are looked up at once and again every `dns_refresh`.
-    /// Must be called within a tokio runtime: it starts the dispatcher.
-    pub fn connect_lazy(urls: &[http::Uri], timeout: Duration, dns_refresh: Duration) -> Self {
-        Self::connect_lazy_with(urls, timeout, dns_refresh, SystemResolver)
+    /// Every call carries `token`, when there is one. Must be called within a tokio
+    /// runtime: it starts the dispatcher.
+    pub fn connect_lazy(
+        urls: &[http::Uri],
+        timeout: Duration,
+        dns_refresh: Duration,
+        token: Option<&Secret>,
+    ) -> Self {
+        Self::connect_lazy_with(urls, timeout, dns_refresh, token, SystemResolver)
     }
 
     /// [`Contacts::connect_lazy`] with names looked up and addresses tried by `resolver`.
@@ -97,6 +149,7 @@ impl Contacts {
         urls: &[http::Uri],
         timeout: Duration,
         dns_refresh: Duration,
+        token: Option<&Secret>,
         resolver: impl Resolve,
     ) -> Self {
         let endpoint = move |uri: http::Uri| {
@@ -127,14 +180,15 @@ impl Contacts {
             }
         };
         let (queue, jobs) = mpsc::channel(QUEUE);
-        let client = ContactsServiceClient::new(channel.clone())
+        let bearer = Bearer::new(token);
+        let client = ContactsServiceClient::with_interceptor(channel.clone(), bearer.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         tokio::spawn(dispatch(jobs, client.clone(), timeout));
         Self {
             queue,
             client,
-            health: HealthClient::new(channel),
+            health: HealthClient::with_interceptor(channel, bearer),
             timeout,
         }
     }
@@ -256,11 +310,7 @@ fn late() -> tonic::Status {
 }
 
 /// Sends queued events as batches, one per free call slot, until every handle is gone.
-async fn dispatch(
-    mut jobs: mpsc::Receiver<Job>,
-    client: ContactsServiceClient<Channel>,
-    timeout: Duration,
-) {
+async fn dispatch(mut jobs: mpsc::Receiver<Job>, client: Client, timeout: Duration) {
     let slots = std::sync::Arc::new(Semaphore::new(CALL_SLOTS));
     let mut pending: Option<Job> = None;
     loop {
@@ -298,7 +348,7 @@ async fn dispatch(
 }
 
 /// One `ApplyEvents` call; every job gets its own result, or the call's error.
-async fn call(mut client: ContactsServiceClient<Channel>, batch: Vec<Job>, timeout: Duration) {
+async fn call(mut client: Client, batch: Vec<Job>, timeout: Duration) {
     let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.item, j.reply)).unzip();
     let count = items.len();
     let mut request = tonic::Request::new(v1::ApplyEventsRequest { items });
@@ -469,6 +519,7 @@ mod tests {
             &urls,
             Duration::from_secs(1),
             Duration::from_secs(1),
+            None,
             resolver.clone(),
         );
         let lookups = || resolver.0.load(std::sync::atomic::Ordering::SeqCst);

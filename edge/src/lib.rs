@@ -106,6 +106,7 @@ async fn serve_all(
         &config.contacts_urls,
         config.contacts_timeout,
         config.contacts_dns_refresh,
+        config.contacts_token.as_ref(),
     );
     let (set_answer_by, answer_by) = watch::channel(None);
     let grace = config.shutdown_grace;

@@ -71,6 +71,10 @@ async fn bad_flags_and_configs_fail_with_one_clear_line() {
         "hookline-edge",
         "metrics_on_webhook_port = true\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n",
     );
+    let bad_tokens = TempFile::new(
+        "hookline-tokens",
+        "[[tokens]]\nname = \"edge\"\nsha256 = \"sk_live_oops\"\nscopes = [\"events:write\"]\nsources = [\"stripe\"]\n",
+    );
     let no_connections = TempFile::new(
         "hookline-edge",
         "max_connections = 0\n[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n",
@@ -158,6 +162,17 @@ async fn bad_flags_and_configs_fail_with_one_clear_line() {
             "--redis-url",
         ),
         ("contacts-svc", vec!["--bogus".into()], "--bogus"),
+        // Without tokens, only an explicit --insecure-no-auth serves.
+        (
+            "contacts-svc",
+            vec!["--listen".into(), format!("127.0.0.1:{metrics_port}")],
+            "no --auth-tokens-file: give one, or serve every caller without a token with --insecure-no-auth",
+        ),
+        (
+            "contacts-svc",
+            vec!["--auth-tokens-file".into(), bad_tokens.arg()],
+            "tokens[0].sha256: must be the 64 hex digits",
+        ),
     ];
     for (bin, args, needle) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -201,6 +216,7 @@ async fn both_services_stop_gracefully_on_sigterm() {
             &format!("127.0.0.1:{grpc_port}"),
             "--redis-url",
             &redis.url(),
+            "--insecure-no-auth",
         ])
         .kill_on_drop(true)
         .spawn()

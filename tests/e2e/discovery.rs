@@ -88,6 +88,7 @@ async fn addresses_that_refuse_connections_get_no_call() {
         &[url],
         Duration::from_secs(5),
         Duration::from_secs(30),
+        None,
         name,
     );
     let trace = edge::trace::Trace::of(&http::HeaderMap::new());

@@ -4,6 +4,7 @@
 // This crate is test code throughout, helpers included.
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod batches;
 mod cli;
 mod cluster;

@@ -171,7 +171,14 @@ async fn a_database_of_the_previous_layout_is_refused_then_migrated_and_read_as_
     // The new version refuses to serve it, in one line that says what to run.
     let url = redis.url();
     let listen = format!("127.0.0.1:{}", free_port());
-    let (code, _, stderr) = contacts_svc(&["--listen", &listen, "--redis-url", &url]).await;
+    let (code, _, stderr) = contacts_svc(&[
+        "--listen",
+        &listen,
+        "--redis-url",
+        &url,
+        "--insecure-no-auth",
+    ])
+    .await;
     assert_ne!(code, 0, "contacts-svc served a database of layout 1");
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("layout")).collect();
     assert_eq!(lines.len(), 1, "{stderr}");

@@ -234,6 +234,7 @@ async fn logs_correlate_both_services_and_never_hold_secrets_or_personal_data() 
             &format!("127.0.0.1:{grpc}"),
             "--redis-url",
             &redis.url(),
+            "--insecure-no-auth",
         ])
         .args(["--log", "debug", "--log-format", "json"])
         .stdout(Stdio::piped())

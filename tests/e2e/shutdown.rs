@@ -167,6 +167,7 @@ async fn a_request_contacts_svc_does_not_answer_by_the_end_of_the_grace_period_i
             &format!("127.0.0.1:{grpc}"),
             "--redis-url",
             &redis.url(),
+            "--insecure-no-auth",
         ])
         .stdout(Stdio::null())
         .kill_on_drop(true)

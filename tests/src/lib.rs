@@ -324,16 +324,28 @@ impl ContactsSvc {
         options: contacts_svc::StoreOptions,
     ) -> Self {
         let store = contacts_svc::Store::open(redis_url, options).expect("redis url");
-        Self::start_with_store(addr, store).await
+        Self::start_with_store(addr, store, contacts_svc::Auth::Disabled).await
+    }
+
+    /// A contacts-svc on `redis_url` that lets in only the callers `auth` names.
+    pub async fn start_with_auth(redis_url: &str, auth: contacts_svc::Auth) -> Self {
+        let options = contacts_svc::StoreOptions::default();
+        let store = contacts_svc::Store::open(redis_url, options).expect("redis url");
+        Self::start_with_store("127.0.0.1:0".parse().expect("address"), store, auth).await
     }
 
     /// A contacts-svc on the Redis Cluster these nodes belong to, with these store options.
     pub async fn start_on_cluster(nodes: &[String], options: contacts_svc::StoreOptions) -> Self {
         let store = contacts_svc::Store::open_cluster(nodes, options).expect("cluster urls");
-        Self::start_with_store("127.0.0.1:0".parse().expect("address"), store).await
+        let addr = "127.0.0.1:0".parse().expect("address");
+        Self::start_with_store(addr, store, contacts_svc::Auth::Disabled).await
     }
 
-    async fn start_with_store(addr: SocketAddr, store: contacts_svc::Store) -> Self {
+    async fn start_with_store(
+        addr: SocketAddr,
+        store: contacts_svc::Store,
+        auth: contacts_svc::Auth,
+    ) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind contacts-svc");
         let addr = listener.local_addr().expect("local address");
         let metrics = TcpListener::bind("127.0.0.1:0")
@@ -346,6 +358,7 @@ impl ContactsSvc {
             default_region: contacts_svc::Region::parse("default_region", "US").expect("region"),
             shutdown_grace: Duration::from_secs(5),
             metrics_listener: Some(metrics),
+            auth,
         };
         let task = tokio::spawn(async move {
             contacts_svc::run(listener, deps, async {

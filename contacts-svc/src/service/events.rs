@@ -9,6 +9,7 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use super::{Service, status_of};
+use crate::auth::{Caller, Sources};
 use crate::contact::{ContactId, ParsedEvent};
 use crate::error::Error;
 use crate::store::Applied;
@@ -50,6 +51,45 @@ fn parse_grpc_timeout(s: &str) -> Option<Duration> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+/// Whether `caller` may write every event of `items`: each event's source must be one
+/// its token lists, so that no caller can take another source's event ids (answered
+/// "duplicate" when the real event arrives) or invent sources.
+/// A caller limited to some sources must also keep to their ids: an event's id begins
+/// with its source and a colon (as the edge writes them), or it would take the id of
+/// an event of another source.
+pub(super) fn writable(caller: &Caller, items: &[v1::ApplyEventsItem]) -> Result<(), Error> {
+    if caller.sources == Sources::Any {
+        return Ok(());
+    }
+    for ev in items.iter().filter_map(|i| i.event.as_ref()) {
+        let namespace = ev.id.split_once(':').map(|(prefix, _)| prefix);
+        for source in [Some(ev.source.as_str()), namespace] {
+            match source {
+                Some(source) if caller.sources.allows(source) => {}
+                Some(source) => {
+                    return Err(Error::ForeignSource {
+                        caller: caller.name.clone(),
+                        source_name: source.to_owned(),
+                    });
+                }
+                None => {
+                    return Err(Error::invalid(
+                        "event.id",
+                        "must begin with the event's source and a colon (stripe:evt_…)",
+                    ));
+                }
+            }
+        }
+        if namespace != Some(ev.source.as_str()) {
+            return Err(Error::invalid(
+                "event.id",
+                "must begin with the event's source and a colon (stripe:evt_…)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Service {
@@ -201,7 +241,9 @@ pub(super) fn response(a: Applied) -> v1::ApplyEventResponse {
 /// try again later (nothing was stored either way).
 fn error_outcome(e: &Error) -> v1::EventOutcome {
     match e {
-        Error::InvalidArgument { .. } | Error::NotFound(_) => v1::EventOutcome::Rejected,
+        Error::InvalidArgument { .. } | Error::NotFound(_) | Error::ForeignSource { .. } => {
+            v1::EventOutcome::Rejected
+        }
         Error::InProgress(_)
         | Error::Redis(_)
         | Error::Contention(_)
@@ -261,6 +303,67 @@ fn trace_id(traceparent: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caller_writes_only_its_sources_and_their_ids() {
+        let edge = Caller {
+            name: "edge".to_owned(),
+            sources: Sources::Only(["stripe".to_owned(), "acme".to_owned()].into()),
+        };
+        let admin = Caller {
+            name: "admin".to_owned(),
+            sources: Sources::Any,
+        };
+        let item = |source: &str, id: &str| v1::ApplyEventsItem {
+            event: Some(v1::WebhookEvent {
+                source: source.to_owned(),
+                id: id.to_owned(),
+                ..v1::WebhookEvent::default()
+            }),
+            ..v1::ApplyEventsItem::default()
+        };
+        let foreign = |s: &str| {
+            Err(format!(
+                "the token edge may not write events of the source {s}"
+            ))
+        };
+        let bad_id = || {
+            Err("event.id must begin with the event's source and a colon (stripe:evt_…)".to_owned())
+        };
+        let cases: Vec<(&Caller, Vec<v1::ApplyEventsItem>, Result<(), String>)> = vec![
+            (&edge, vec![item("stripe", "stripe:evt_1")], Ok(())),
+            (
+                &edge,
+                vec![item("stripe", "stripe:evt_1"), item("acme", "acme:msg_1")],
+                Ok(()),
+            ),
+            (
+                &edge,
+                vec![item("gohighlevel", "gohighlevel:wh_1")],
+                foreign("gohighlevel"),
+            ),
+            // One foreign event refuses the whole call.
+            (
+                &edge,
+                vec![item("stripe", "stripe:evt_1"), item("ghl", "ghl:1")],
+                foreign("ghl"),
+            ),
+            // Another source's id under an allowed source: squatting.
+            (
+                &edge,
+                vec![item("acme", "gohighlevel:wh_1")],
+                foreign("gohighlevel"),
+            ),
+            (&edge, vec![item("acme", "stripe:evt_1")], bad_id()),
+            (&edge, vec![item("stripe", "evt_1")], bad_id()),
+            (&admin, vec![item("anything", "other:1")], Ok(())),
+            (&edge, vec![v1::ApplyEventsItem::default()], Ok(())),
+        ];
+        for (caller, items, want) in cases {
+            let got = writable(caller, &items).map_err(|e| e.to_string());
+            assert_eq!(got, want, "{}: {items:?}", caller.name);
+        }
+    }
 
     #[test]
     #[allow(deprecated)]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use hookline_proto::v1::{self, contacts_service_server::ContactsService};
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::contact::text::Reader;
 use crate::contact::{
     ContactFields, ContactId, Effect, Email, EventEffect, EventId, Identifier, ParsedEvent, Phone,
@@ -43,6 +44,17 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Refuses a call with an event `caller` may not write (see `events::writable`).
+    fn writable(&self, caller: &Caller, items: &[v1::ApplyEventsItem]) -> Result<(), Status> {
+        events::writable(caller, items).map_err(|e| {
+            self.metrics.auth_refused("source");
+            tracing::info!(caller = %caller.name, error = %e, "call refused");
+            status(e)
+        })
+    }
+}
+
 /// A metadata value the edge passed along, for logs.
 fn metadata<'a, T>(request: &'a Request<T>, key: &str) -> &'a str {
     request
@@ -63,7 +75,7 @@ fn status(e: Error) -> Status {
             tracing::warn!(error = %e, class = e.class(), "call failed, caller may retry");
         }
         Error::Corrupt { .. } | Error::Layout(_) => tracing::error!(error = %e, "call failed"),
-        Error::InvalidArgument { .. } | Error::NotFound(_) => {}
+        Error::InvalidArgument { .. } | Error::NotFound(_) | Error::ForeignSource { .. } => {}
     }
     status_of(&e)
 }
@@ -74,6 +86,7 @@ fn status_of(e: &Error) -> Status {
     match e {
         Error::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
         Error::NotFound(_) => Status::not_found(e.to_string()),
+        Error::ForeignSource { .. } => Status::permission_denied(e.to_string()),
         Error::InProgress(_) => {
             Status::aborted("the event is being applied by another call, retry later")
         }
@@ -102,13 +115,16 @@ impl ContactsService for Service {
         request: Request<v1::ApplyEventRequest>,
     ) -> Result<Response<v1::ApplyEventResponse>, Status> {
         let deadline = events::deadline(request.metadata());
+        let caller = Caller::of(&request);
         let item = v1::ApplyEventsItem {
             request_id: metadata(&request, "x-request-id").to_owned(),
             traceparent: metadata(&request, "traceparent").to_owned(),
             event: request.into_inner().event,
             replay_of: String::new(),
         };
-        let outcome = self.apply_items(vec![item], deadline).await?.swap_remove(0);
+        let items = vec![item];
+        self.writable(&caller, &items)?;
+        let outcome = self.apply_items(items, deadline).await?.swap_remove(0);
         outcome
             .map(|a| Response::new(events::response(a)))
             .map_err(status)
@@ -119,6 +135,7 @@ impl ContactsService for Service {
         request: Request<v1::ApplyEventsRequest>,
     ) -> Result<Response<v1::ApplyEventsResponse>, Status> {
         let deadline = events::deadline(request.metadata());
+        let caller = Caller::of(&request);
         let items = request.into_inner().items;
         if items.len() > MAX_BATCH {
             return Err(status(Error::invalid(
@@ -126,6 +143,9 @@ impl ContactsService for Service {
                 "holds more than 1000 events",
             )));
         }
+        // One event of a source the caller may not write refuses the whole call, so
+        // that nothing of it takes effect.
+        self.writable(&caller, &items)?;
         let results = self
             .apply_items(items, deadline)
             .await?

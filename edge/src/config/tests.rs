@@ -356,6 +356,47 @@ fn contacts_addresses_and_their_refresh() {
     }
 }
 
+/// The token the edge shows contacts-svc: a secret like any other, and one that can
+/// travel in a header.
+#[test]
+fn the_contacts_token() {
+    let source = "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n";
+    let env = |name: &str| (name == "CONTACTS_TOKEN").then(|| "from-env-123".to_owned());
+    let parse = |top: &str| {
+        Config::parse(
+            &format!("{top}\n{source}"),
+            Path::new("."),
+            &Args::for_file("edge.toml"),
+            &env,
+        )
+        .map(|c| c.contacts_token.map(|t| t.expose().to_owned()))
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(parse(""), Ok(None));
+    assert_eq!(
+        parse("contacts_token = \"edge-0123\""),
+        Ok(Some("edge-0123".to_owned()))
+    );
+    assert_eq!(
+        parse("contacts_token = \"env:CONTACTS_TOKEN\""),
+        Ok(Some("from-env-123".to_owned()))
+    );
+    for (top, want) in [
+        (
+            "contacts_token = \"env:NOPE\"",
+            "contacts_token: environment variable NOPE is not set",
+        ),
+        (
+            "contacts_token = \"two words\"",
+            "contacts_token: must be printable ASCII without spaces",
+        ),
+    ] {
+        let err = parse(top).expect_err(top);
+        assert!(err.contains(want), "{top}: {err}");
+        assert!(!err.contains("two words"), "{err}");
+    }
+}
+
 /// Problems of the file's shape, each with its key; a syntax error located without the
 /// text around it, which may hold a secret.
 #[test]

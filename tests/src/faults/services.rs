@@ -157,7 +157,7 @@ impl Services {
                     "1".to_owned(),
                 ],
             })
-            .args(["--shutdown-grace-secs", "5"])
+            .args(["--shutdown-grace-secs", "5", "--insecure-no-auth"])
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
