@@ -88,6 +88,19 @@ pub struct Config {
     #[arg(long, env = "CONTACTS_PUBLIC_REFLECTION", default_value_t = false, action = clap::ArgAction::Set)]
     pub public_reflection: bool,
 
+    /// Serve gRPC over TLS with this certificate chain (PEM); with `--tls-key`. Both
+    /// files are read again when they change or on SIGHUP, without dropping connections.
+    #[arg(long, env = "CONTACTS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "CONTACTS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: callers must present a certificate signed by this authority (PEM).
+    #[arg(long, env = "CONTACTS_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     #[arg(long, env = "CONTACTS_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
@@ -159,6 +172,15 @@ impl Config {
                     .to_owned(),
             ),
         }
+    }
+
+    /// The TLS files, when gRPC is served over TLS.
+    pub fn tls(&self) -> Option<hookline_tls::TlsFiles> {
+        Some(hookline_tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -30,6 +30,8 @@ pub use crate::store::{Store, StoreOptions};
 
 /// How often Redis is pinged to keep the health status current.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the TLS files are checked for a change.
+const TLS_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the webhook log is trimmed to its retention.
 const TRIM_INTERVAL: Duration = Duration::from_secs(60);
 /// Largest gRPC message accepted: an ignored event carries its raw body, which the edge
@@ -47,6 +49,8 @@ pub struct Deps {
     pub metrics_listener: Option<TcpListener>,
     /// Who may call what.
     pub auth: Auth,
+    /// TLS on the gRPC listener, when it has any.
+    pub tls: Option<hookline_tls::ServerTls>,
 }
 
 /// Why the server stopped by itself.
@@ -112,24 +116,34 @@ async fn serve(
     let service = service::Service::new(deps.store, deps.default_region, metrics);
     let contacts = ContactsServiceServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES);
 
-    // Replies go out at once: with Nagle on, a reply spanning several segments waits
-    // for the peer's delayed ACK (40 ms). The server's own tcp_nodelay setting applies
-    // only to listeners it binds itself.
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .timeout(Duration::from_secs(30))
         .layer(auth)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(contacts)
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = stop_rx.await;
-        });
-    tokio::pin!(server);
+        .add_service(contacts);
+    let stopped = async {
+        let _ = stop_rx.await;
+    };
+    let mut watcher = None;
+    let mut server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match deps.tls {
+            None => {
+                // Replies go out at once: with Nagle on, a reply spanning several segments
+                // waits for the peer's delayed ACK (40 ms). The server's own tcp_nodelay
+                // setting applies only to listeners it binds itself.
+                let incoming = TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(Duration::from_secs(60)));
+                Box::pin(router.serve_with_incoming_shutdown(incoming, stopped))
+            }
+            Some(tls) => {
+                watcher = Some(tokio::spawn(tls.clone().watch(TLS_CHECK_INTERVAL)));
+                Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), stopped))
+            }
+        };
 
     let grace = deps.shutdown_grace;
     let result = tokio::select! {
@@ -153,6 +167,9 @@ async fn serve(
         }
     };
     monitor.abort();
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     let _ = metrics_stop.send(());
     if let Some(task) = metrics_server {
         let _ = task.await;

@@ -85,6 +85,11 @@ async fn start(config: Config) -> anyhow::Result<()> {
         return migrate(&store, &redis).await;
     }
     let auth = config.auth().map_err(anyhow::Error::msg)?;
+    let tls = config
+        .tls()
+        .map(|files| hookline_tls::ServerTls::load(files, &[b"h2"]))
+        .transpose()
+        .context("--tls-cert")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("--listen {}: cannot bind", config.listen))?;
@@ -106,6 +111,7 @@ async fn start(config: Config) -> anyhow::Result<()> {
         listen = %listener.local_addr()?,
         redis = %redis,
         auth = %who,
+        tls = config.tls().map_or("off", |f| if f.client_ca.is_some() { "mutual" } else { "on" }),
         "contacts-svc started"
     );
     contacts_svc::run(
@@ -116,6 +122,7 @@ async fn start(config: Config) -> anyhow::Result<()> {
             shutdown_grace: config.shutdown_grace(),
             metrics_listener,
             auth,
+            tls,
         },
         shutdown_signal(),
     )

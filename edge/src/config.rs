@@ -110,6 +110,9 @@ pub struct Config {
     pub contacts_urls: Vec<http::Uri>,
     /// The bearer token the edge shows contacts-svc, when it asks for one.
     pub contacts_token: Option<Secret>,
+    /// TLS for `https://` contacts-svc addresses: the authority to trust and, for mutual
+    /// TLS, the edge's certificate and key.
+    pub contacts_tls: Option<crate::contacts::ContactsTls>,
     /// How often the DNS names among `contacts_urls` are looked up again.
     pub contacts_dns_refresh: Duration,
     pub max_body_bytes: usize,
@@ -136,6 +139,9 @@ struct FileConfig {
     admin_listen: Option<String>,
     contacts_url: Option<String>,
     contacts_token: Option<SecretRef>,
+    contacts_ca: Option<String>,
+    contacts_cert: Option<String>,
+    contacts_key: Option<SecretRef>,
     contacts_dns_refresh_secs: Option<u64>,
     max_body_bytes: Option<usize>,
     spool_dir: Option<PathBuf>,
@@ -279,6 +285,10 @@ impl Config {
             }
             sendable.then_some(token)
         });
+        let https = contacts_urls
+            .iter()
+            .any(|u| u.scheme_str() == Some("https"));
+        let contacts_tls = contacts_tls(&file, https, &resolver, &mut problems);
         let mut sources = BTreeMap::new();
         for (name, table) in source_tables {
             if let Some(p) = check_source_name(&name) {
@@ -301,6 +311,7 @@ impl Config {
             admin_listen,
             contacts_urls,
             contacts_token,
+            contacts_tls,
             contacts_dns_refresh,
             max_body_bytes,
             spool_dir: match (&args.spool_dir, file.spool_dir) {
@@ -469,8 +480,11 @@ fn parse_urls(s: &str) -> Result<Vec<http::Uri>, String> {
     let mut urls = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let uri: http::Uri = part.parse().map_err(|_| format!("{part:?} is not a URL"))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(format!("{part:?} must be http://host:port"));
+        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+        if !scheme_ok || uri.host().is_none() {
+            return Err(format!(
+                "{part:?} must be http://host:port or https://host:port"
+            ));
         }
         urls.push(uri);
     }
@@ -478,6 +492,92 @@ fn parse_urls(s: &str) -> Result<Vec<http::Uri>, String> {
         return Err("no address given".to_owned());
     }
     Ok(urls)
+}
+
+/// The TLS settings of `https://` contacts-svc addresses: `contacts_ca` (the authority
+/// to trust, PEM text or `file:`) is required with them, `contacts_cert` and
+/// `contacts_key` (the edge's certificate for mutual TLS) go together. Tried once here,
+/// so that a certificate that cannot be read is reported with its key.
+fn contacts_tls(
+    file: &FileConfig,
+    https: bool,
+    resolver: &Resolver<'_>,
+    problems: &mut Problems,
+) -> Option<crate::contacts::ContactsTls> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let given =
+        file.contacts_ca.is_some() || file.contacts_cert.is_some() || file.contacts_key.is_some();
+    if !https {
+        if given {
+            problems.push(
+                "contacts_ca",
+                "TLS settings need an https:// address in contacts_url",
+            );
+        }
+        return None;
+    }
+    let Some(ca) = &file.contacts_ca else {
+        problems.push("contacts_ca", "is required with an https:// contacts_url");
+        return None;
+    };
+    match (&file.contacts_cert, &file.contacts_key) {
+        (Some(_), None) => problems.push("contacts_key", "is required with contacts_cert"),
+        (None, Some(_)) => problems.push("contacts_cert", "is required with contacts_key"),
+        _ => {}
+    }
+    let ca = problems.check("contacts_ca", resolver.text(ca))?;
+    pem_certificates("contacts_ca", &ca, problems)?;
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    match (&file.contacts_cert, &file.contacts_key) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => {
+            let cert = problems.check("contacts_cert", resolver.text(cert))?;
+            pem_certificates("contacts_cert", &cert, problems)?;
+            let key = problems.check("contacts_key", resolver.secret(key))?;
+            {
+                use rustls_pki_types::{PrivateKeyDer, pem::PemObject as _};
+                if PrivateKeyDer::from_pem_slice(key.expose().as_bytes()).is_err() {
+                    // The key's text is never quoted: it is a secret.
+                    problems.push("contacts_key", "holds no PEM private key");
+                    return None;
+                }
+            }
+            tls = tls.identity(Identity::from_pem(cert, key.expose()));
+        }
+        // One without the other: reported above.
+        (Some(_), None) | (None, Some(_)) => return None,
+    }
+    // Certificates are read when a connector is made: make one now.
+    let tried = Endpoint::from_static("https://localhost").tls_config(tls.clone());
+    if let Err(e) = tried {
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        problems.push(
+            "contacts_ca",
+            format!(
+                "the TLS settings cannot be used: {}",
+                source.unwrap_or_else(|| e.to_string())
+            ),
+        );
+        return None;
+    }
+    Some(crate::contacts::ContactsTls(tls))
+}
+
+/// PEM text holding at least one certificate, as `key` names it.
+fn pem_certificates(key: &str, pem: &str, problems: &mut Problems) -> Option<()> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject as _};
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect();
+    match certs {
+        Ok(certs) if !certs.is_empty() => Some(()),
+        Ok(_) => {
+            problems.push(key, "holds no PEM certificate");
+            None
+        }
+        Err(e) => {
+            problems.push(key, format!("is not PEM: {e}"));
+            None
+        }
+    }
 }
 
 /// What is wrong with a source's name, if anything.

@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -79,6 +79,43 @@ async fn next_live(jobs: &mut mpsc::Receiver<Job>) -> Option<Job> {
     }
 }
 
+/// How the edge calls contacts-svc.
+#[derive(Clone, Debug)]
+pub struct ContactsOptions {
+    /// Deadline of every call.
+    pub timeout: Duration,
+    /// How often DNS names are looked up again.
+    pub dns_refresh: Duration,
+    /// The bearer token contacts-svc asks for.
+    pub token: Option<Secret>,
+    /// For `https://` addresses: the authority to trust, and the edge's own certificate
+    /// for mutual TLS. The server name checked is each URL's host.
+    pub tls: Option<ContactsTls>,
+}
+
+/// The TLS settings of calls to contacts-svc. Its `Debug` shows nothing of them: they
+/// may hold the edge's private key.
+#[derive(Clone)]
+pub struct ContactsTls(pub ClientTlsConfig);
+
+impl std::fmt::Debug for ContactsTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContactsTls([redacted])")
+    }
+}
+
+impl ContactsOptions {
+    /// Plain calls with this deadline.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            dns_refresh: Duration::from_secs(30),
+            token: None,
+            tls: None,
+        }
+    }
+}
+
 /// Adds the edge's `authorization: Bearer …` to every call, when it has a token.
 #[derive(Clone)]
 pub struct Bearer(Option<MetadataValue<Ascii>>);
@@ -132,33 +169,40 @@ pub struct Contacts {
 
 impl Contacts {
     /// Prepares the channel; connections are made on first use and re-made as needed.
-    /// DNS names among `urls` are looked up at once and again every `dns_refresh`.
-    /// Every call carries `token`, when there is one. Must be called within a tokio
-    /// runtime: it starts the dispatcher.
-    pub fn connect_lazy(
-        urls: &[http::Uri],
-        timeout: Duration,
-        dns_refresh: Duration,
-        token: Option<&Secret>,
-    ) -> Self {
-        Self::connect_lazy_with(urls, timeout, dns_refresh, token, SystemResolver)
+    /// DNS names among `urls` are looked up at once and again every
+    /// `options.dns_refresh`; every call carries `options.token`, when there is one.
+    /// Must be called within a tokio runtime: it starts the dispatcher.
+    pub fn connect_lazy(urls: &[http::Uri], options: &ContactsOptions) -> Self {
+        Self::connect_lazy_with(urls, options, SystemResolver)
     }
 
     /// [`Contacts::connect_lazy`] with names looked up and addresses tried by `resolver`.
     pub fn connect_lazy_with(
         urls: &[http::Uri],
-        timeout: Duration,
-        dns_refresh: Duration,
-        token: Option<&Secret>,
+        options: &ContactsOptions,
         resolver: impl Resolve,
     ) -> Self {
-        let endpoint = move |uri: http::Uri| {
-            Endpoint::from(uri)
+        let timeout = options.timeout;
+        let dns_refresh = options.dns_refresh;
+        let tls = options.tls.clone();
+        // `uri` reaches one address of `url`; over TLS, the certificate must name `url`'s
+        // host, whatever address was dialled.
+        let endpoint = move |uri: http::Uri, url: &http::Uri| {
+            let endpoint = Endpoint::from(uri)
                 .connect_timeout(CONNECT_TIMEOUT)
                 .timeout(timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(20))
-                .keep_alive_while_idle(true)
+                .keep_alive_while_idle(true);
+            match (&tls, url.host()) {
+                (Some(tls), Some(host)) if url.scheme_str() == Some("https") => {
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let tls = tls.0.clone().domain_name(host);
+                    // The configuration was tried when the file was read: it holds.
+                    endpoint.clone().tls_config(tls).unwrap_or(endpoint)
+                }
+                _ => endpoint,
+            }
         };
         let names = urls
             .iter()
@@ -166,8 +210,8 @@ impl Contacts {
         let channel = match urls {
             // IP addresses only: the channel as it always was, no task and no balancer for
             // one address.
-            [url] if !names => endpoint(url.clone()).connect_lazy(),
-            _ if !names => Channel::balance_list(urls.iter().cloned().map(endpoint)),
+            [url] if !names => endpoint(url.clone(), url).connect_lazy(),
+            _ if !names => Channel::balance_list(urls.iter().map(|u| endpoint(u.clone(), u))),
             _ => {
                 let (channel, changes) = Channel::balance_channel(ENDPOINT_CHANGES);
                 let settings = refresh::Settings {
@@ -180,7 +224,7 @@ impl Contacts {
             }
         };
         let (queue, jobs) = mpsc::channel(QUEUE);
-        let bearer = Bearer::new(token);
+        let bearer = Bearer::new(options.token.as_ref());
         let client = ContactsServiceClient::with_interceptor(channel.clone(), bearer.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -515,13 +559,11 @@ mod tests {
     async fn the_dns_refresh_ends_with_the_last_handle() {
         let resolver = Counting::default();
         let urls = ["http://contacts-svc:50051".parse().expect("a URL")];
-        let contacts = Contacts::connect_lazy_with(
-            &urls,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-            None,
-            resolver.clone(),
-        );
+        let options = ContactsOptions {
+            dns_refresh: Duration::from_secs(1),
+            ..ContactsOptions::new(Duration::from_secs(1))
+        };
+        let contacts = Contacts::connect_lazy_with(&urls, &options, resolver.clone());
         let lookups = || resolver.0.load(std::sync::atomic::Ordering::SeqCst);
         until("the name is looked up again", || lookups() >= 2).await;
         let copy = contacts.clone();

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use crate::config::Config;
-pub use crate::contacts::Contacts;
+pub use crate::contacts::{Contacts, ContactsOptions, ContactsTls};
 use crate::limits::BodyBudget;
 pub use crate::metrics::Metrics;
 pub use crate::routes::Routes;
@@ -104,9 +104,12 @@ async fn serve_all(
 ) {
     let contacts = Contacts::connect_lazy(
         &config.contacts_urls,
-        config.contacts_timeout,
-        config.contacts_dns_refresh,
-        config.contacts_token.as_ref(),
+        &ContactsOptions {
+            timeout: config.contacts_timeout,
+            dns_refresh: config.contacts_dns_refresh,
+            token: config.contacts_token.clone(),
+            tls: config.contacts_tls.clone(),
+        },
     );
     let (set_answer_by, answer_by) = watch::channel(None);
     let grace = config.shutdown_grace;

@@ -84,13 +84,8 @@ async fn addresses_that_refuse_connections_get_no_call() {
     let url: http::Uri = format!("http://contacts-svc.test:{}", contacts.addr.port())
         .parse()
         .unwrap();
-    let client = edge::Contacts::connect_lazy_with(
-        &[url],
-        Duration::from_secs(5),
-        Duration::from_secs(30),
-        None,
-        name,
-    );
+    let options = edge::ContactsOptions::new(Duration::from_secs(5));
+    let client = edge::Contacts::connect_lazy_with(&[url], &options, name);
     let trace = edge::trace::Trace::of(&http::HeaderMap::new());
     // One after the other: each call picks its endpoint anew.
     for n in 0..30 {

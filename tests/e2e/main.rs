@@ -27,3 +27,4 @@ mod resilience;
 mod shutdown;
 mod standard_webhooks;
 mod stripe;
+mod tls;

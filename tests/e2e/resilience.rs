@@ -251,12 +251,8 @@ async fn an_event_whose_request_was_abandoned_is_not_sent() {
     let redis = Redis::start().await;
     let contacts = ContactsSvc::start(&redis.url()).await;
     let url: http::Uri = contacts.url().parse().unwrap();
-    let client = edge::Contacts::connect_lazy(
-        &[url],
-        Duration::from_secs(2),
-        Duration::from_secs(30),
-        None,
-    );
+    let options = edge::ContactsOptions::new(Duration::from_secs(2));
+    let client = edge::Contacts::connect_lazy(&[url], &options);
     let trace = edge::trace::Trace::of(&http::HeaderMap::new());
     let event = |id: String| contact_item(&id, "queued@example.com", None).event.unwrap();
 

@@ -324,27 +324,38 @@ impl ContactsSvc {
         options: contacts_svc::StoreOptions,
     ) -> Self {
         let store = contacts_svc::Store::open(redis_url, options).expect("redis url");
-        Self::start_with_store(addr, store, contacts_svc::Auth::Disabled).await
+        Self::start_with_store(addr, store, contacts_svc::Auth::Disabled, None).await
     }
 
     /// A contacts-svc on `redis_url` that lets in only the callers `auth` names.
     pub async fn start_with_auth(redis_url: &str, auth: contacts_svc::Auth) -> Self {
+        Self::start_secured(redis_url, auth, None).await
+    }
+
+    /// [`ContactsSvc::start_with_auth`], serving gRPC over `tls` when given.
+    pub async fn start_secured(
+        redis_url: &str,
+        auth: contacts_svc::Auth,
+        tls: Option<hookline_tls::ServerTls>,
+    ) -> Self {
         let options = contacts_svc::StoreOptions::default();
         let store = contacts_svc::Store::open(redis_url, options).expect("redis url");
-        Self::start_with_store("127.0.0.1:0".parse().expect("address"), store, auth).await
+        let addr = "127.0.0.1:0".parse().expect("address");
+        Self::start_with_store(addr, store, auth, tls).await
     }
 
     /// A contacts-svc on the Redis Cluster these nodes belong to, with these store options.
     pub async fn start_on_cluster(nodes: &[String], options: contacts_svc::StoreOptions) -> Self {
         let store = contacts_svc::Store::open_cluster(nodes, options).expect("cluster urls");
         let addr = "127.0.0.1:0".parse().expect("address");
-        Self::start_with_store(addr, store, contacts_svc::Auth::Disabled).await
+        Self::start_with_store(addr, store, contacts_svc::Auth::Disabled, None).await
     }
 
     async fn start_with_store(
         addr: SocketAddr,
         store: contacts_svc::Store,
         auth: contacts_svc::Auth,
+        tls: Option<hookline_tls::ServerTls>,
     ) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind contacts-svc");
         let addr = listener.local_addr().expect("local address");
@@ -359,6 +370,7 @@ impl ContactsSvc {
             shutdown_grace: Duration::from_secs(5),
             metrics_listener: Some(metrics),
             auth,
+            tls,
         };
         let task = tokio::spawn(async move {
             contacts_svc::run(listener, deps, async {

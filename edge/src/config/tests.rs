@@ -340,10 +340,6 @@ fn contacts_addresses_and_their_refresh() {
             Err("contacts_dns_refresh_secs: must be between 1 and 86400"),
         );
     }
-    check(
-        "contacts_url = \"https://contacts-svc:50051\"",
-        Err("contacts_url: \"https://contacts-svc:50051\" must be http://host:port"),
-    );
     // A negative number or a string is a type error naming the key.
     for top in [
         "contacts_dns_refresh_secs = -1",
@@ -395,6 +391,54 @@ fn the_contacts_token() {
         assert!(err.contains(want), "{top}: {err}");
         assert!(!err.contains("two words"), "{err}");
     }
+}
+
+/// `https://` contacts-svc addresses and their TLS settings.
+#[test]
+fn contacts_over_tls() {
+    let source = "[sources.stripe]\nkind = \"stripe\"\nsecrets = [\"whsec_x\"]\n";
+    let parse = |top: &str| {
+        Config::parse(
+            &format!("{top}\n{source}"),
+            Path::new("."),
+            &Args::for_file("edge.toml"),
+            &|_| None,
+        )
+        .map(|c| c.contacts_tls.is_some())
+        .map_err(|e| e.to_string())
+    };
+    let https = "contacts_url = \"https://contacts-svc:50051\"";
+    let cases = [
+        (
+            https.to_owned(),
+            "contacts_ca: is required with an https:// contacts_url",
+        ),
+        (
+            "contacts_ca = \"pem\"".to_owned(),
+            "contacts_ca: TLS settings need an https:// address in contacts_url",
+        ),
+        (
+            format!("{https}\ncontacts_ca = \"not a pem\""),
+            "contacts_ca: holds no PEM certificate",
+        ),
+        (
+            format!("{https}\ncontacts_ca = \"x\"\ncontacts_cert = \"x\""),
+            "contacts_key: is required with contacts_cert",
+        ),
+        (
+            format!("{https}\ncontacts_ca = \"file:nowhere.pem\""),
+            "contacts_ca: cannot read",
+        ),
+        (
+            "contacts_url = \"ftp://contacts-svc:50051\"".to_owned(),
+            "must be http://host:port or https://host:port",
+        ),
+    ];
+    for (top, want) in cases {
+        let err = parse(&top).expect_err(&top);
+        assert!(err.contains(want), "{top}: {err}");
+    }
+    assert_eq!(parse(""), Ok(false));
 }
 
 /// Problems of the file's shape, each with its key; a syntax error located without the

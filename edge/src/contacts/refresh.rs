@@ -84,7 +84,8 @@ pub struct Settings<E> {
     pub every: Duration,
     /// How long an address has to accept a connection (the endpoints' connect timeout).
     pub connect_timeout: Duration,
-    /// The endpoint, with the edge's settings, that reaches a URI.
+    /// The endpoint, with the edge's settings, that reaches a URI for a configured URL
+    /// (whose host a TLS connection checks the certificate against).
     pub endpoint: E,
 }
 
@@ -96,7 +97,7 @@ pub async fn run<R, E>(
     changes: mpsc::Sender<Change<Key, Endpoint>>,
 ) where
     R: Resolve,
-    E: Fn(http::Uri) -> Endpoint,
+    E: Fn(http::Uri, &http::Uri) -> Endpoint,
 {
     tokio::select! {
         () = changes.closed() => {}
@@ -113,12 +114,12 @@ async fn refresh<R, E>(
     changes: &mpsc::Sender<Change<Key, Endpoint>>,
 ) where
     R: Resolve,
-    E: Fn(http::Uri) -> Endpoint,
+    E: Fn(http::Uri, &http::Uri) -> Endpoint,
 {
     let targets: Vec<Target> = urls.iter().map(Target::of).collect();
     for (index, target) in targets.iter().enumerate() {
         if let Target::Fixed(address) = target {
-            let endpoint = (settings.endpoint)(urls[index].clone());
+            let endpoint = (settings.endpoint)(urls[index].clone(), &urls[index]);
             if changes
                 .send(Change::Insert((index, *address), endpoint))
                 .await
@@ -200,13 +201,13 @@ async fn ask<R: Resolve>(resolver: &R, host: &str, port: u16, within: Duration) 
 
 /// The endpoint of `address` for `url`: the edge's settings, the address as URI and the
 /// configured URL as origin (contacts-svc sees the name it was configured by).
-fn endpoint_for<E: Fn(http::Uri) -> Endpoint>(
+fn endpoint_for<E: Fn(http::Uri, &http::Uri) -> Endpoint>(
     settings: &Settings<E>,
     url: &http::Uri,
     address: SocketAddr,
 ) -> Option<Endpoint> {
     match discovery::address_uri(url, address) {
-        Ok(uri) => Some((settings.endpoint)(uri).origin(url.clone())),
+        Ok(uri) => Some((settings.endpoint)(uri, url).origin(url.clone())),
         Err(e) => {
             tracing::error!(%address, error = %e, "contacts-svc address is not a valid uri, left out");
             None
@@ -292,7 +293,7 @@ mod tests {
         let settings = Settings {
             every: EVERY,
             connect_timeout: Duration::from_secs(1),
-            endpoint: Endpoint::from,
+            endpoint: |uri: http::Uri, _: &http::Uri| Endpoint::from(uri),
         };
         let (tx, mut rx) = mpsc::channel(16);
         let start = Instant::now();
