@@ -47,6 +47,29 @@ pub struct Config {
     #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0, global = true)]
     pub redis_wait_replicas: u32,
 
+    /// For `rediss://` URLs: the authority (PEM file) to trust instead of the system's.
+    #[arg(long, env = "REDIS_TLS_CA", global = true)]
+    pub redis_tls_ca: Option<PathBuf>,
+
+    /// For `rediss://` URLs: a client certificate (PEM file), for a Redis that asks for
+    /// one (`tls-auth-clients`); with `--redis-tls-key`.
+    #[arg(
+        long,
+        env = "REDIS_TLS_CERT",
+        requires = "redis_tls_key",
+        global = true
+    )]
+    pub redis_tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM file) of `--redis-tls-cert`.
+    #[arg(
+        long,
+        env = "REDIS_TLS_KEY",
+        requires = "redis_tls_cert",
+        global = true
+    )]
+    pub redis_tls_key: Option<PathBuf>,
+
     /// Region (ISO 3166 alpha-2) for phone numbers written without a country code.
     #[arg(long, env = "CONTACTS_DEFAULT_REGION", default_value = "US", value_parser = parse_region)]
     pub default_region: Region,
@@ -172,6 +195,25 @@ impl Config {
                     .to_owned(),
             ),
         }
+    }
+
+    /// TLS to Redis, when any file is given: read now, each problem naming its flag.
+    pub fn redis_tls(&self) -> Result<Option<crate::store::RedisTls>, String> {
+        let read = |flag: &str, path: &Option<PathBuf>| -> Result<Option<Vec<u8>>, String> {
+            path.as_ref()
+                .map(|p| std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display())))
+                .transpose()
+        };
+        let ca = read("--redis-tls-ca", &self.redis_tls_ca)?;
+        let cert = read("--redis-tls-cert", &self.redis_tls_cert)?;
+        let key = read("--redis-tls-key", &self.redis_tls_key)?;
+        if ca.is_none() && cert.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(crate::store::RedisTls {
+            ca,
+            client: cert.zip(key),
+        }))
     }
 
     /// The TLS files, when gRPC is served over TLS.

@@ -26,7 +26,7 @@ pub use crate::auth::Auth;
 pub use crate::contact::Region;
 use crate::error::Error;
 pub use crate::metrics::Metrics;
-pub use crate::store::{Store, StoreOptions};
+pub use crate::store::{RedisTls, Store, StoreOptions};
 
 /// How often Redis is pinged to keep the health status current.
 const HEALTH_INTERVAL: Duration = Duration::from_millis(500);

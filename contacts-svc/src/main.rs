@@ -62,6 +62,7 @@ async fn start(config: Config) -> anyhow::Result<()> {
         dedup_ttl: config.dedup_ttl(),
         log_retention: config.event_log_retention().map_err(anyhow::Error::msg)?,
         wait_replicas: config.redis_wait_replicas,
+        tls: config.redis_tls().map_err(anyhow::Error::msg)?,
         ..StoreOptions::default()
     };
     // Where the contacts are, as logs and errors name it (without credentials).

@@ -108,6 +108,8 @@ pub struct Config {
     /// Address of the internal gRPC API (ReplayEvents). Never the webhook port.
     pub admin_listen: Option<SocketAddr>,
     pub contacts_urls: Vec<http::Uri>,
+    /// TLS on the webhook listener, for deployments without a proxy that ends it.
+    pub tls: Option<hookline_tls::ServerTls>,
     /// The bearer token the edge shows contacts-svc, when it asks for one.
     pub contacts_token: Option<Secret>,
     /// TLS for `https://` contacts-svc addresses: the authority to trust and, for mutual
@@ -139,6 +141,8 @@ struct FileConfig {
     admin_listen: Option<String>,
     contacts_url: Option<String>,
     contacts_token: Option<SecretRef>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     contacts_ca: Option<String>,
     contacts_cert: Option<String>,
     contacts_key: Option<SecretRef>,
@@ -285,6 +289,7 @@ impl Config {
             }
             sendable.then_some(token)
         });
+        let tls = listener_tls(&file, base, &mut problems);
         let https = contacts_urls
             .iter()
             .any(|u| u.scheme_str() == Some("https"));
@@ -310,6 +315,7 @@ impl Config {
             metrics_on_webhook_port,
             admin_listen,
             contacts_urls,
+            tls,
             contacts_token,
             contacts_tls,
             contacts_dns_refresh,
@@ -561,6 +567,41 @@ fn contacts_tls(
         return None;
     }
     Some(crate::contacts::ContactsTls(tls))
+}
+
+/// TLS on the webhook listener: `tls_cert` and `tls_key` (PEM files, relative to the
+/// configuration's directory), read now so that a problem is reported with its key, and
+/// again whenever they change.
+fn listener_tls(
+    file: &FileConfig,
+    base: &Path,
+    problems: &mut Problems,
+) -> Option<hookline_tls::ServerTls> {
+    let (cert, key) = match (&file.tls_cert, &file.tls_key) {
+        (None, None) => return None,
+        (Some(cert), Some(key)) => (base.join(cert), base.join(key)),
+        (Some(_), None) => {
+            problems.push("tls_key", "is required with tls_cert");
+            return None;
+        }
+        (None, Some(_)) => {
+            problems.push("tls_cert", "is required with tls_key");
+            return None;
+        }
+    };
+    let files = hookline_tls::TlsFiles {
+        cert,
+        key,
+        client_ca: None,
+    };
+    // HTTP/2 where the sender offers it, HTTP/1.1 otherwise.
+    match hookline_tls::ServerTls::load(files, &[b"h2", b"http/1.1"]) {
+        Ok(tls) => Some(tls),
+        Err(e) => {
+            problems.push("tls_cert", e.to_string());
+            None
+        }
+    }
 }
 
 /// PEM text holding at least one certificate, as `key` names it.

@@ -40,6 +40,8 @@ pub use crate::spool::{Closer, Spool};
 /// Of the shutdown grace period, what is kept for spooling the requests still waiting
 /// for contacts-svc when it ends.
 const SPOOL_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often the webhook listener's TLS files are checked for a change.
+const TLS_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -175,6 +177,7 @@ async fn serve_all(
                 config.shutdown_grace,
                 Routes::Metrics,
                 limits,
+                None,
             )
             .await;
         })
@@ -183,6 +186,10 @@ async fn serve_all(
         let shutdown = stopping(stopped.clone());
         tokio::spawn(serve_admin(listener, state.clone(), shutdown))
     });
+    let tls_watcher = config
+        .tls
+        .clone()
+        .map(|tls| tokio::spawn(tls.watch(TLS_CHECK_INTERVAL)));
     server::serve(
         listener,
         state,
@@ -190,8 +197,12 @@ async fn serve_all(
         config.shutdown_grace,
         webhook_routes,
         limits,
+        config.tls.clone(),
     )
     .await;
+    if let Some(watcher) = tls_watcher {
+        watcher.abort();
+    }
     let _ = stop_replay.send(true);
     let _ = replayer.await;
     // The other servers stopped accepting with the webhook port; their calls get what

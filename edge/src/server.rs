@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hookline_tls::ServerTls;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
@@ -59,6 +60,7 @@ pub async fn serve(
     grace: Duration,
     routes: Routes,
     limits: Limits,
+    tls: Option<ServerTls>,
 ) {
     let listener_label = match routes {
         Routes::All | Routes::Webhooks => "webhooks",
@@ -105,11 +107,29 @@ pub async fn serve(
                         Ok::<_, Infallible>(resp)
                     }
                 });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let closing = closing.subscribe();
                 let state = state.clone();
+                let builder = builder.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let end = connection::drive(conn, |c| c.graceful_shutdown(), load, closing, &limits).await;
+                    let end = match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            connection::drive(conn, |c| c.graceful_shutdown(), load, closing, &limits).await
+                        }
+                        // The handshake counts against the time a first request has.
+                        Some(tls) => match tokio::time::timeout(limits.first_request_timeout, tls.acceptor().accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                                connection::drive(conn, |c| c.graceful_shutdown(), load, closing, &limits).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(listener = listener_label, error = %e, "tls handshake failed");
+                                connection::End::Done
+                            }
+                            Err(_) => connection::End::FirstRequestTimeout,
+                        },
+                    };
                     if let Some(reason) = end.timeout_reason() {
                         tracing::debug!(listener = listener_label, reason, "connection closed");
                         state.metrics.connection_closed(listener_label, reason);

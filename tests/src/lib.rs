@@ -67,6 +67,30 @@ pub struct Redis {
     aof: bool,
     /// The port of the master this server replicates.
     replica_of: Option<u16>,
+    /// Serving TLS only (`rediss://`), asking clients for a certificate.
+    tls: Option<Box<RedisTlsFiles>>,
+}
+
+/// The files of a Redis that serves TLS: its certificate and key, the authority its
+/// clients' certificates come from, and a client certificate for the harness itself.
+#[derive(Clone, Debug)]
+pub struct RedisTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl RedisTlsFiles {
+    /// What a client needs to reach such a Redis.
+    pub fn client(&self) -> contacts_svc::RedisTls {
+        let read = |p: &PathBuf| std::fs::read(p).expect("read a TLS file");
+        contacts_svc::RedisTls {
+            ca: Some(read(&self.ca)),
+            client: Some((read(&self.client_cert), read(&self.client_key))),
+        }
+    }
 }
 
 impl Redis {
@@ -83,6 +107,22 @@ impl Redis {
             dir,
             aof,
             replica_of: None,
+            tls: None,
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    /// A server that speaks only TLS, and asks every client for a certificate of `tls.ca`.
+    pub async fn start_tls(tls: RedisTlsFiles) -> Self {
+        let dir = data_dir("hookline-redis");
+        let mut redis = Self {
+            child: None,
+            port: free_port(),
+            dir,
+            aof: false,
+            replica_of: None,
+            tls: Some(Box::new(tls)),
         };
         redis.spawn().await;
         redis
@@ -97,6 +137,7 @@ impl Redis {
             dir,
             aof: false,
             replica_of: Some(master.port),
+            tls: None,
         };
         replica.spawn().await;
         let c = replica.conn().await;
@@ -121,9 +162,19 @@ impl Redis {
 
     async fn spawn(&mut self) {
         let mut cmd = Command::new(redis_server());
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
+        match &self.tls {
+            None => cmd.arg("--port").arg(self.port.to_string()),
+            Some(tls) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca)
+                .args(["--tls-auth-clients", "yes"]),
+        };
+        cmd.arg("--bind")
             .arg("127.0.0.1")
             .arg("--save")
             .arg("")
@@ -156,16 +207,40 @@ impl Redis {
             )
         });
         self.child = Some(child);
-        let url = self.url();
-        eventually(Duration::from_secs(10), "redis-server to answer", || {
-            let url = url.clone();
-            async move { ping(&url).await.then_some(()) }
-        })
+        eventually(
+            Duration::from_secs(10),
+            "redis-server to answer",
+            || async { ping_client(&self.client()).await.then_some(()) },
+        )
         .await;
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match self.tls {
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+            // The certificate names the host.
+            Some(_) => format!("rediss://localhost:{}/0", self.port),
+        }
+    }
+
+    /// A client of this server, with the harness's certificate when it speaks TLS.
+    fn client(&self) -> redis::Client {
+        match &self.tls {
+            None => redis::Client::open(self.url()).expect("redis url"),
+            Some(tls) => {
+                let client = tls.client();
+                let certs = redis::TlsCertificates {
+                    client_tls: client.client.map(|(client_cert, client_key)| {
+                        redis::ClientTlsConfig {
+                            client_cert,
+                            client_key,
+                        }
+                    }),
+                    root_cert: client.ca,
+                };
+                redis::Client::build_with_tls(self.url(), certs).expect("rediss url")
+            }
+        }
     }
 
     /// Freezes the server (SIGSTOP): connections stay open and commands wait, as with a
@@ -230,8 +305,7 @@ impl Redis {
 
     /// A plain connection for inspecting what the services stored.
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("redis url")
+        self.client()
             .get_multiplexed_async_connection()
             .await
             .expect("connect to the private redis")
@@ -268,6 +342,10 @@ pub(crate) async fn ping(url: &str) -> bool {
     let Ok(client) = redis::Client::open(url) else {
         return false;
     };
+    ping_client(&client).await
+}
+
+async fn ping_client(client: &redis::Client) -> bool {
     let Ok(Ok(mut c)) = tokio::time::timeout(
         Duration::from_secs(1),
         client.get_multiplexed_async_connection(),
@@ -329,17 +407,24 @@ impl ContactsSvc {
 
     /// A contacts-svc on `redis_url` that lets in only the callers `auth` names.
     pub async fn start_with_auth(redis_url: &str, auth: contacts_svc::Auth) -> Self {
-        Self::start_secured(redis_url, auth, None).await
+        let options = contacts_svc::StoreOptions::default();
+        let store = contacts_svc::Store::open(redis_url, options).expect("redis url");
+        let addr = "127.0.0.1:0".parse().expect("address");
+        Self::start_with_store(addr, store, auth, None).await
     }
 
-    /// [`ContactsSvc::start_with_auth`], serving gRPC over `tls` when given.
+    /// [`ContactsSvc::start_with_auth`] on `redis` (over TLS when it speaks it), serving
+    /// gRPC over `tls` when given.
     pub async fn start_secured(
-        redis_url: &str,
+        redis: &Redis,
         auth: contacts_svc::Auth,
         tls: Option<hookline_tls::ServerTls>,
     ) -> Self {
-        let options = contacts_svc::StoreOptions::default();
-        let store = contacts_svc::Store::open(redis_url, options).expect("redis url");
+        let options = contacts_svc::StoreOptions {
+            tls: redis.tls.as_ref().map(|files| files.client()),
+            ..contacts_svc::StoreOptions::default()
+        };
+        let store = contacts_svc::Store::open(&redis.url(), options).expect("redis url");
         let addr = "127.0.0.1:0".parse().expect("address");
         Self::start_with_store(addr, store, auth, tls).await
     }

@@ -54,8 +54,9 @@ fn file_error(path: &Path, reason: impl std::fmt::Display) -> TlsError {
     }
 }
 
-/// A listener's TLS configuration, as the files say now; cheap to clone.
-#[derive(Clone, Debug)]
+/// A listener's TLS configuration, as the files say now; cheap to clone. Its `Debug`
+/// names the files only.
+#[derive(Clone)]
 pub struct ServerTls {
     files: Arc<TlsFiles>,
     alpn: Vec<Vec<u8>>,
@@ -63,6 +64,14 @@ pub struct ServerTls {
     /// The files' stamps just before they were first read: a change after that is
     /// seen by [`ServerTls::watch`], however late it starts.
     loaded: Vec<Option<(SystemTime, u64)>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerTls {

@@ -42,8 +42,16 @@ impl Conn {
     /// Prepares a connection to one Redis server at `url` without connecting: the
     /// connection is made on first use and re-made in the background whenever it breaks.
     /// Every command times out after `timeout`.
-    pub(super) fn single(url: &str, timeout: Duration) -> redis::RedisResult<Self> {
-        let client = redis::Client::open(url)?;
+    /// `certs`, for `rediss://`, say whom to trust and who we are.
+    pub(super) fn single(
+        url: &str,
+        timeout: Duration,
+        certs: Option<redis::TlsCertificates>,
+    ) -> redis::RedisResult<Self> {
+        let client = match certs {
+            Some(certs) => redis::Client::build_with_tls(url, certs)?,
+            None => redis::Client::open(url)?,
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -55,12 +63,19 @@ impl Conn {
 
     /// Prepares a connection to the Redis Cluster that `urls` (some of its nodes) belong
     /// to, without connecting.
-    pub(super) fn cluster(urls: &[String], timeout: Duration) -> redis::RedisResult<Self> {
-        let client = ClusterClient::builder(urls.iter().map(String::as_str))
+    pub(super) fn cluster(
+        urls: &[String],
+        timeout: Duration,
+        certs: Option<redis::TlsCertificates>,
+    ) -> redis::RedisResult<Self> {
+        let mut builder = ClusterClient::builder(urls.iter().map(String::as_str))
             .connection_timeout(timeout)
             .response_timeout(timeout)
-            .retries(3)
-            .build()?;
+            .retries(3);
+        if let Some(certs) = certs {
+            builder = builder.certs(certs);
+        }
+        let client = builder.build()?;
         Ok(Self {
             inner: Inner::Cluster {
                 client: Arc::new(client),

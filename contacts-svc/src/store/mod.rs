@@ -74,6 +74,37 @@ pub struct StoreOptions {
     pub wait_replicas: u32,
     /// How long to wait for them before answering "retry later".
     pub wait_timeout: Duration,
+    /// For `rediss://`: the authority to trust instead of the system's, and a client
+    /// certificate for Redis's `tls-auth-clients`.
+    pub tls: Option<RedisTls>,
+}
+
+/// TLS to Redis: PEM bytes. Its `Debug` shows nothing: it may hold a private key.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    pub ca: Option<Vec<u8>>,
+    /// The client certificate and its key, both or neither.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisTls([redacted])")
+    }
+}
+
+impl RedisTls {
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self.client.clone().map(|(client_cert, client_key)| {
+                redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }
+            }),
+            root_cert: self.ca.clone(),
+        }
+    }
 }
 
 impl Default for StoreOptions {
@@ -86,6 +117,7 @@ impl Default for StoreOptions {
             command_timeout: Duration::from_secs(2),
             wait_replicas: 0,
             wait_timeout: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -144,13 +176,15 @@ impl Store {
     /// Prepares a connection to `url` without connecting: the connection is made on
     /// first use and re-made in the background whenever it breaks.
     pub fn open(url: &str, opts: StoreOptions) -> Result<Self, redis::RedisError> {
-        let conn = conn::Conn::single(url, opts.command_timeout)?;
+        let certs = opts.tls.as_ref().map(RedisTls::certificates);
+        let conn = conn::Conn::single(url, opts.command_timeout, certs)?;
         Ok(Self { conn, opts })
     }
 
     /// Prepares a connection to the Redis Cluster `nodes` belong to, without connecting.
     pub fn open_cluster(nodes: &[String], opts: StoreOptions) -> Result<Self, redis::RedisError> {
-        let conn = conn::Conn::cluster(nodes, opts.command_timeout)?;
+        let certs = opts.tls.as_ref().map(RedisTls::certificates);
+        let conn = conn::Conn::cluster(nodes, opts.command_timeout, certs)?;
         Ok(Self { conn, opts })
     }
 
