@@ -16,7 +16,7 @@ use crate::contact::{
 };
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::store::{Cursor, EventFilter, Store, now_millis};
+use crate::store::{Cursor, EventFilter, Loaded, Store, now_millis};
 
 const DEFAULT_PAGE: usize = 50;
 /// Most events in one ApplyEvents call.
@@ -205,7 +205,7 @@ impl ContactsService for Service {
             .map_err(status)?
             .ok_or_else(|| status(Error::NotFound(format!("no contact {contact_id}"))))?;
         Ok(Response::new(v1::UpsertContactResponse {
-            contact: Some(loaded.record.to_proto(&loaded.id)),
+            contact: Some(loaded.to_proto()),
             applied: applied.outcome == v1::EventOutcome::Applied,
         }))
     }
@@ -222,7 +222,7 @@ impl ContactsService for Service {
             .map_err(status)?
             .ok_or_else(|| status(Error::NotFound(format!("no contact {id}"))))?;
         Ok(Response::new(v1::GetContactResponse {
-            contact: Some(loaded.record.to_proto(&loaded.id)),
+            contact: Some(loaded.to_proto()),
         }))
     }
 
@@ -263,7 +263,7 @@ impl ContactsService for Service {
                 )))
             })?;
         Ok(Response::new(v1::LookupContactResponse {
-            contact: Some(loaded.record.to_proto(&loaded.id)),
+            contact: Some(loaded.to_proto()),
         }))
     }
 
@@ -281,17 +281,14 @@ impl ContactsService for Service {
         };
         let page = self
             .store
-            .list_contacts(after, limit, |r| {
-                stage.is_none_or(|s| r.stage().to_proto() == s)
+            .list_contacts(after, limit, |l| {
+                // A tombstone is in no stage: listed only when no stage is asked for.
+                stage.is_none_or(|s| l.erased.is_none() && l.record.stage().to_proto() == s)
             })
             .await
             .map_err(status)?;
         Ok(Response::new(v1::ListContactsResponse {
-            contacts: page
-                .items
-                .iter()
-                .map(|l| l.record.to_proto(&l.id))
-                .collect(),
+            contacts: page.items.iter().map(Loaded::to_proto).collect(),
             next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
         }))
     }
