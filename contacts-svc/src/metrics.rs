@@ -1,6 +1,7 @@
 //! contacts-svc's Prometheus metrics and the small HTTP server that exposes them on
 //! `--metrics-listen`: events by source and outcome, dedup hits, merges, identity
-//! conflicts, the latency of applying an event in Redis, and whether Redis answers.
+//! conflicts, the latency of applying an event in Redis, erasures, and whether Redis
+//! answers.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -44,6 +45,7 @@ pub struct Metrics {
     apply_seconds: Family<OutcomeLabels, Histogram>,
     merges: Counter,
     conflicts: Counter,
+    erasures: Counter,
     redis_up: Gauge<i64, AtomicI64>,
 }
 
@@ -93,6 +95,12 @@ impl Metrics {
             "Identifiers left on another contact because merging would join two people",
             conflicts.clone(),
         );
+        let erasures = Counter::default();
+        registry.register(
+            "erasures",
+            "EraseContact calls answered with a tombstone, repeated ones included",
+            erasures.clone(),
+        );
         let redis_up = Gauge::<i64, AtomicI64>::default();
         registry.register("redis_up", "1 while Redis answers", redis_up.clone());
         Self {
@@ -102,6 +110,7 @@ impl Metrics {
             apply_seconds,
             merges,
             conflicts,
+            erasures,
             redis_up,
         }
     }
@@ -134,6 +143,11 @@ impl Metrics {
             .observe(took.as_secs_f64());
         self.merges.inc_by(merges as u64);
         self.conflicts.inc_by(conflicts as u64);
+    }
+
+    /// Records one `EraseContact` answered with a tombstone.
+    pub fn erased(&self) {
+        self.erasures.inc();
     }
 
     pub fn redis_up(&self, up: bool) {

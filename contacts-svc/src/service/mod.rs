@@ -1,6 +1,7 @@
 //! The `contacts.v1.ContactsService` gRPC service: validates requests, calls the store
 //! and shapes answers. The only place a `tonic::Status` is made. Applying webhook
-//! events, and what each becomes, is in `events.rs`.
+//! events, and what each becomes, is in `events.rs`; erasing a contact is the store's
+//! (`store/erase.rs`).
 
 mod events;
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use hookline_proto::v1::{self, contacts_service_server::ContactsService};
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::contact::text::Reader;
 use crate::contact::{
     ContactFields, ContactId, Effect, Email, EventEffect, EventId, Identifier, ParsedEvent, Phone,
@@ -290,6 +292,38 @@ impl ContactsService for Service {
         Ok(Response::new(v1::ListContactsResponse {
             contacts: page.items.iter().map(Loaded::to_proto).collect(),
             next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn erase_contact(
+        &self,
+        request: Request<v1::EraseContactRequest>,
+    ) -> Result<Response<v1::EraseContactResponse>, Status> {
+        let deadline = events::deadline(request.metadata());
+        let caller = Caller::of(&request);
+        let id = ContactId::parse(&request.into_inner().contact_id).map_err(status)?;
+        // A task of its own, so that a caller that hangs up does not cut the erasure off
+        // halfway. The deadline may (the erasure is written so that the next call
+        // completes it), and answers "retry later".
+        let store = self.store.clone();
+        let by = caller.name.clone();
+        let erased = tokio::spawn(async move {
+            let erase = store.erase(&id, &by, now_millis());
+            tokio::time::timeout_at(deadline.into(), erase)
+                .await
+                .unwrap_or(Err(Error::Deadline))
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "erasing a contact failed");
+            Status::internal("internal error")
+        })?
+        .map_err(status)?;
+        self.metrics.erased();
+        // The contact's id and who asked: nothing of the person.
+        tracing::info!(contact_id = %erased.id, caller = %caller.name, "contact erased");
+        Ok(Response::new(v1::EraseContactResponse {
+            contact: Some(erased.to_proto()),
         }))
     }
 

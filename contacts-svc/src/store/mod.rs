@@ -2,7 +2,7 @@
 //! or a cluster) is in `conn.rs`, the key layout and the scripts in `keys.rs`, leases and
 //! done markers in `lease.rs`, resolving and writing contacts in `apply.rs` (one event),
 //! `batch.rs` and `round.rs` (the round trips a batch shares), reads and listings in
-//! `read.rs`.
+//! `read.rs`, erasing a contact in `erase.rs`.
 //!
 //! ```text
 //! hl:schema                  string  the layout's version ("2"; see `schema.rs`)
@@ -37,6 +37,7 @@
 mod apply;
 mod batch;
 mod conn;
+mod erase;
 mod keys;
 mod lease;
 mod page;

@@ -96,6 +96,14 @@ impl Cleanup {
             && self.records.is_empty()
             && self.absorbed.is_empty()
     }
+
+    /// Adds what `other` has to clean.
+    pub(super) fn union(&mut self, other: Self) {
+        self.index_keys.extend(other.index_keys);
+        self.owners.extend(other.owners);
+        self.records.extend(other.records);
+        self.absorbed.extend(other.absorbed);
+    }
 }
 
 /// A contact key's value, decoded.
@@ -321,6 +329,24 @@ mod tests {
             Stored::decode(b"20000000000000007e{\"at\":1}"),
             Err(Unreadable(why)) if why.starts_with("tombstone: ")
         ));
+    }
+
+    #[test]
+    fn cleanups_unite() {
+        let one = |key: &str, record: &str| Cleanup {
+            index_keys: [key.to_owned()].into(),
+            owners: [id(A)].into(),
+            records: [record.to_owned()].into(),
+            absorbed: BTreeSet::new(),
+        };
+        let mut left = Cleanup::default();
+        assert!(left.is_empty());
+        left.union(one("k1", "r1"));
+        left.union(one("k2", "r1"));
+        assert_eq!(left.index_keys.len(), 2);
+        assert_eq!(left.owners.len(), 1);
+        assert_eq!(left.records.len(), 1);
+        assert!(!left.is_empty());
     }
 
     #[test]
