@@ -11,6 +11,7 @@ mod connections;
 mod content;
 mod convergence;
 mod discovery;
+mod erasure;
 mod faults;
 mod gohighlevel;
 mod grpc;
