@@ -3,18 +3,20 @@
 //! the first, nothing in Redis names the person any more; the contact is a tombstone
 //! that says when and by whom it was erased; a later event about the same person makes a
 //! new contact; erasing again answers the same tombstone. The other tests erase while
-//! events about the person keep coming, and complete an erasure a crash cut short
-//! (its tombstone written with what was left to clean).
+//! events about the person keep coming, complete an erasure a crash cut short (its
+//! tombstone written with what was left to clean), and answer an erasure only once a
+//! replica holds it when contacts-svc waits for replicas.
 //!
 //! Contact records are stored compressed, so not finding an email in their bytes would
 //! prove little; the strong check therefore also requires every contact value to be a
 //! tombstone or a redirect, whose bytes are plain.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use futures::future::join_all;
 use hookline_proto::v1::{self, lookup_contact_request::Key};
-use hookline_tests::{Stack, contact_event, contact_item, stripe_checkout};
+use hookline_tests::{ContactsSvc, Redis, Stack, contact_event, contact_item, stripe_checkout};
 
 /// Jenny's email (Stripe's checkout), the email of the contact merged into hers, the
 /// phone `stripe_checkout` states, a second phone of the merged contact, her name and
@@ -56,9 +58,8 @@ fn ghl_id() -> v1::ExternalId {
     }
 }
 
-async fn erase(stack: &Stack, id: &str) -> Result<v1::Contact, tonic::Status> {
-    stack
-        .contacts
+async fn erase(contacts: &ContactsSvc, id: &str) -> Result<v1::Contact, tonic::Status> {
+    contacts
         .client()
         .await
         .erase_contact(v1::EraseContactRequest {
@@ -240,7 +241,7 @@ async fn an_erased_person_is_gone_from_every_key_and_comes_back_only_as_new() {
     }
 
     // Erased through the merged contact's id: the survivor is what goes.
-    let tombstone = erase(&stack, &absorbed).await.unwrap();
+    let tombstone = erase(contacts, &absorbed).await.unwrap();
     assert_eq!(tombstone.id, jenny);
     assert!(tombstone.erased_at.is_some(), "{tombstone:?}");
     assert_eq!(tombstone.erased_by, "unauthenticated");
@@ -342,13 +343,13 @@ async fn an_erased_person_is_gone_from_every_key_and_comes_back_only_as_new() {
     assert_eq!(contacts.get_contact(&jenny).await.unwrap(), tombstone);
 
     // Erasing again answers the same tombstone.
-    assert_eq!(erase(&stack, &jenny).await.unwrap(), tombstone);
-    assert_eq!(erase(&stack, &absorbed).await.unwrap(), tombstone);
+    assert_eq!(erase(contacts, &jenny).await.unwrap(), tombstone);
+    assert_eq!(erase(contacts, &absorbed).await.unwrap(), tombstone);
     for (id, code) in [
         ("ct_0190f0e0c0a07000800000000000000a", tonic::Code::NotFound),
         ("jenny", tonic::Code::InvalidArgument),
     ] {
-        let answer = erase(&stack, id).await;
+        let answer = erase(contacts, id).await;
         assert_eq!(answer.map_err(|e| e.code()), Err(code), "{id}");
     }
 }
@@ -373,7 +374,7 @@ async fn an_erasure_racing_events_about_the_person_never_brings_her_back() {
                 .collect();
             contacts.apply_events(items)
         });
-        let (erased, answers) = tokio::join!(erase(&stack, &jenny), join_all(events));
+        let (erased, answers) = tokio::join!(erase(contacts, &jenny), join_all(events));
         let tombstone = erased.unwrap();
         assert_eq!(tombstone.id, jenny);
         for answer in answers.iter().flatten() {
@@ -476,7 +477,7 @@ async fn an_erasure_cut_short_is_completed_by_the_next_call() {
     // The next call completes it, keeping when and by whom it was asked for first;
     // the contact merged into hers is a redirect to her tombstone now, and the new
     // contact keeps the entry it took.
-    let completed = erase(&stack, &jenny).await.unwrap();
+    let completed = erase(contacts, &jenny).await.unwrap();
     assert_eq!(completed, shown);
     assert_eq!(completed.erased_at.map(|t| t.seconds), Some(1_796_421_417));
     assert_eq!(contacts.get_contact(&unmerged).await.unwrap(), completed);
@@ -501,4 +502,46 @@ async fn an_erasure_cut_short_is_completed_by_the_next_call() {
         String::from_utf8_lossy(&value[17..]),
         r#"e{"at":1796421417250,"by":"ops"}"#
     );
+}
+
+#[tokio::test]
+async fn with_replicas_asked_for_an_erasure_is_answered_once_a_replica_holds_it() {
+    let master = Redis::start().await;
+    let replica = Redis::start_replica_of(&master).await;
+    let contacts = ContactsSvc::start_with_options(
+        "127.0.0.1:0".parse().unwrap(),
+        &master.url(),
+        contacts_svc::StoreOptions {
+            wait_replicas: 1,
+            wait_timeout: Duration::from_millis(300),
+            ..contacts_svc::StoreOptions::default()
+        },
+    )
+    .await;
+    let answers = contacts
+        .apply_events(vec![contact_item("wait:jenny", EMAIL, Some("Jenny"))])
+        .await;
+    let jenny = answers[0].contact_id.clone();
+
+    // A replica that does not answer: the erasure is not reported done (a failover could
+    // take it back), and the retry, once the replica is back, completes it.
+    replica.pause();
+    let answer = erase(&contacts, &jenny).await;
+    assert_eq!(answer.map_err(|e| e.code()), Err(tonic::Code::Unavailable));
+    replica.resume();
+    let tombstone = erase(&contacts, &jenny).await.unwrap();
+    assert_eq!(tombstone.id, jenny);
+    let mut on_replica = replica.conn().await;
+    let value: Vec<u8> = redis::cmd("GET")
+        .arg(format!("hl:c:{{{jenny}}}"))
+        .query_async(&mut on_replica)
+        .await
+        .unwrap();
+    assert_eq!(value.get(17), Some(&b'e'));
+    let entry: Option<String> = redis::cmd("GET")
+        .arg(format!("hl:idx:email:{EMAIL}"))
+        .query_async(&mut on_replica)
+        .await
+        .unwrap();
+    assert_eq!(entry, None);
 }

@@ -27,7 +27,8 @@
 //! compare-and-set and resolves again, reaching the tombstone; one applied before step
 //! 1 makes step 1 fail, and the erasure reads the record again, that event included.
 //! Two erasures of one contact: the first tombstone written wins (its `erased_at` and
-//! `erased_by` stay), the other call completes the same list.
+//! `erased_by` stay), the other call completes the same list. With
+//! `--redis-wait-replicas`, an erasure is answered once the replicas hold it.
 
 use std::collections::BTreeSet;
 
@@ -116,6 +117,9 @@ impl Store {
                 Body::Redirect(_) => continue,
             };
             if let Some(done) = self.complete(&live, version, tombstone).await? {
+                // With `--redis-wait-replicas`, the erasure is on the replicas before
+                // it is reported: a failover must not bring the person back.
+                self.replicated().await?;
                 return Ok(done);
             }
         }
