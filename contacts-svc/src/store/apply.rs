@@ -378,7 +378,7 @@ impl Store {
                 .arg(id.as_str())
                 .run(&mut c)
                 .await?;
-            tracing::info!(identifier = ident.kind(), contact_id = %id, "index entry of an erased contact cleared");
+            tracing::info!(kind = ident.kind(), contact_id = %id, "index entry of an erased contact cleared");
         }
         Ok(())
     }
