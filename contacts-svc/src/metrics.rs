@@ -1,6 +1,7 @@
 //! contacts-svc's Prometheus metrics and the small HTTP server that exposes them on
 //! `--metrics-listen`: events by source and outcome, dedup hits, merges, identity
-//! conflicts, the latency of applying an event in Redis, and whether Redis answers.
+//! conflicts, the latency of applying an event in Redis, erasures, and whether Redis
+//! answers.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -49,6 +50,7 @@ pub struct Metrics {
     apply_seconds: Family<OutcomeLabels, Histogram>,
     merges: Counter,
     conflicts: Counter,
+    erasures: Counter,
     redis_up: Gauge<i64, AtomicI64>,
     auth_refused: Family<ReasonLabels, Counter>,
 }
@@ -99,6 +101,12 @@ impl Metrics {
             "Identifiers left on another contact because merging would join two people",
             conflicts.clone(),
         );
+        let erasures = Counter::default();
+        registry.register(
+            "erasures",
+            "EraseContact calls answered with a tombstone, repeated ones included",
+            erasures.clone(),
+        );
         let redis_up = Gauge::<i64, AtomicI64>::default();
         registry.register("redis_up", "1 while Redis answers", redis_up.clone());
         let auth_refused = Family::<ReasonLabels, Counter>::default();
@@ -114,6 +122,7 @@ impl Metrics {
             apply_seconds,
             merges,
             conflicts,
+            erasures,
             redis_up,
             auth_refused,
         }
@@ -154,6 +163,11 @@ impl Metrics {
         self.auth_refused
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// Records one `EraseContact` answered with a tombstone.
+    pub fn erased(&self) {
+        self.erasures.inc();
     }
 
     pub fn redis_up(&self, up: bool) {

@@ -50,6 +50,7 @@ async fn grpcurl_lists_describes_and_calls_by_reflection() {
         "LookupContact",
         "ListContacts",
         "ListEvents",
+        "EraseContact",
     ] {
         assert!(
             describe.contains(&format!("rpc {rpc}")),

@@ -12,6 +12,7 @@ mod connections;
 mod content;
 mod convergence;
 mod discovery;
+mod erasure;
 mod faults;
 mod gohighlevel;
 mod grpc;

@@ -1,8 +1,10 @@
 //! Contact domain, with no I/O: validated values (ids, email, phone, region) and the
 //! identifiers that find a contact, here; the stored record and its merge rules in
 //! `record.rs` (see [`Record`]); which contacts an event concerns in `plan.rs` (see
-//! [`plan()`]); validated events in `event.rs`; the public view in `view.rs`.
+//! [`plan()`]); validated events in `event.rs`; the public view in `view.rs`; what an
+//! erased contact keeps in `erasure.rs`.
 
+mod erasure;
 mod event;
 mod payments;
 mod plan;
@@ -10,6 +12,7 @@ mod record;
 pub mod text;
 mod view;
 
+pub use erasure::*;
 pub use event::*;
 pub use payments::*;
 pub use plan::*;

@@ -34,6 +34,11 @@
 //!   otherwise `lead`. It therefore moves back only through a newer explicit event, such
 //!   as a reschedule after a no-show. `refunded` is a flag derived from refunds.
 //! - **created / updated** are the earliest and newest occurrence times seen.
+//! - **Former identifiers**: every email, phone and external id an event stated that the
+//!   fields no longer show (replaced by a newer one, lost to it, a second id of a
+//!   system) is kept in [`Former`], as the set of every identifier seen minus the
+//!   current ones: the index may still name the contact by each (a claim is not taken
+//!   back when its value loses), and erasing the contact must delete those entries too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -202,6 +207,34 @@ impl Stage {
     }
 }
 
+/// Identifiers events stated about a contact that its fields no longer show (see the
+/// module docs). Empty for a contact whose email, phone and provider ids never changed,
+/// so that it costs nothing there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Former {
+    /// Normalized emails.
+    #[serde(default, rename = "e", skip_serializing_if = "BTreeSet::is_empty")]
+    pub emails: BTreeSet<String>,
+    /// Phones in E.164 (only those that could be read: raw text is never indexed).
+    #[serde(default, rename = "p", skip_serializing_if = "BTreeSet::is_empty")]
+    pub phones: BTreeSet<String>,
+    /// (system, id) pairs.
+    #[serde(default, rename = "x", skip_serializing_if = "BTreeSet::is_empty")]
+    pub external_ids: BTreeSet<(String, String)>,
+}
+
+impl Former {
+    pub fn is_empty(&self) -> bool {
+        self.emails.is_empty() && self.phones.is_empty() && self.external_ids.is_empty()
+    }
+
+    fn union(&mut self, other: Self) {
+        self.emails.extend(other.emails);
+        self.phones.extend(other.phones);
+        self.external_ids.extend(other.external_ids);
+    }
+}
+
 /// The stored state of a contact. Every field joins as the module docs describe.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -248,11 +281,16 @@ pub struct Record {
     /// Contacts merged into this one.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub merged: BTreeSet<ContactId>,
+    /// Identifiers stated before that the fields above no longer show.
+    #[serde(default, skip_serializing_if = "Former::is_empty")]
+    pub former: Former,
 }
 
 impl Record {
     /// Joins `other` into `self`. Commutative, associative and idempotent.
     pub fn join(&mut self, other: Record) {
+        let mut seen = self.seen();
+        seen.union(other.seen());
         join_lww(&mut self.email, other.email);
         join_lww(&mut self.phone, other.phone);
         join_lww(&mut self.first_name, other.first_name);
@@ -294,6 +332,30 @@ impl Record {
         join_min(&mut self.first_seen, other.first_seen);
         join_max(&mut self.last_seen, other.last_seen);
         self.merged.extend(other.merged);
+        // Every identifier seen is kept: as a field, or else as a former one.
+        if let Some(e) = &self.email {
+            seen.emails.remove(&e.v.normalized);
+        }
+        if let Some(p) = self.phone.as_ref().filter(|p| p.v.valid) {
+            seen.phones.remove(&p.v.value);
+        }
+        seen.external_ids
+            .retain(|(system, id)| self.external_ids.get(system) != Some(id));
+        self.former = seen;
+    }
+
+    /// Every email, phone and external id events stated about this contact: the current
+    /// ones and the former.
+    fn seen(&self) -> Former {
+        let mut seen = self.former.clone();
+        if let Some(e) = &self.email {
+            seen.emails.insert(e.v.normalized.clone());
+        }
+        if let Some(p) = self.phone.as_ref().filter(|p| p.v.valid) {
+            seen.phones.insert(p.v.value.clone());
+        }
+        seen.external_ids.extend(self.external_ids.clone());
+        seen
     }
 
     /// Records a purchase, joined with every recorded purchase of the same payment
@@ -328,6 +390,25 @@ impl Record {
             self.email.as_ref().map(|e| &e.v),
             self.phone.as_ref().map(|p| &p.v),
         )
+    }
+
+    /// Every identifier the index may name this contact by: the current ones and the
+    /// former (see [`Former`]).
+    pub fn every_identifier(&self) -> Vec<Identifier> {
+        let mut all = self.identifiers();
+        let former = &self.former;
+        all.extend(
+            former
+                .external_ids
+                .iter()
+                .map(|(system, id)| Identifier::External {
+                    system: system.clone(),
+                    id: id.clone(),
+                }),
+        );
+        all.extend(former.emails.iter().cloned().map(Identifier::Email));
+        all.extend(former.phones.iter().cloned().map(Identifier::Phone));
+        all
     }
 
     /// The contact's tags: the newest full list, with the tag changes not older than it.

@@ -253,6 +253,51 @@ fn an_older_event_never_overwrites_a_newer_value() {
     }
 }
 
+/// A profile event stating this email, phone and GoHighLevel id.
+fn person(ev: &str, at: i64, email: &str, phone: &str, ghl: &str) -> Record {
+    let data = ContactFields {
+        phone: Some(Phone::parse_strict("phone", phone, us()).unwrap()),
+        external_ids: ext(&[("ghl_contact", ghl)]),
+        ..with_email(email)
+    };
+    event(ev, at, data, Effect::Profile)
+}
+
+#[test]
+fn identifiers_a_newer_value_replaced_are_kept_as_former_ones() {
+    let first = person("e1", 1000, "a@example.com", "+14155550100", "g2");
+    let second = person("e2", 2000, "b@example.com", "+14155550101", "g1");
+    let want = Former {
+        emails: set("a@example.com"),
+        phones: set("+14155550100"),
+        // One id per system: the smaller stays, the other is a former one.
+        external_ids: [("ghl_contact".to_owned(), "g2".to_owned())].into(),
+    };
+    for (records, former) in [
+        (vec![first.clone()], Former::default()),
+        (vec![first.clone(), first.clone()], Former::default()),
+        (vec![first.clone(), second.clone()], want.clone()),
+        (vec![second.clone(), first.clone()], want.clone()),
+        (vec![second.clone(), first.clone(), second.clone()], want),
+    ] {
+        assert_eq!(fold(records.clone()).former, former, "{records:?}");
+    }
+    let every: BTreeSet<Identifier> = fold([first, second])
+        .every_identifier()
+        .into_iter()
+        .collect();
+    let want: BTreeSet<Identifier> = [
+        Identifier::Email("a@example.com".into()),
+        Identifier::Email("b@example.com".into()),
+        Identifier::Phone("+14155550100".into()),
+        Identifier::Phone("+14155550101".into()),
+        Identifier::external("ghl_contact", "g1").unwrap(),
+        Identifier::external("ghl_contact", "g2").unwrap(),
+    ]
+    .into();
+    assert_eq!(every, want);
+}
+
 #[test]
 fn ties_are_broken_by_event_id() {
     let a = event("evt_a", 1000, with_email("a@example.com"), Effect::Profile);
@@ -829,6 +874,8 @@ fn arb_stamp() -> impl Strategy<Value = (i64, String)> {
 
 fn arb_record() -> impl Strategy<Value = Record> {
     let email = prop::option::of(prop::sample::select(vec!["a@example.com", "b@example.com"]));
+    let phone = prop::option::of(prop::sample::select(vec!["+14155550100", "+14155550101"]));
+    let ghl = prop::option::of(prop::sample::select(vec!["g1", "g2"]));
     let status = prop::sample::select(vec![
         Attendance::Booked,
         Attendance::Attended,
@@ -850,11 +897,25 @@ fn arb_record() -> impl Strategy<Value = Record> {
         1i64..1000,
         tag_list,
         tag_changes,
+        (phone, ghl),
     )
         .prop_map(
-            |((at, ev), email, status, pi, invoice, kind, amount, tags, tag_changes)| {
+            |(
+                (at, ev),
+                email,
+                status,
+                pi,
+                invoice,
+                kind,
+                amount,
+                tags,
+                tag_changes,
+                (phone, ghl),
+            )| {
                 let data = ContactFields {
                     email: email.map(|e| Email::parse("e", e).unwrap()),
+                    phone: phone.map(|p| Phone::parse_strict("p", p, us()).unwrap()),
+                    external_ids: ghl.map(|g| ext(&[("ghl_contact", g)])).unwrap_or_default(),
                     tags: tags.map(|t| t.into_iter().map(str::to_owned).collect()),
                     tag_changes: tag_changes
                         .into_iter()

@@ -159,6 +159,9 @@ impl Record {
             field_updated_at,
             merged_ids: self.merged.iter().map(ToString::to_string).collect(),
             deleted: self.deleted.as_ref().is_some_and(|d| d.v),
+            // A live contact; an erased one is shown by `Erasure::to_proto` instead.
+            erased_at: None,
+            erased_by: String::new(),
         }
     }
 }

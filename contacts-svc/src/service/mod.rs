@@ -1,6 +1,7 @@
 //! The `contacts.v1.ContactsService` gRPC service: validates requests, calls the store
 //! and shapes answers. The only place a `tonic::Status` is made. Applying webhook
-//! events, and what each becomes, is in `events.rs`.
+//! events, and what each becomes, is in `events.rs`; erasing a contact is the store's
+//! (`store/erase.rs`).
 
 mod events;
 
@@ -17,7 +18,7 @@ use crate::contact::{
 };
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::store::{Cursor, EventFilter, Store, now_millis};
+use crate::store::{Cursor, EventFilter, Loaded, Store, now_millis};
 
 const DEFAULT_PAGE: usize = 50;
 /// Most events in one ApplyEvents call.
@@ -225,7 +226,7 @@ impl ContactsService for Service {
             .map_err(status)?
             .ok_or_else(|| status(Error::NotFound(format!("no contact {contact_id}"))))?;
         Ok(Response::new(v1::UpsertContactResponse {
-            contact: Some(loaded.record.to_proto(&loaded.id)),
+            contact: Some(loaded.to_proto()),
             applied: applied.outcome == v1::EventOutcome::Applied,
         }))
     }
@@ -242,7 +243,7 @@ impl ContactsService for Service {
             .map_err(status)?
             .ok_or_else(|| status(Error::NotFound(format!("no contact {id}"))))?;
         Ok(Response::new(v1::GetContactResponse {
-            contact: Some(loaded.record.to_proto(&loaded.id)),
+            contact: Some(loaded.to_proto()),
         }))
     }
 
@@ -283,7 +284,7 @@ impl ContactsService for Service {
                 )))
             })?;
         Ok(Response::new(v1::LookupContactResponse {
-            contact: Some(loaded.record.to_proto(&loaded.id)),
+            contact: Some(loaded.to_proto()),
         }))
     }
 
@@ -301,18 +302,47 @@ impl ContactsService for Service {
         };
         let page = self
             .store
-            .list_contacts(after, limit, |r| {
-                stage.is_none_or(|s| r.stage().to_proto() == s)
+            .list_contacts(after, limit, |l| {
+                // A tombstone is in no stage: listed only when no stage is asked for.
+                stage.is_none_or(|s| l.erased.is_none() && l.record.stage().to_proto() == s)
             })
             .await
             .map_err(status)?;
         Ok(Response::new(v1::ListContactsResponse {
-            contacts: page
-                .items
-                .iter()
-                .map(|l| l.record.to_proto(&l.id))
-                .collect(),
+            contacts: page.items.iter().map(Loaded::to_proto).collect(),
             next_page_token: page.next.map(|c| c.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn erase_contact(
+        &self,
+        request: Request<v1::EraseContactRequest>,
+    ) -> Result<Response<v1::EraseContactResponse>, Status> {
+        let deadline = events::deadline(request.metadata());
+        let caller = Caller::of(&request);
+        let id = ContactId::parse(&request.into_inner().contact_id).map_err(status)?;
+        // A task of its own, so that a caller that hangs up does not cut the erasure off
+        // halfway. The deadline may (the erasure is written so that the next call
+        // completes it), and answers "retry later".
+        let store = self.store.clone();
+        let by = caller.name.clone();
+        let erased = tokio::spawn(async move {
+            let erase = store.erase(&id, &by, now_millis());
+            tokio::time::timeout_at(deadline.into(), erase)
+                .await
+                .unwrap_or(Err(Error::Deadline))
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "erasing a contact failed");
+            Status::internal("internal error")
+        })?
+        .map_err(status)?;
+        self.metrics.erased();
+        // The contact's id and who asked: nothing of the person.
+        tracing::info!(contact_id = %erased.id, caller = %caller.name, "contact erased");
+        Ok(Response::new(v1::EraseContactResponse {
+            contact: Some(erased.to_proto()),
         }))
     }
 

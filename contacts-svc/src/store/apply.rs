@@ -35,6 +35,23 @@ fn unwritten_claims<'a>(
         .collect()
 }
 
+/// The identifiers whose index entries lead (maybe through merges) to an erased contact,
+/// with the contact each entry names. `hits` pairs each identifier with the live
+/// contact its entry leads to.
+fn erased_entries<'a>(
+    pointers: &'a [Option<ContactId>],
+    hits: &'a [(Identifier, Option<ContactId>)],
+    loaded: &BTreeMap<ContactId, Loaded>,
+) -> Vec<(&'a Identifier, &'a ContactId)> {
+    hits.iter()
+        .zip(pointers)
+        .filter_map(|((ident, live), pointer)| {
+            let erased = loaded.get(live.as_ref()?)?.erased.is_some();
+            erased.then_some((ident, pointer.as_ref()?))
+        })
+        .collect()
+}
+
 /// An applied event's outcome on `contact`, noting the identifiers left elsewhere.
 pub(super) fn applied(
     contact: ContactId,
@@ -113,6 +130,15 @@ impl Store {
                 };
                 hits.push((ident.clone(), live));
             }
+            // An index entry that leads to an erased contact is a leftover of its erasure
+            // (not complete yet, or a claim made while it ran): the identifier is nobody's
+            // now. It is cleared, if it still names what it named, and the event resolved
+            // again, so that it makes a new contact and never writes into the tombstone.
+            let stale = erased_entries(&raw, &hits, &contacts);
+            if !stale.is_empty() {
+                self.clear_erased(&stale).await?;
+                continue;
+            }
             // Index entries naming a contact nobody has written yet say nothing about whose
             // identifiers they are: the event must not join such a contact, or another
             // person's event that claimed them would then find this person's data there.
@@ -136,8 +162,14 @@ impl Store {
             let explicit_live = match explicit {
                 Some(id) => {
                     let live = self.load_into(id, &mut contacts).await?;
-                    if contacts.get(&live).is_some_and(|l| l.version == 0) {
-                        return Err(Error::NotFound(format!("no contact {id}")));
+                    match contacts.get(&live) {
+                        Some(l) if l.version == 0 => {
+                            return Err(Error::NotFound(format!("no contact {id}")));
+                        }
+                        Some(l) if l.erased.is_some() => {
+                            return Err(Error::NotFound(format!("contact {id} was erased")));
+                        }
+                        _ => {}
                     }
                     Some(live)
                 }
@@ -148,9 +180,12 @@ impl Store {
                 .map(|(k, v)| (k.clone(), &v.record))
                 .collect();
             let mut plan = contact::plan(&effect.data, explicit_live.as_ref(), &hits, &records);
-            if let Some(o) = &orphan {
-                let live = self.load_into(o, &mut contacts).await?;
-                if !plan.targets.contains(&live) {
+            if let Some(o) = orphan.clone() {
+                let live = self.load_into(&o, &mut contacts).await?;
+                if contacts.get(&live).is_some_and(|l| l.erased.is_some()) {
+                    // Erased meanwhile, by its id: nothing of it is to be merged any more.
+                    orphan = None;
+                } else if !plan.targets.contains(&live) {
                     plan.targets.push(live);
                     plan.targets.sort(); // the oldest survives, as in `contact::plan`
                 }
@@ -160,12 +195,9 @@ impl Store {
                 Some(id) => id.clone(),
                 None => fresh.clone(),
             };
-            let mut base = contacts.remove(&survivor).unwrap_or(Loaded {
-                id: survivor.clone(),
-                version: 0,
-                record: Record::default(),
-                log: Vec::new(),
-            });
+            let mut base = contacts
+                .remove(&survivor)
+                .unwrap_or_else(|| Loaded::unwritten(survivor.clone()));
             let list = base.version == 0 && !listed;
             // Identifiers that name another contact than the survivor (one it absorbs, or
             // a merged id), except those left with their owner in a conflict.
@@ -335,6 +367,22 @@ impl Store {
         Ok(())
     }
 
+    /// Removes index entries that still name the contact they led to an erased contact
+    /// through.
+    async fn clear_erased(&self, entries: &[(&Identifier, &ContactId)]) -> Result<(), Error> {
+        let mut c = self.conn.clone();
+        for (ident, id) in entries {
+            let _: i64 = DELETE_IF
+                .call()
+                .key(index_key(ident))
+                .arg(id.as_str())
+                .run(&mut c)
+                .await?;
+            tracing::info!(kind = ident.kind(), contact_id = %id, "index entry of an erased contact cleared");
+        }
+        Ok(())
+    }
+
     /// Turns absorbed contacts into redirects to the survivor.
     pub(super) async fn absorb(
         &self,
@@ -391,7 +439,7 @@ fn claimed(replies: &[Value]) -> Result<bool, Error> {
 }
 
 /// Whether a [`Write`] wrote: `SET … NX` answers OK, the script 1.
-fn written(reply: &Value) -> bool {
+pub(super) fn written(reply: &Value) -> bool {
     matches!(reply, Value::Okay | Value::Int(1))
 }
 
@@ -433,6 +481,58 @@ impl Write {
         match self {
             Self::New(cmd) => cmd.query_async(conn).await,
             Self::Update(call) => call.run(conn).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contact::Erasure;
+
+    fn id(n: char) -> ContactId {
+        ContactId::parse(&format!("ct_0190f0e0c0a07000800000000000000{n}")).unwrap()
+    }
+
+    #[test]
+    fn entries_that_lead_to_a_tombstone_are_found_by_what_they_name() {
+        let erasure = Erasure {
+            erased_at: 1,
+            erased_by: "ops".to_owned(),
+        };
+        // a: erased; b: live; c: merged into a (its entries lead to a's tombstone).
+        let loaded: BTreeMap<ContactId, Loaded> = [
+            (id('a'), Loaded::tombstone(id('a'), 3, erasure)),
+            (
+                id('b'),
+                Loaded {
+                    version: 2,
+                    ..Loaded::unwritten(id('b'))
+                },
+            ),
+        ]
+        .into();
+        let email = Identifier::Email("jenny@example.com".to_owned());
+        let phone = Identifier::Phone("+14155550100".to_owned());
+        let payment = Identifier::PaymentRef("pi_1".to_owned());
+        let new = Identifier::PaymentRef("pi_2".to_owned());
+        for (pointers, lead_to, want) in [
+            (
+                vec![Some(id('c')), Some(id('b')), Some(id('a')), None],
+                vec![Some(id('a')), Some(id('b')), Some(id('a')), None],
+                vec![(email.clone(), id('c')), (payment.clone(), id('a'))],
+            ),
+            (vec![Some(id('b'))], vec![Some(id('b'))], vec![]),
+            (vec![None], vec![None], vec![]),
+        ] {
+            let idents = [email.clone(), phone.clone(), payment.clone(), new.clone()];
+            let hits: Vec<(Identifier, Option<ContactId>)> =
+                idents.into_iter().zip(lead_to).collect();
+            let found: Vec<(Identifier, ContactId)> = erased_entries(&pointers, &hits, &loaded)
+                .into_iter()
+                .map(|(ident, named)| (ident.clone(), named.clone()))
+                .collect();
+            assert_eq!(found, want);
         }
     }
 }

@@ -153,6 +153,35 @@ return 0
     )
 });
 
+/// Deletes a key if it holds any of the given values (an index entry that still names an
+/// erased contact or one merged into it).
+pub(super) static DELETE_IF_ANY: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+for _, v in ipairs(ARGV) do
+  if cur == v then return redis.call('DEL', KEYS[1]) end
+end
+return 0
+",
+    )
+});
+
+/// Replaces a key's value if it still holds the one read, keeping its time to live (an
+/// event record stripped by an erasure: a new delivery may have taken the key since).
+pub(super) static REWRITE_IF: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+return 0
+",
+    )
+});
+
 /// Points an index entry at another contact if it still names the old one.
 pub(super) static REPOINT: LazyLock<Lua> = LazyLock::new(|| {
     Lua::new(

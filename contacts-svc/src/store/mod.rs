@@ -2,7 +2,7 @@
 //! or a cluster) is in `conn.rs`, the key layout and the scripts in `keys.rs`, leases and
 //! done markers in `lease.rs`, resolving and writing contacts in `apply.rs` (one event),
 //! `batch.rs` and `round.rs` (the round trips a batch shares), reads and listings in
-//! `read.rs`.
+//! `read.rs`, erasing a contact in `erase.rs`.
 //!
 //! ```text
 //! hl:schema                  string  the layout's version ("2"; see `schema.rs`)
@@ -12,7 +12,8 @@
 //!                                    replicas (the listing shows it at that entry only)
 //! hl:rp:{<record id>}        string  lock of one replay of that record while it applies
 //! hl:c:{<contact id>}        string  version + record + the contact's log, or version + the
-//!                                    survivor's id once merged (see `stored.rs`)
+//!                                    survivor's id once merged, or version + a tombstone
+//!                                    once erased (see `stored.rs`)
 //! hl:idx:<kind>:<value>      string  contact id holding an identifier (created with SET NX)
 //! hl:contacts:new            stream  contacts as created: an entry per batch naming them
 //! hl:events:log              stream  the webhook log: an entry per batch naming its events
@@ -36,6 +37,7 @@
 mod apply;
 mod batch;
 mod conn;
+mod erase;
 mod keys;
 mod lease;
 mod page;
@@ -48,7 +50,7 @@ use std::time::Duration;
 
 use hookline_proto::v1;
 
-use crate::contact::{ContactId, Identifier, Record};
+use crate::contact::{ContactId, Erasure, Identifier, Record};
 use crate::error::Error;
 
 pub use page::{Cursor, Page};
@@ -145,6 +147,9 @@ pub struct Loaded {
     pub record: Record,
     /// The events applied to it, newest first (see `stored.rs`).
     pub(crate) log: Vec<(i64, String)>,
+    /// Set when the contact was erased: `record` and `log` are then empty, and nothing
+    /// may be written into it.
+    pub erased: Option<Erasure>,
 }
 
 impl Loaded {
@@ -155,6 +160,24 @@ impl Loaded {
             version: 0,
             record: Record::default(),
             log: Vec::new(),
+            erased: None,
+        }
+    }
+
+    /// The tombstone of an erased contact at `version`.
+    pub(super) fn tombstone(id: ContactId, version: u64, erasure: Erasure) -> Self {
+        Self {
+            erased: Some(erasure),
+            version,
+            ..Self::unwritten(id)
+        }
+    }
+
+    /// The public view: the contact, or the tombstone of an erased one.
+    pub fn to_proto(&self) -> v1::Contact {
+        match &self.erased {
+            Some(erasure) => erasure.to_proto(&self.id),
+            None => self.record.to_proto(&self.id),
         }
     }
 }

@@ -14,7 +14,7 @@ use super::keys::{
 use super::page::{Cursor, Page, Pager};
 use super::stored::{Body, Stored};
 use super::{Loaded, Store, millis_i64, now_millis};
-use crate::contact::{ContactId, Identifier, Record};
+use crate::contact::{ContactId, Identifier};
 use crate::error::Error;
 
 /// Filter for the webhook log.
@@ -50,65 +50,96 @@ impl EventFilter {
 /// Redirects followed from a merged contact to its survivor.
 pub(super) const MAX_REDIRECTS: usize = 16;
 
+fn redirect_chain_too_long(id: &ContactId) -> Error {
+    Error::Corrupt {
+        key: contact_key(id),
+        reason: "redirect chain too long".to_owned(),
+    }
+}
+
 /// Entries of the webhook log read at once while paging it (each names the events of
 /// one batch, up to a few dozen).
 const LOG_CHUNK: usize = 2;
 
 impl Store {
-    /// The contact holding `ident`, if any.
+    /// The contact holding `ident`, if any. An erased contact holds no identifier: an
+    /// index entry still naming one (its erasure not complete yet) finds nothing.
     pub async fn lookup(&self, ident: &Identifier) -> Result<Option<Loaded>, Error> {
         let ids = self.index_lookup(std::slice::from_ref(ident)).await?;
         match ids.into_iter().next().flatten() {
-            Some(id) => Ok(Some(self.load(&id).await?).filter(|l| l.version > 0)),
+            Some(id) => {
+                Ok(Some(self.load(&id).await?).filter(|l| l.version > 0 && l.erased.is_none()))
+            }
             None => Ok(None),
         }
     }
 
-    /// The contact with `id` (or the survivor it was merged into), if it exists.
+    /// The contact with `id` (or the survivor it was merged into), if it exists; an
+    /// erased one as its tombstone.
     pub async fn get(&self, id: &ContactId) -> Result<Option<Loaded>, Error> {
         Ok(Some(self.load(id).await?).filter(|l| l.version > 0))
     }
 
-    /// Reads a contact, following redirects to the survivor of merges.
+    /// Reads a contact, following redirects to the survivor of merges. An erased contact
+    /// loads as its tombstone, empty but for [`Loaded::erased`].
     pub async fn load(&self, id: &ContactId) -> Result<Loaded, Error> {
+        let (id, stored) = self.resolve(id).await?;
+        Ok(match stored {
+            None => Loaded::unwritten(id),
+            Some(Stored {
+                version,
+                body: Body::Data { record, log },
+            }) => Loaded {
+                id,
+                version,
+                record,
+                log,
+                erased: None,
+            },
+            Some(Stored {
+                version,
+                body: Body::Erased(tombstone),
+            }) => Loaded::tombstone(id, version, tombstone.erasure),
+            // `resolve` follows every redirect.
+            Some(Stored {
+                body: Body::Redirect(_),
+                ..
+            }) => return Err(redirect_chain_too_long(&id)),
+        })
+    }
+
+    /// The live id `id` leads to, following redirects, and what its key holds (`None`
+    /// when nothing was written there yet): never a redirect.
+    pub(super) async fn resolve(
+        &self,
+        id: &ContactId,
+    ) -> Result<(ContactId, Option<Stored>), Error> {
         let mut c = self.conn.clone();
         let mut id = id.clone();
         for _ in 0..MAX_REDIRECTS {
             let key = contact_key(&id);
             let value: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query_async(&mut c).await?;
             let Some(value) = value else {
-                return Ok(Loaded::unwritten(id));
+                return Ok((id, None));
             };
             match decode_contact(&key, &value)? {
                 Stored {
                     body: Body::Redirect(to),
                     ..
                 } => id = to,
-                Stored {
-                    version,
-                    body: Body::Data { record, log },
-                } => {
-                    return Ok(Loaded {
-                        id,
-                        version,
-                        record,
-                        log,
-                    });
-                }
+                stored => return Ok((id, Some(stored))),
             }
         }
-        Err(Error::Corrupt {
-            key: contact_key(&id),
-            reason: "redirect chain too long".to_owned(),
-        })
+        Err(redirect_chain_too_long(&id))
     }
 
-    /// One page of contacts, newest first by creation, keeping those `keep` accepts.
+    /// One page of contacts, newest first by creation, keeping those `keep` accepts
+    /// (erased ones as their tombstones).
     pub async fn list_contacts(
         &self,
         after: Option<Cursor>,
         limit: usize,
-        keep: impl Fn(&Record) -> bool,
+        keep: impl Fn(&Loaded) -> bool,
     ) -> Result<Page<Loaded>, Error> {
         let mut pager = Pager::new(CONTACTS, Cursor::stream(after)?, limit);
         while let Some(batch) = pager.next_batch(self).await? {
@@ -125,20 +156,30 @@ impl Store {
                     items.push(None);
                     continue;
                 };
-                let Stored {
-                    version,
-                    body: Body::Data { record, log },
-                } = decode_contact(&contact_key(&id), &value)?
-                else {
-                    items.push(None);
-                    continue;
+                let loaded = match decode_contact(&contact_key(&id), &value)? {
+                    Stored {
+                        version,
+                        body: Body::Data { record, log },
+                    } => Loaded {
+                        id,
+                        version,
+                        record,
+                        log,
+                        erased: None,
+                    },
+                    Stored {
+                        version,
+                        body: Body::Erased(tombstone),
+                    } => Loaded::tombstone(id, version, tombstone.erasure),
+                    Stored {
+                        body: Body::Redirect(_),
+                        ..
+                    } => {
+                        items.push(None);
+                        continue;
+                    }
                 };
-                items.push(keep(&record).then_some(Loaded {
-                    id,
-                    version,
-                    record,
-                    log,
-                }));
+                items.push(Some(loaded).filter(|l| keep(l)));
             }
             pager.take(&batch, items);
         }
@@ -240,7 +281,8 @@ impl Store {
     }
 
     /// One page of a contact's events, newest first by receipt, from its log (which
-    /// holds those of the contacts it absorbed).
+    /// holds those of the contacts it absorbed). An erased contact has no log: it lists
+    /// nothing, and its stripped records stay in the whole webhook log until they expire.
     pub(super) async fn list_contact_events(
         &self,
         contact: &ContactId,

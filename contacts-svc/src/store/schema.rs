@@ -286,7 +286,8 @@ impl Store {
             // A redirect's log is left for its survivor to read (see `drop_v1_logs`).
             let own_log = match stored.body {
                 Body::Data { .. } => v1_log_key(&id),
-                Body::Redirect(_) => key.to_owned(),
+                // Layout 1 knew no tombstones: `convert` makes none.
+                Body::Redirect(_) | Body::Erased(_) => key.to_owned(),
             };
             let done: i64 = CONVERT
                 .call()

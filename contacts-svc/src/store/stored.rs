@@ -1,12 +1,18 @@
 //! A contact as one Redis string (layout 2): its version, then either its record with
-//! the log of events applied to it, or the id of the contact that absorbed it. No I/O.
+//! the log of events applied to it, the id of the contact that absorbed it, or the
+//! tombstone of an erased contact. No I/O.
 //!
 //! ```text
 //! "2" <version: 16 hex digits> "y" <size: u32 LE> <LZ4 block of the JSON below, with RECORD_DICT>
 //! "2" <version: 16 hex digits> "z" <size: u32 LE> <LZ4 block of the JSON below>
 //! "2" <version: 16 hex digits> "d" <JSON {"d": record, "log": [[received ms, record id], …]}>
 //! "2" <version: 16 hex digits> "r" <survivor id>
+//! "2" <version: 16 hex digits> "e" <JSON {"at": erased ms, "by": caller, "left": cleanup}>
 //! ```
+//!
+//! A tombstone (`e`) holds no personal data once its erasure is complete. Until then,
+//! `left` lists what is still to clean (see [`Cleanup`] and `erase.rs`): the record it
+//! replaced is gone, so the cleanup could not be derived again after a crash.
 //!
 //! The version sits at a fixed place so that the compare-and-set script
 //! (`keys::CAS_CONTACT`) compares it without decoding anything; a new contact is written
@@ -18,9 +24,11 @@
 //! about 210 bytes. Values without the dictionary (`z`) and uncompressed ones (`d`),
 //! written by earlier releases, are read too.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
-use crate::contact::{ContactId, Record};
+use crate::contact::{ContactId, Erasure, Record};
 
 /// The first byte of every contact value of this layout.
 const FORMAT: u8 = b'2';
@@ -48,6 +56,54 @@ pub(super) type LogEntry = (i64, String);
 pub(super) enum Body {
     Data { record: Record, log: Vec<LogEntry> },
     Redirect(ContactId),
+    Erased(Tombstone),
+}
+
+/// What an erased contact's key holds: who erased it and when, and while the erasure is
+/// not complete, what is left to clean.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Tombstone {
+    #[serde(flatten)]
+    pub(super) erasure: Erasure,
+    #[serde(default, skip_serializing_if = "Cleanup::is_empty")]
+    pub(super) left: Cleanup,
+}
+
+/// What an erasure still has to clean around a tombstone. Each step is idempotent, so
+/// a repeated erasure may do all of it again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Cleanup {
+    /// Index keys to delete while they name one of `owners`.
+    #[serde(default, rename = "idx", skip_serializing_if = "BTreeSet::is_empty")]
+    pub(super) index_keys: BTreeSet<String>,
+    /// The erased contact and the contacts merged into it: an index entry naming any of
+    /// them finds the tombstone.
+    #[serde(default, rename = "own", skip_serializing_if = "BTreeSet::is_empty")]
+    pub(super) owners: BTreeSet<ContactId>,
+    /// Event records (by record id) to strip of their bodies, headers and texts.
+    #[serde(default, rename = "ev", skip_serializing_if = "BTreeSet::is_empty")]
+    pub(super) records: BTreeSet<String>,
+    /// Contacts merged into the erased one, to check that each is a redirect: a merge
+    /// interrupted between writing its survivor and its redirects left one with data.
+    #[serde(default, rename = "abs", skip_serializing_if = "BTreeSet::is_empty")]
+    pub(super) absorbed: BTreeSet<ContactId>,
+}
+
+impl Cleanup {
+    pub(super) fn is_empty(&self) -> bool {
+        self.index_keys.is_empty()
+            && self.owners.is_empty()
+            && self.records.is_empty()
+            && self.absorbed.is_empty()
+    }
+
+    /// Adds what `other` has to clean.
+    pub(super) fn union(&mut self, other: Self) {
+        self.index_keys.extend(other.index_keys);
+        self.owners.extend(other.owners);
+        self.records.extend(other.records);
+        self.absorbed.extend(other.absorbed);
+    }
 }
 
 /// A contact key's value, decoded.
@@ -109,6 +165,12 @@ impl Stored {
                 out.extend_from_slice(to.as_str().as_bytes());
                 out
             }
+            Body::Erased(tombstone) => {
+                let mut out = header(self.version, b'e');
+                // As for a record: nothing in a tombstone refuses to serialize.
+                out.extend(serde_json::to_vec(tombstone).unwrap_or_default());
+                out
+            }
         }
     }
 
@@ -145,7 +207,10 @@ impl Stored {
                     .ok_or_else(|| bad("redirect is not a contact id"))?;
                 Body::Redirect(id)
             }
-            _ => return Err(bad("neither a record nor a redirect")),
+            Some((b'e', json)) => Body::Erased(
+                serde_json::from_slice(json).map_err(|e| Unreadable(format!("tombstone: {e}")))?,
+            ),
+            _ => return Err(bad("neither a record, a redirect nor a tombstone")),
         };
         Ok(Self { version, body })
     }
@@ -222,11 +287,79 @@ mod tests {
         }
     }
 
+    fn tombstone(left: Cleanup) -> Tombstone {
+        Tombstone {
+            erasure: Erasure {
+                erased_at: 1_796_421_417_250,
+                erased_by: "support-tool".to_owned(),
+            },
+            left,
+        }
+    }
+
+    #[test]
+    fn a_tombstone_reads_back_as_written_and_says_only_what_is_left() {
+        let left = Cleanup {
+            index_keys: ["hl:idx:email:jenny@example.com".to_owned()].into(),
+            owners: [id(A)].into(),
+            records: ["stripe:evt_1".to_owned()].into(),
+            absorbed: [id(A)].into(),
+        };
+        for (left, json) in [
+            (
+                left,
+                r#"{"at":1796421417250,"by":"support-tool","left":{"idx":["hl:idx:email:jenny@example.com"],"own":["ct_0190f0e0c0a07000800000000000000a"],"ev":["stripe:evt_1"],"abs":["ct_0190f0e0c0a07000800000000000000a"]}}"#,
+            ),
+            // Once complete, the audit fields alone.
+            (
+                Cleanup::default(),
+                r#"{"at":1796421417250,"by":"support-tool"}"#,
+            ),
+        ] {
+            let stored = Stored {
+                version: 7,
+                body: Body::Erased(tombstone(left)),
+            };
+            let bytes = stored.encode();
+            assert_eq!(&bytes[..18], b"20000000000000007e");
+            assert_eq!(std::str::from_utf8(&bytes[18..]), Ok(json));
+            assert_eq!(Stored::decode(&bytes), Ok(stored));
+        }
+        assert!(matches!(
+            Stored::decode(b"20000000000000007e{\"at\":1}"),
+            Err(Unreadable(why)) if why.starts_with("tombstone: ")
+        ));
+    }
+
+    #[test]
+    fn cleanups_unite() {
+        let one = |key: &str, record: &str| Cleanup {
+            index_keys: [key.to_owned()].into(),
+            owners: [id(A)].into(),
+            records: [record.to_owned()].into(),
+            absorbed: BTreeSet::new(),
+        };
+        let mut left = Cleanup::default();
+        assert!(left.is_empty());
+        left.union(one("k1", "r1"));
+        left.union(one("k2", "r1"));
+        assert_eq!(left.index_keys.len(), 2);
+        assert_eq!(left.owners.len(), 1);
+        assert_eq!(left.records.len(), 1);
+        assert!(!left.is_empty());
+    }
+
     #[test]
     fn the_version_sits_where_the_script_compares_it() {
         let bytes = Stored {
             version: 0x2a,
             body: Body::Redirect(id(A)),
+        }
+        .encode();
+        assert_eq!(&bytes[1..17], version_tag(0x2a).as_bytes());
+        let bytes = Stored {
+            version: 0x2a,
+            body: Body::Erased(tombstone(Cleanup::default())),
         }
         .encode();
         assert_eq!(&bytes[1..17], version_tag(0x2a).as_bytes());
@@ -239,7 +372,10 @@ mod tests {
             (b"{\"email\":1}", "not a contact of layout 2"),
             (b"2000", "too short"),
             (b"2zzzzzzzzzzzzzzzzd{}", "version is not hex"),
-            (b"20000000000000001x", "neither a record nor a redirect"),
+            (
+                b"20000000000000001x",
+                "neither a record, a redirect nor a tombstone",
+            ),
             (
                 b"20000000000000001z\x01",
                 "compressed record without its size",
