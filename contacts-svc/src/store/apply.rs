@@ -241,6 +241,10 @@ impl Store {
             if !claimed {
                 continue; // another caller claimed one first: resolve again
             }
+            // As in `claim_and_write`: no write before the replicas hold the claims.
+            if !plan.claims.is_empty() {
+                self.replicated().await?;
+            }
             let absorbed: Vec<Loaded> = plan
                 .targets
                 .iter()
@@ -288,8 +292,9 @@ impl Store {
         claimed(&replies)
     }
 
-    /// [`Store::claim`] and [`Store::write`] in one round trip: whether every claim
-    /// held, and whether the contact was written. The contact is listed and its
+    /// [`Store::claim`] and [`Store::write`] in one round trip (two, with a `WAIT`
+    /// between them, when replicas are asked for): whether every claim held, and whether
+    /// the contact was written. The contact is listed and its
     /// identifiers claimed before it is written (listings skip it until it is), so a
     /// crash cannot leave it unlisted; if a claim is lost, the caller resolves again.
     pub(super) async fn claim_and_write(
@@ -300,6 +305,17 @@ impl Store {
         ev: &ParsedEvent,
         log_floor: i64,
     ) -> Result<(bool, bool), Error> {
+        if self.opts.wait_replicas > 0 && !idents.is_empty() {
+            // With replicas asked for, the claims are on them before the contact is
+            // written: a failover that took back a claim but not the contact would
+            // leave a contact no index finds, and the event's retry would make a second
+            // one beside it.
+            if !self.claim(idents, &l.id, list).await? {
+                return Ok((false, false));
+            }
+            self.replicated().await?;
+            return Ok((true, self.write(l, ev, log_floor).await?));
+        }
         let write = self.contact_write(l, ev, log_floor);
         let mut cmds: Vec<redis::Cmd> = idents.iter().map(|ident| claim(ident, &l.id)).collect();
         cmds.push(write.cmd(false));
