@@ -89,6 +89,14 @@ async fn an_event_counts_as_applied_only_once_a_replica_holds_it() {
         .await
         .unwrap();
     assert_eq!(marker, None, "no marker and no lease left behind");
+    // Nor a claim of the email for a contact that was never written: the retry would
+    // wait for it to be cleared.
+    let claim: Option<String> = redis::cmd("GET")
+        .arg("hl:idx:email:two@example.com")
+        .query_async(&mut on_master)
+        .await
+        .unwrap();
+    assert_eq!(claim, None, "no claim left behind");
     replica.resume();
     let answer = apply(&contacts, "wait:two", "two@example.com").await;
     assert_eq!(answer.outcome(), v1::EventOutcome::Applied);

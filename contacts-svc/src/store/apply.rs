@@ -242,8 +242,11 @@ impl Store {
                 continue; // another caller claimed one first: resolve again
             }
             // As in `claim_and_write`: no write before the replicas hold the claims.
-            if !plan.claims.is_empty() {
-                self.replicated().await?;
+            if !plan.claims.is_empty()
+                && let Err(e) = self.replicated().await
+            {
+                self.unclaim(&plan.claims, &survivor).await;
+                return Err(e);
             }
             let absorbed: Vec<Loaded> = plan
                 .targets
@@ -274,6 +277,25 @@ impl Store {
             return Ok(applied(survivor, absorbed.len(), plan.conflicts));
         }
         Err(Error::Contention(MAX_ATTEMPTS))
+    }
+
+    /// Gives back the claims of `idents` this attempt made for `owner` (each still naming
+    /// it), when it cannot go on: the retry need not wait for them to be cleared as
+    /// claims of a contact never written. One that cannot be given back is cleared so
+    /// later.
+    async fn unclaim(&self, idents: &[Identifier], owner: &ContactId) {
+        let mut c = self.conn.clone();
+        for ident in idents {
+            let given_back: Result<i64, _> = DELETE_IF
+                .call()
+                .key(index_key(ident))
+                .arg(owner.as_str())
+                .run(&mut c)
+                .await;
+            if let Err(e) = given_back {
+                tracing::debug!(error = %e, "claim not given back, it will be cleared");
+            }
+        }
     }
 
     /// Claims identifiers for `owner` with SET NX, and lists `owner` when `list`. False
@@ -313,7 +335,10 @@ impl Store {
             if !self.claim(idents, &l.id, list).await? {
                 return Ok((false, false));
             }
-            self.replicated().await?;
+            if let Err(e) = self.replicated().await {
+                self.unclaim(idents, &l.id).await;
+                return Err(e);
+            }
             return Ok((true, self.write(l, ev, log_floor).await?));
         }
         let write = self.contact_write(l, ev, log_floor);
