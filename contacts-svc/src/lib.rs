@@ -25,6 +25,9 @@ use tonic_health::ServingStatus;
 pub use crate::contact::Region;
 use crate::error::Error;
 pub use crate::metrics::Metrics;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub use crate::store::fuzzing;
 pub use crate::store::{Store, StoreOptions};
 
 /// How often Redis is pinged to keep the health status current.

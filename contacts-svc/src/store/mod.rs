@@ -36,6 +36,9 @@
 mod apply;
 mod batch;
 mod conn;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod lease;
 mod page;
