@@ -6,7 +6,11 @@ TOOLS   := $(CURDIR)/.tools
 GRPCURL := $(TOOLS)/bin/grpcurl
 BUF     := npx --yes @bufbuild/buf@1.75.0
 
-.PHONY: help run test lint fmt bench tools
+.PHONY: help run test lint fmt bench fuzz tools
+
+# make fuzz: seconds each target runs, and the targets (fuzz/fuzz_targets/).
+FUZZ_SECS    ?= 60
+FUZZ_TARGETS ?= $(basename $(notdir $(wildcard fuzz/fuzz_targets/*.rs)))
 
 help: ## list the commands
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
@@ -29,6 +33,16 @@ fmt: ## format the code
 bench: ## benchmark against a no-op baseline and a Node.js handler (release build, private Redis with AOF)
 	@dev/tools.sh redis-server
 	@CLUSTER=$(CLUSTER) bench/run.sh
+
+fuzz: ## run every fuzz target for FUZZ_SECS (60) seconds, one after another (nightly, cargo-fuzz); not part of test
+	@dev/tools.sh cargo-fuzz
+	python3 fuzz/seeds.py
+	@# One libFuzzer process at a time, one thread each (no -jobs: it would fork and log to files).
+	@set -e; for target in $(FUZZ_TARGETS); do \
+	  echo "== $$target: $(FUZZ_SECS) s"; \
+	  PATH="$(TOOLS)/bin:$$PATH" cargo +nightly fuzz run $$target fuzz/corpus/$$target -- \
+	    -max_total_time=$(FUZZ_SECS) -print_final_stats=1; \
+	done
 
 tools: ## install what the tests need: redis-server (apt), grpcurl and standardwebhooks (pip)
 	@dev/tools.sh redis-server grpcurl standardwebhooks
