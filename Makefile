@@ -22,10 +22,12 @@ test: tools ## everything CI tests: unit and end-to-end (private redis-server, r
 	cargo build --workspace --bins
 	GRPCURL=$(GRPCURL) HOOKLINE_PYTHONPATH=$(TOOLS)/python cargo test --workspace
 
-lint: ## formatting, clippy -D warnings, buf lint
+lint: ## formatting, clippy -D warnings, buf lint, cargo deny (licenses, bans, sources; advisories where their database can be fetched)
+	@dev/tools.sh cargo-deny
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(BUF) lint
+	dev/deny.sh
 
 fmt: ## format the code
 	cargo fmt --all
@@ -44,5 +46,5 @@ fuzz: ## run every fuzz target for FUZZ_SECS (60) seconds, one after another (ni
 	    -max_total_time=$(FUZZ_SECS) -print_final_stats=1; \
 	done
 
-tools: ## install what the tests need: redis-server (apt), grpcurl and standardwebhooks (pip)
-	@dev/tools.sh redis-server grpcurl standardwebhooks
+tools: ## install what the tests and lints need: redis-server (apt), grpcurl and standardwebhooks (pip), cargo-deny
+	@dev/tools.sh redis-server grpcurl standardwebhooks cargo-deny

