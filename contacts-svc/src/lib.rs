@@ -26,6 +26,9 @@ pub use crate::auth::Auth;
 pub use crate::contact::Region;
 use crate::error::Error;
 pub use crate::metrics::Metrics;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub use crate::store::fuzzing;
 pub use crate::store::{RedisTls, Store, StoreOptions};
 
 /// How often Redis is pinged to keep the health status current.

@@ -8,6 +8,9 @@
 pub mod config;
 pub mod contacts;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod metrics;
 pub mod problem;

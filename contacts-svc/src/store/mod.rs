@@ -38,6 +38,9 @@ mod apply;
 mod batch;
 mod conn;
 mod erase;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod lease;
 mod page;

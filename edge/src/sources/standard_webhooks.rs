@@ -260,8 +260,16 @@ impl Source for StandardWebhooks {
     }
 
     fn normalize(&self, source: &str, d: Delivery<'_>, received_at_ms: i64) -> v1::WebhookEvent {
-        // Verified, so the id header is there; the digest is only a guard.
-        let [id_name, ..] = names(d.headers);
+        // Verified, so the id header is there; the digest is only a guard. The id is
+        // `webhook-id`, else `svix-id`: for a verified delivery that is the family
+        // `names` chose, and it is what a replay finds too, whose recorded headers hold
+        // the id headers alone (without `svix-signature`, `names` would pick
+        // `webhook-*` there, and an event of a `svix-*` sender would get its body's
+        // digest as id instead of its own).
+        let id_name = [STANDARD[0], SVIX[0]]
+            .into_iter()
+            .find(|name| d.headers.contains_key(*name))
+            .unwrap_or(STANDARD[0]);
         let id = one_header(d.headers, id_name, id_name)
             .ok()
             .flatten()

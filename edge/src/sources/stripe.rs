@@ -106,16 +106,17 @@ fn single_header(headers: &http::HeaderMap) -> Result<&str, VerifyError> {
         .ok_or(VerifyError::Malformed("not ASCII"))
 }
 
+/// A parsed `Stripe-Signature` (crate-visible for the fuzz target of its parser).
 #[derive(Debug, PartialEq, Eq)]
-struct Header {
-    t: i64,
+pub(crate) struct Header {
+    pub(crate) t: i64,
     /// Decoded `v1` values that are 32 bytes of hex; others are skipped.
-    v1: Vec<[u8; 32]>,
+    pub(crate) v1: Vec<[u8; 32]>,
 }
 
 /// Parses `t=…,v1=…[,v1=…][,v0=…]`: elements split at the first `=`, elements without
 /// one ignored, exactly one `t` of ASCII digits fitting i64, at least one `v1`.
-fn parse_header(value: &str) -> Result<Header, VerifyError> {
+pub(crate) fn parse_header(value: &str) -> Result<Header, VerifyError> {
     let mut t = None;
     let mut v1 = Vec::new();
     let mut any_v1 = false;

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use hookline_proto::v1::webhook_event::Payload;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::*;
 use crate::config::{Args, Config};
@@ -580,6 +580,48 @@ fn events_take_the_webhook_id_and_the_mapping() {
     assert_eq!(contact.phone.as_deref(), Some("+14155550100"));
     assert!(matches!(e.payload, Some(Payload::ContactUpserted(_))));
     assert_eq!(e.raw_body, None);
+}
+
+/// A replay normalizes an ignored event from its body and recorded headers, which hold
+/// the id headers only: a `svix-*` delivery keeps its `svix-id` there too, rather than
+/// falling back to the body's digest because `svix-signature` is gone (found by the
+/// normalize_standard_webhooks fuzz target).
+#[test]
+fn a_replay_from_recorded_headers_keeps_the_svix_id() {
+    let s = kat_source();
+    for family in ["webhook", "svix"] {
+        let mut h = HeaderMap::new();
+        for (name, value) in [
+            ("id", KAT_ID),
+            ("timestamp", "1614265330"),
+            ("signature", KAT_SIGNATURE),
+        ] {
+            let name = HeaderName::from_bytes(format!("{family}-{name}").as_bytes()).expect("name");
+            h.insert(name, HeaderValue::from_static(value));
+        }
+        let body: &[u8] = b"null";
+        let at_receipt = s.normalize(
+            "acme",
+            Delivery {
+                headers: &h,
+                query: "",
+                body,
+            },
+            0,
+        );
+        assert_eq!(at_receipt.id, format!("acme:{KAT_ID}"), "{family}");
+        let recorded = crate::sources::header_map_of(&s.recorded_headers(&h));
+        let replayed = s.normalize(
+            "acme",
+            Delivery {
+                headers: &recorded,
+                query: "",
+                body,
+            },
+            0,
+        );
+        assert_eq!(replayed, at_receipt, "{family}");
+    }
 }
 
 mod properties {

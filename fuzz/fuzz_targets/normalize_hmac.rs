@@ -1,0 +1,6 @@
+//! The generic HMAC normalizer and its mapping: always an event, the same again on replay.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = edge::fuzzing::normalize_hmac(data);
+});
