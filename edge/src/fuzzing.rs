@@ -232,7 +232,7 @@ type SignWith<'a> = dyn Fn(&Raw) -> Option<String> + 'a;
 
 /// A delivery as the fuzzer's bytes spell it (module docs).
 #[derive(Debug, Default)]
-pub struct Raw {
+struct Raw {
     /// Names and values as written, trimmed; not yet checked as HTTP.
     headers: Vec<(Vec<u8>, Vec<u8>)>,
     query: String,
@@ -240,7 +240,7 @@ pub struct Raw {
 }
 
 impl Raw {
-    pub fn parse(data: &[u8]) -> Self {
+    fn parse(data: &[u8]) -> Self {
         let Some(end) = data.windows(2).position(|w| w == b"\n\n") else {
             return Self {
                 body: data.to_vec(),
