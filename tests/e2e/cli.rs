@@ -173,6 +173,27 @@ async fn bad_flags_and_configs_fail_with_one_clear_line() {
             vec!["--auth-tokens-file".into(), bad_tokens.arg()],
             "tokens[0].sha256: must be the 64 hex digits",
         ),
+        // TLS files that cannot be read: the flag and the file named.
+        (
+            "contacts-svc",
+            vec![
+                "--insecure-no-auth".into(),
+                "--tls-cert".into(),
+                "nowhere.pem".into(),
+                "--tls-key".into(),
+                "nowhere.key".into(),
+            ],
+            "--tls-cert: nowhere.pem",
+        ),
+        (
+            "contacts-svc",
+            vec![
+                "--insecure-no-auth".into(),
+                "--redis-tls-ca".into(),
+                "nowhere-ca.pem".into(),
+            ],
+            "--redis-tls-ca nowhere-ca.pem",
+        ),
     ];
     for (bin, args, needle) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -12,7 +12,6 @@
 //! tombstone or a redirect, whose bytes are plain.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use futures::future::join_all;
 use hookline_proto::v1::{self, lookup_contact_request::Key};
@@ -508,16 +507,7 @@ async fn an_erasure_cut_short_is_completed_by_the_next_call() {
 async fn with_replicas_asked_for_an_erasure_is_answered_once_a_replica_holds_it() {
     let master = Redis::start().await;
     let replica = Redis::start_replica_of(&master).await;
-    let contacts = ContactsSvc::start_with_options(
-        "127.0.0.1:0".parse().unwrap(),
-        &master.url(),
-        contacts_svc::StoreOptions {
-            wait_replicas: 1,
-            wait_timeout: Duration::from_millis(300),
-            ..contacts_svc::StoreOptions::default()
-        },
-    )
-    .await;
+    let contacts = ContactsSvc::start_waiting_for_a_replica(&master).await;
     let answers = contacts
         .apply_events(vec![contact_item("wait:jenny", EMAIL, Some("Jenny"))])
         .await;

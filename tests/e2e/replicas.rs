@@ -1,8 +1,6 @@
 //! `--redis-wait-replicas`: an event counts as applied only once the replicas asked for
 //! hold its writes, so that a failover cannot take back what the sender was told.
 
-use std::time::Duration;
-
 use hookline_proto::v1;
 use hookline_tests::{ContactsSvc, Redis, contact_item};
 
@@ -17,16 +15,7 @@ async fn apply(contacts: &ContactsSvc, id: &str, email: &str) -> v1::ApplyEventR
 async fn an_event_counts_as_applied_only_once_a_replica_holds_it() {
     let master = Redis::start().await;
     let replica = Redis::start_replica_of(&master).await;
-    let contacts = ContactsSvc::start_with_options(
-        "127.0.0.1:0".parse().unwrap(),
-        &master.url(),
-        contacts_svc::StoreOptions {
-            wait_replicas: 1,
-            wait_timeout: Duration::from_millis(300),
-            ..contacts_svc::StoreOptions::default()
-        },
-    )
-    .await;
+    let contacts = ContactsSvc::start_waiting_for_a_replica(&master).await;
 
     let answer = apply(&contacts, "wait:one", "one@example.com").await;
     assert_eq!(answer.outcome(), v1::EventOutcome::Applied);

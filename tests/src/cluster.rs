@@ -48,19 +48,9 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let created = Command::new(redis_cli())
-            .args(["--cluster", "create"])
-            .args(&addresses)
-            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("run redis-cli --cluster create");
-        assert!(
-            created.status.success(),
-            "redis-cli --cluster create: {}",
-            String::from_utf8_lossy(&created.stdout)
-        );
+        let mut args = addresses;
+        args.extend(["--cluster-replicas".to_owned(), replicas.to_string()]);
+        cluster_cli("create", &args).await;
         // Every node must know the whole cluster, and every replica be in sync (or a
         // write waiting for one would wait), before it is used.
         cluster.wait_in_sync().await;
@@ -168,19 +158,16 @@ impl RedisCluster {
         let [(port, from), (_, to), ..] = masters.as_slice() else {
             panic!("two masters to reshard between: {masters:?}");
         };
-        let moved = Command::new(redis_cli())
-            .args(["--cluster", "reshard", &format!("127.0.0.1:{port}")])
-            .args(["--cluster-from", from, "--cluster-to", to])
-            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("run redis-cli --cluster reshard");
-        assert!(
-            moved.status.success(),
-            "redis-cli --cluster reshard: {}",
-            String::from_utf8_lossy(&moved.stdout)
-        );
+        let args = [
+            format!("127.0.0.1:{port}"),
+            "--cluster-from".to_owned(),
+            from.clone(),
+            "--cluster-to".to_owned(),
+            to.clone(),
+            "--cluster-slots".to_owned(),
+            slots.to_string(),
+        ];
+        cluster_cli("reshard", &args).await;
     }
 
     /// Waits until every node sees every slot covered and every replica is in sync.
@@ -348,6 +335,23 @@ fn signal(pid: u32, signal: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// `redis-cli --cluster <command> <args> --cluster-yes`, which must succeed.
+async fn cluster_cli(command: &str, args: &[String]) {
+    let out = Command::new(redis_cli())
+        .args(["--cluster", command])
+        .args(args)
+        .arg("--cluster-yes")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run redis-cli --cluster {command}: {e}"));
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster {command}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn redis_cli() -> String {

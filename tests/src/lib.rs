@@ -90,6 +90,22 @@ impl ContactsSvc {
         Self::start_with_store(addr, store, contacts_svc::Auth::Disabled, None).await
     }
 
+    /// A contacts-svc on `master` that counts an event as applied only once one replica
+    /// holds its writes, waiting 300 ms for it (`--redis-wait-replicas 1`).
+    pub async fn start_waiting_for_a_replica(master: &Redis) -> Self {
+        let options = contacts_svc::StoreOptions {
+            wait_replicas: 1,
+            wait_timeout: Duration::from_millis(300),
+            ..contacts_svc::StoreOptions::default()
+        };
+        Self::start_with_options(
+            "127.0.0.1:0".parse().expect("address"),
+            &master.url(),
+            options,
+        )
+        .await
+    }
+
     /// A contacts-svc on `redis_url` that lets in only the callers `auth` names.
     pub async fn start_with_auth(redis_url: &str, auth: contacts_svc::Auth) -> Self {
         let options = contacts_svc::StoreOptions::default();

@@ -284,18 +284,24 @@ impl Store {
     /// claims of a contact never written. One that cannot be given back is cleared so
     /// later.
     async fn unclaim(&self, idents: &[Identifier], owner: &ContactId) {
-        let mut c = self.conn.clone();
         for ident in idents {
-            let given_back: Result<i64, _> = DELETE_IF
-                .call()
-                .key(index_key(ident))
-                .arg(owner.as_str())
-                .run(&mut c)
-                .await;
-            if let Err(e) = given_back {
+            if let Err(e) = self.delete_entry(ident, owner).await {
                 tracing::debug!(error = %e, "claim not given back, it will be cleared");
             }
         }
+    }
+
+    /// Deletes the index entry of `ident` if it still names `id` (one key, one script):
+    /// an entry another caller has pointed elsewhere meanwhile stays.
+    async fn delete_entry(&self, ident: &Identifier, id: &ContactId) -> Result<(), Error> {
+        let mut c = self.conn.clone();
+        let _: i64 = DELETE_IF
+            .call()
+            .key(index_key(ident))
+            .arg(id.as_str())
+            .run(&mut c)
+            .await?;
+        Ok(())
     }
 
     /// Claims identifiers for `owner` with SET NX, and lists `owner` when `list`. False
@@ -395,14 +401,8 @@ impl Store {
         &self,
         claims: &[(&Identifier, &ContactId)],
     ) -> Result<(), Error> {
-        let mut c = self.conn.clone();
         for (ident, id) in claims {
-            let _: i64 = DELETE_IF
-                .call()
-                .key(index_key(ident))
-                .arg(id.as_str())
-                .run(&mut c)
-                .await?;
+            self.delete_entry(ident, id).await?;
             tracing::warn!(identifier = %ident.masked(), contact_id = %id, "claim of an unwritten contact cleared");
         }
         Ok(())
@@ -411,14 +411,8 @@ impl Store {
     /// Removes index entries that still name the contact they led to an erased contact
     /// through.
     async fn clear_erased(&self, entries: &[(&Identifier, &ContactId)]) -> Result<(), Error> {
-        let mut c = self.conn.clone();
         for (ident, id) in entries {
-            let _: i64 = DELETE_IF
-                .call()
-                .key(index_key(ident))
-                .arg(id.as_str())
-                .run(&mut c)
-                .await?;
+            self.delete_entry(ident, id).await?;
             tracing::info!(kind = ident.kind(), contact_id = %id, "index entry of an erased contact cleared");
         }
         Ok(())
