@@ -14,14 +14,24 @@ pub(crate) struct Bodies {
     pub(crate) number_slots: Vec<usize>,
     /// Offset of the 10 national digits of the phone number.
     pub(crate) phone_slot: usize,
+    /// Where this run's phone numbers start (see [`Bodies::new`]).
+    phone_base: u64,
 }
 
 pub(crate) const NUMBER_MARK: &str = "############";
 pub(crate) const PHONE_MARK: &str = "%%%%%%%%%%";
+/// Blocks of a million phone numbers: 8,000 of them fill the 8e9 numbers below.
+const PHONE_BLOCKS: i64 = 8_000;
 
 impl Bodies {
     /// Bodies of `size` bytes (or the smallest event, when `size` is below it) whose ids
-    /// start with `run`, so runs against one Redis never collide.
+    /// start with `run`, created at `created` (Unix seconds, the run's start), so runs
+    /// against one Redis never collide. Phone numbers have no room for the run's id: a
+    /// run's start second picks a block of a million numbers for each second since then,
+    /// so runs started at least a second apart share none unless one sends a million
+    /// events a second, or they start more than 8,000 s apart (the blocks wrap).
+    /// A shared phone would make the later run's events find an earlier run's contacts:
+    /// updates and conflicts instead of the new contacts the load is meant to be.
     pub(crate) fn new(run: &str, size: usize, created: i64) -> Self {
         let token = format!("{run}{NUMBER_MARK}");
         let render = |notes: &str| {
@@ -84,6 +94,7 @@ impl Bodies {
             template,
             number_slots,
             phone_slot,
+            phone_base: created.rem_euclid(PHONE_BLOCKS).unsigned_abs() * 1_000_000,
         }
     }
 
@@ -98,7 +109,8 @@ impl Bodies {
             write_digits(&mut body[at..at + NUMBER_MARK.len()], n);
         }
         // A NANP number: area code 200-999, then seven digits; unique below 8e9 events.
-        let national = (200 + (n / 10_000_000) % 800) * 10_000_000 + n % 10_000_000;
+        let m = (self.phone_base + n) % 8_000_000_000;
+        let national = (200 + m / 10_000_000) * 10_000_000 + m % 10_000_000;
         write_digits(
             &mut body[self.phone_slot..self.phone_slot + PHONE_MARK.len()],
             national,

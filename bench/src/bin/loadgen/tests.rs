@@ -62,14 +62,35 @@ fn bodies_are_unique_sized_and_valid_stripe_events() {
         o["customer_details"]["email"],
         "buyer.0badcafe000123456789@example.com"
     );
-    assert_eq!(o["customer_details"]["phone"], "+12123456789");
+    // 1_795_870_800 s is 6,800 s into a cycle of 8,000 blocks: numbers from 6.8e9.
+    assert_eq!(o["customer_details"]["phone"], "+18923456789");
     let a: Value = serde_json::from_slice(&a).expect("JSON");
     assert_eq!(
         a["data"]["object"]["customer_details"]["phone"],
-        "+12000000000"
+        "+18800000000"
     );
     // Below the smallest event, the smallest event.
     assert!(Bodies::new("0badcafe", 10, 0).len() > 10);
+}
+
+#[test]
+fn runs_a_second_apart_share_no_phone_number() {
+    let phone = |bodies: &Bodies, n: u64| -> String {
+        let v: Value = serde_json::from_slice(&bodies.event(n)).expect("JSON");
+        v["data"]["object"]["customer_details"]["phone"]
+            .as_str()
+            .expect("a phone")
+            .to_owned()
+    };
+    let first = Bodies::new("0badcafe", 1024, 1_795_870_800);
+    let next = Bodies::new("0badcaff", 1024, 1_795_870_801);
+    // The first run's millionth event is the last before the next run's numbers.
+    assert_eq!(phone(&first, 999_999), "+18800999999");
+    assert_eq!(phone(&next, 0), "+18801000000");
+    // The last block wraps to the first, still with a valid area code.
+    let last = Bodies::new("0badcafe", 1024, 7_999);
+    assert_eq!(phone(&last, 0), "+19999000000");
+    assert_eq!(phone(&last, 1_000_000), "+12000000000");
 }
 
 #[test]
