@@ -252,6 +252,21 @@ impl Phone {
 
     /// `+<digits>` of a number written with its country code, extension cut off.
     fn international(s: &str, region: Region) -> Option<String> {
+        // Most senders write numbers already in E.164: those need only their country
+        // code looked up, not a parse (about 4 µs, a tenth of an event's CPU here).
+        match s.strip_prefix('+') {
+            Some(digits)
+                if (8..=15).contains(&digits.len())
+                    && digits.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                starts_with_country_code(digits).then(|| s.to_owned())
+            }
+            _ => Self::international_parsed(s, region),
+        }
+    }
+
+    /// [`Phone::international`] for any text: the crate finds the country code.
+    fn international_parsed(s: &str, region: Region) -> Option<String> {
         let main = s
             .split(|c: char| c.is_alphabetic() || matches!(c, '#' | ';' | ','))
             .next()
@@ -265,6 +280,21 @@ impl Phone {
             .starts_with(&number.country().code().to_string())
             .then(|| format!("+{digits}"))
     }
+}
+
+/// Whether `digits` (of a number after its `+`) start with a country calling code, as
+/// the `phonenumber` crate reads one: the first of their first one, two or three digits
+/// that is a known code, and never one starting with 0. For `+` and 8 to 15 digits its
+/// parse succeeds exactly then, with that code (the test `e164_numbers_read_as_the_crate_reads_them`
+/// compares the two over every three-digit start).
+fn starts_with_country_code(digits: &str) -> bool {
+    !digits.starts_with('0')
+        && (1..=3).any(|len| {
+            digits
+                .get(..len)
+                .and_then(|code| code.parse::<u16>().ok())
+                .is_some_and(|code| phonenumber::metadata::DATABASE.by_code(&code).is_some())
+        })
 }
 
 /// A region (ISO 3166 alpha-2) for reading national phone numbers.

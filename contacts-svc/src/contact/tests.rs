@@ -43,6 +43,34 @@ fn emails() {
 }
 
 #[test]
+fn e164_numbers_read_as_the_crate_reads_them() {
+    // Every start of one to three digits, in numbers of each length E.164 allows past
+    // the shortest the reading accepts: the shortcut and the crate's parse agree.
+    for region in ["US", "GB", "DE"] {
+        let region = Region::parse("r", region).unwrap();
+        for start in 0..1000 {
+            for len in [8, 10, 11, 12, 15] {
+                let digits = format!("{start:03}{}", "5550142096143827".get(..len - 3).unwrap());
+                let number = format!("+{digits}");
+                assert_eq!(
+                    Phone::international(&number, region),
+                    Phone::international_parsed(&number, region),
+                    "{number} in {region:?}"
+                );
+            }
+        }
+    }
+    // Outside the shortcut's form, the parse decides.
+    let us = us();
+    assert_eq!(
+        Phone::international("+1 415 555 0100", us).as_deref(),
+        Some("+14155550100")
+    );
+    assert_eq!(Phone::international("+1415555", us), None);
+    assert_eq!(Phone::international("+0415550100", us), None);
+}
+
+#[test]
 fn phones() {
     #[track_caller]
     fn check(input: &str, region: &str, expected: &str, valid: bool) {
