@@ -108,6 +108,25 @@ wait_quiet() {
   done
 }
 
+# AOF rewrites the Redis servers given by port ($@) finished or are running: a run during
+# which this grows paid for a rewrite.
+aof_rewrites() {
+  local n=0
+  for port in "$@"; do
+    n=$((n + $(redis-cli -p "$port" info persistence |
+      awk -F: '/^aof_rewrites:|^aof_rewrite_in_progress:/ {s += $2} END {print s + 0}')))
+  done
+  echo "$n"
+}
+
+# Says so when the AOF rewrites counted before a run ($1) grew during it (ports: the rest).
+note_rewrite() {
+  local before=$1
+  shift
+  [ "$(aof_rewrites "$@")" -gt "$before" ] && echo "   (its Redis rewrote its AOF during this run)"
+  return 0
+}
+
 # Stops a server started by this script and waits until it has exited.
 stop_server() {
   kill -TERM "$1" 2>/dev/null || true
@@ -312,14 +331,18 @@ if [ "$with_node" = 1 ]; then
   for pair in $(seq 2 "$PAIRS"); do
     echo "== pair $pair of $PAIRS: node, then hookline (${PAIR_DURATION} s each)"
     wait_quiet "${redis_ports[@]}"
+    before=$(aof_rewrites "$node_redis_port")
     "$bin/loadgen" run "${pair_load[@]}" --label "node fastify cluster-2" \
       --url "http://127.0.0.1:$node_port/webhooks/stripe" \
       --service-tree "node=$node_pid" --out "$work/node-$pair.json" | sed -n 1p
+    note_rewrite "$before" "$node_redis_port"
     wait_quiet "${redis_ports[@]}"
+    before=$(aof_rewrites "${masters[@]}")
     "$bin/loadgen" run "${pair_load[@]}" --label "hookline" \
       --url "http://127.0.0.1:$edge_port/webhooks/stripe" \
       --service "edge=$edge_pid" --service "contacts-svc=$contacts_pid" \
       --out "$work/hookline-$pair.json" | sed -n 1p
+    note_rewrite "$before" "${masters[@]}"
     node_table+=(--pair "$work/node-$pair.json,$work/hookline-$pair.json")
   done
   stop_server "$node_pid"
