@@ -26,12 +26,13 @@ const PHONE_BLOCKS: i64 = 8_000;
 impl Bodies {
     /// Bodies of `size` bytes (or the smallest event, when `size` is below it) whose ids
     /// start with `run`, created at `created` (Unix seconds, the run's start), so runs
-    /// against one Redis never collide. Phone numbers have no room for the run's id: a
-    /// run's start second picks a block of a million numbers for each second since then,
-    /// so runs started at least a second apart share none unless one sends a million
-    /// events a second, or they start more than 8,000 s apart (the blocks wrap).
-    /// A shared phone would make the later run's events find an earlier run's contacts:
-    /// updates and conflicts instead of the new contacts the load is meant to be.
+    /// against one Redis never collide. Phone numbers have no room for the run's id, so
+    /// the start second picks the first one: a run starting a second later starts a
+    /// million numbers further. Runs started at least a second apart therefore share
+    /// none, unless one sent over a million events per second between their starts, or
+    /// they started 8,000 s or more apart (the numbers wrap). A shared phone would make
+    /// the later run's events find an earlier run's contacts: conflicts and updates
+    /// instead of the new contacts the load is meant to be.
     pub(crate) fn new(run: &str, size: usize, created: i64) -> Self {
         let token = format!("{run}{NUMBER_MARK}");
         let render = |notes: &str| {
