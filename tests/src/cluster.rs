@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+use crate::private_redis::send_signal;
 use crate::{data_dir, eventually, free_port, redis_server, says};
 
 /// A running cluster; dropping it stops every node and removes its files.
@@ -85,7 +86,7 @@ impl RedisCluster {
         // Frozen, and cut off: what the master sent before is in the replica's socket
         // and reaches it when it thaws; what the master acknowledges from now on stays
         // in its backlog, which dies with it.
-        signal(replica, "-STOP");
+        send_signal(replica, "-STOP");
         let mut on_master = connect(killed).await.expect("connect to the master");
         let _: i64 = redis::cmd("CLIENT")
             .arg(&["KILL", "TYPE", "replica"])
@@ -96,7 +97,7 @@ impl RedisCluster {
         let node = &mut self.nodes[master];
         node.child.start_kill().expect("kill a master");
         let _ = node.child.wait().await;
-        signal(replica, "-CONT");
+        send_signal(replica, "-CONT");
         for node in self.nodes.iter().filter(|n| n.port != killed) {
             let (port, id) = (node.port, id.clone());
             eventually(Duration::from_secs(30), "a replica to take over", || {
@@ -325,16 +326,6 @@ async fn replica_of(port: u16) -> Option<u16> {
     let line = info.lines().find(|l| l.starts_with("slave0:"))?;
     let port = line.split(',').find_map(|f| f.strip_prefix("port="))?;
     port.parse().ok()
-}
-
-/// Sends a signal to a node's process (`kill -STOP`, say).
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(signal)
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// `redis-cli --cluster <command> <args> --cluster-yes`, which must succeed.

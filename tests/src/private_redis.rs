@@ -216,12 +216,7 @@ impl Redis {
             .as_ref()
             .and_then(Child::id)
             .expect("the server runs");
-        let status = std::process::Command::new("kill")
-            .arg(signal)
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {pid}");
+        send_signal(pid, signal);
     }
 
     /// Kills the server (SIGKILL: no chance to save) and waits until it is gone.
@@ -330,4 +325,14 @@ pub(crate) fn data_dir(prefix: &str) -> PathBuf {
 
 pub(crate) fn uuid_ish() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Sends a signal to a process (`kill -STOP`, say), which must succeed.
+pub(crate) fn send_signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
 }

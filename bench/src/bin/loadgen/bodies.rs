@@ -20,8 +20,10 @@ pub(crate) struct Bodies {
 
 pub(crate) const NUMBER_MARK: &str = "############";
 pub(crate) const PHONE_MARK: &str = "%%%%%%%%%%";
-/// Blocks of a million phone numbers: 8,000 of them fill the 8e9 numbers below.
-const PHONE_BLOCKS: i64 = 8_000;
+/// Phone numbers a run may use: area codes 200-999, seven digits each.
+const PHONE_NUMBERS: u64 = 800 * 10_000_000;
+/// How much further the numbers of a run started a second later begin.
+const PHONE_BLOCK: u64 = 1_000_000;
 
 impl Bodies {
     /// Bodies of `size` bytes (or the smallest event, when `size` is below it) whose ids
@@ -95,7 +97,7 @@ impl Bodies {
             template,
             number_slots,
             phone_slot,
-            phone_base: created.rem_euclid(PHONE_BLOCKS).unsigned_abs() * 1_000_000,
+            phone_base: created.unsigned_abs() % (PHONE_NUMBERS / PHONE_BLOCK) * PHONE_BLOCK,
         }
     }
 
@@ -109,8 +111,8 @@ impl Bodies {
         for &at in &self.number_slots {
             write_digits(&mut body[at..at + NUMBER_MARK.len()], n);
         }
-        // A NANP number: area code 200-999, then seven digits; unique below 8e9 events.
-        let m = (self.phone_base + n) % 8_000_000_000;
+        // A NANP number: area code 200-999, then seven digits.
+        let m = (self.phone_base + n) % PHONE_NUMBERS;
         let national = (200 + m / 10_000_000) * 10_000_000 + m % 10_000_000;
         write_digits(
             &mut body[self.phone_slot..self.phone_slot + PHONE_MARK.len()],
